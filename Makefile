@@ -1,0 +1,38 @@
+# The README's two commands: `make book` (main job) and `make test`.
+# Both create/refresh .venv from pyproject.toml, so a fresh clone needs nothing preinstalled.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+EXTRAS  ?= book,dev,captions
+SCALE   ?= default
+
+.PHONY: book test test-all results lint install wordnet clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; urbanlib needs Python 3.11 (set PY=...)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name urbanlib --display-name "urbanlib (.venv)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python -m urbanlib.book build --scale $(SCALE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+results: $(STAMP)
+	$(BIN)/python -m urbanlib.results run --scale full
+
+lint: $(STAMP)
+	$(BIN)/ruff check urbanlib tests notebooks
+
+clean:
+	rm -rf _build .cache/book

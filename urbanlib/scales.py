@@ -1,0 +1,43 @@
+"""Named scale presets: one knob that sizes data, models and runs for a machine.
+
+- ``smoke``: tests and CI; seconds per notebook.
+- ``default``: what ``make book`` runs on a 2-core CPU within its 45-minute budget.
+- ``full``: the ``make results`` tier; hours on this CPU, several pretraining seeds.
+- ``paper``: the papers' sizes (224/256 px tiles, ViT-B/16); for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes that every experiment reads from one preset."""
+
+    name: str
+    grid: int  # regions per side of a SynthCity city (Definition 1: an even grid)
+    tile_px: int  # satellite tile side in pixels
+    street_px: int  # street-view image side in pixels
+    max_street_views: int  # street views rendered per region at most (some regions get none)
+    pretrain_seeds: int  # independent pretraining runs (each with its own split)
+    probe_seeds: int  # MLP-probe seeds per pretraining run
+
+    def to_dict(self) -> dict:
+        """Plain dict, for provenance columns and JSON."""
+        return asdict(self)
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale("smoke", grid=8, tile_px=32, street_px=32, max_street_views=2, pretrain_seeds=1, probe_seeds=2),
+    "default": Scale("default", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=1, probe_seeds=5),
+    "full": Scale("full", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=3, probe_seeds=5),
+    "paper": Scale("paper", grid=32, tile_px=224, street_px=224, max_street_views=4, pretrain_seeds=3, probe_seeds=5),
+}
+
+
+def get_scale(name: str, **overrides) -> Scale:
+    """Look up a preset by name, optionally overriding fields (``get_scale("default", grid=16)``)."""
+    if name not in SCALES:
+        raise KeyError(f"unknown scale {name!r}; choose one of {sorted(SCALES)}")
+    return replace(SCALES[name], **overrides) if overrides else SCALES[name]

@@ -1,0 +1,1 @@
+"""Training: the trainer shared by UrbanCLIP and UrbanLN, checkpoints and distributed helpers."""
