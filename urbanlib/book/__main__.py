@@ -1,0 +1,75 @@
+"""``python -m urbanlib.book run|build`` — execute the manifest and build the HTML book.
+
+Examples:
+    python -m urbanlib.book build --scale default        # what `make book` runs
+    python -m urbanlib.book run --only data --force       # re-execute one experiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .manifest import ManifestError, load_manifest
+from .runner import NotebookFailed, run_entries
+from .toc import write_toc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    ap = argparse.ArgumentParser(prog="python -m urbanlib.book", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "build"], help="run: execute notebooks; build: run + jupyter-book")
+    ap.add_argument("--scale", default="default", help="scale preset passed to every notebook (smoke/default/full/paper)")
+    ap.add_argument("--manifest", default=str(REPO / "notebooks" / "runs.yml"))
+    ap.add_argument("--root", default=str(REPO), help="book root holding _config.yml (and where _toc.yml is written)")
+    ap.add_argument("--only", action="append", help="run only these experiment keys (repeatable)")
+    ap.add_argument("--force", action="store_true", help="re-execute even when inputs are unchanged")
+    args = ap.parse_args(argv)
+
+    root = Path(args.root)
+    t0 = time.perf_counter()
+    try:
+        entries = load_manifest(args.manifest, args.scale)
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.only:
+        entries = [e for e in entries if e.experiment in args.only]
+    doc = yaml.safe_load(Path(args.manifest).read_text())
+    parts_of = {(x.get("key") or Path(x["notebook"]).stem): x.get("part", x.get("key") or Path(x["notebook"]).stem)
+                for x in doc["experiments"]}
+    try:
+        results = run_entries(entries, root / "book" / "generated", root / ".cache" / "book", force=args.force)
+    except NotebookFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    write_toc(results, root, parts_of=parts_of)
+    timings = {r.entry.slug: {"status": r.status, "seconds": round(r.seconds, 1)} for r in results}
+    (root / ".cache").mkdir(exist_ok=True)
+    (root / ".cache" / "book_timings.json").write_text(json.dumps(timings, indent=2))
+    print(f"executed {sum(r.status == 'ran' for r in results)} notebook(s), "
+          f"{sum(r.status == 'cached' for r in results)} cached, in {time.perf_counter() - t0:.0f} s")
+    if args.command == "run":
+        return 0
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(root / "_toc.yml"),
+           "--config", str(root / "_config.yml"), "-W", "-n", "--keep-going"]
+    jb = [str(Path(sys.executable).with_name("jupyter-book")), *cmd[3:]]
+    proc = subprocess.run(jb, cwd=root)
+    if proc.returncode != 0:
+        print("error: jupyter-book build failed (warnings are errors); see the messages above", file=sys.stderr)
+        return proc.returncode
+    print(f"book built: {root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
