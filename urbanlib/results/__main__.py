@@ -1,0 +1,53 @@
+"""``python -m urbanlib.results run|verify|list`` — the resumable ``full`` results tier.
+
+    python -m urbanlib.results run --scale full          # what `make results` runs; resumable
+    python -m urbanlib.results verify --random            # re-run one committed unit and compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .registry import load_all
+from .runner import pending_units, run_all, verify_unit
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit code."""
+    ap = argparse.ArgumentParser(prog="python -m urbanlib.results", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "verify", "list"])
+    ap.add_argument("--scale", default="full")
+    ap.add_argument("--only", action="append", help="experiment name (repeatable)")
+    ap.add_argument("--experiment", help="verify: which experiment (default: drawn at random)")
+    ap.add_argument("--unit", help="verify: which unit (default: drawn at random)")
+    ap.add_argument("--random", action="store_true", help="verify: draw experiment and unit at random")
+    ap.add_argument("--seed", type=int, default=None, help="verify: seed of the random draw")
+    args = ap.parse_args(argv)
+    exps = load_all()
+    if args.command == "list":
+        for name, exp in exps.items():
+            print(f"{name}: {len(exp.plan(args.scale))} unit(s), {len(pending_units(exp, args.scale))} pending "
+                  f"- {exp.description}")
+        return 0
+    if args.command == "run":
+        run_all(args.scale, args.only)
+        return 0
+    import random
+
+    from .store import read_results
+
+    rng = random.Random(args.seed)
+    names = [args.experiment] if args.experiment else [n for n in exps if not read_results(n).empty]
+    if not names:
+        print("verify: no committed results yet; nothing to check")
+        return 0
+    name = rng.choice(sorted(names))
+    table = verify_unit(name, args.unit, rng_seed=rng.randrange(2**31))
+    print(f"verify {name}: {int(table['match'].sum())}/{len(table)} metric(s) match the committed values")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The experiments of the ``full`` results tier (each registers itself on import)."""

@@ -1,0 +1,91 @@
+"""Tidy result rows with provenance, appended to committed CSVs under ``results/``.
+
+One row per run × city × model × task × metric. Every row carries where it came from: the git tree,
+the urbanlib source hash, a hash of the run's config, seed, scale, wall time and machine, so a
+number in the book can always be traced to the code and settings that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO / "results"))
+ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
+PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash", "wall_s", "machine", "config"]
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a JSON-able config (key order does not matter)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_tree() -> str:
+    """The git tree hash of HEAD, with ``+dirty`` when urbanlib/ has uncommitted edits."""
+    try:
+        tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "urbanlib"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return tree + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """A short description of where a run happened (CPU count, accelerator)."""
+    desc = f"{platform.machine()} {os.cpu_count()} cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            desc += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:  # pragma: no cover
+        pass
+    return desc
+
+
+def results_path(experiment: str, results_dir: Path | None = None) -> Path:
+    """The CSV file of one experiment."""
+    return Path(results_dir or RESULTS_DIR) / f"{experiment}.csv"
+
+
+def read_results(experiment: str, results_dir: Path | None = None) -> pd.DataFrame:
+    """All committed rows of an experiment (empty frame if none yet)."""
+    path = results_path(experiment, results_dir)
+    if not path.is_file():
+        return pd.DataFrame(columns=ROW_COLUMNS + PROVENANCE_COLUMNS)
+    return pd.read_csv(path, dtype={"unit": str, "config_hash": str})
+
+
+def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed: int, scale: str,
+                wall_s: float, results_dir: Path | None = None) -> pd.DataFrame:
+    """Append one unit's rows (each with city, model, task, metric, value) with provenance.
+
+    Rows of the same unit already present are replaced, so re-running a unit never duplicates it.
+    """
+    from urbanlib.book.runner import source_tree_hash
+
+    prov = {"config_hash": config_hash(config), "seed": seed, "scale": scale, "git_tree": git_tree(),
+            "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "machine": machine(),
+            "config": json.dumps(config, sort_keys=True, default=str)}
+    new = pd.DataFrame([{"experiment": experiment, "unit": unit, **r, **prov} for r in rows])
+    missing = [c for c in ROW_COLUMNS if c not in new.columns]
+    if missing:
+        raise ValueError(f"result rows of {experiment}/{unit} lack column(s) {missing}")
+    old = read_results(experiment, results_dir)
+    old = old[old["unit"] != unit]
+    out = pd.concat([old, new[ROW_COLUMNS + PROVENANCE_COLUMNS]], ignore_index=True)
+    path = results_path(experiment, results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
+    return out
