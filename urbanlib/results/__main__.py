@@ -1,7 +1,7 @@
 """``python -m urbanlib.results run|verify|list`` — the resumable ``full`` results tier.
 
-    python -m urbanlib.results run --scale full          # what `make results` runs; resumable
-    python -m urbanlib.results verify --random            # re-run one committed unit and compare
+python -m urbanlib.results run --scale full          # what `make results` runs; resumable
+python -m urbanlib.results verify --random            # re-run one committed unit and compare
 """
 
 from __future__ import annotations
