@@ -58,7 +58,11 @@ def _parse(raw: str, table_precision: int | None) -> tuple[str, str, str]:
     if core.startswith("."):
         return core, "ocr_damaged", "leading digit lost in extraction; value kept as printed"
     if table_precision and not percent and "." in core and len(core.split(".")[1]) != table_precision:
-        return core, "ocr_damaged", f"printed with {len(core.split('.')[1])} decimals, table uses {table_precision}"
+        return (
+            core,
+            "ocr_damaged",
+            f"printed with {len(core.split('.')[1])} decimals, table uses {table_precision}",
+        )
     return core, "", note
 
 
@@ -86,7 +90,9 @@ def _model_table(rows, paper, table, city, columns, improvement_suffix=True, pre
     for cells in rows:
         model, values = cells[0], cells[1:]
         if len(values) != len(columns):
-            raise ValueError(f"{paper} table {table}: row {model!r} has {len(values)} cells, expected {len(columns)}")
+            raise ValueError(
+                f"{paper} table {table}: row {model!r} has {len(values)} cells, expected {len(columns)}"
+            )
         if model == "Improvement":
             model = f"{last_model} improvement (%)" if improvement_suffix else "Improvement (%)"
         else:
@@ -109,13 +115,23 @@ def transcribe(papers: Path) -> list[dict]:
         for corner, text in (("bottom_left", bl), ("top_right", tr)):
             m = re.fullmatch(r"([\d.]+)°N([.,])\s*([\d.]+)°E", text)
             sep_note = "separator printed as '.' instead of ','" if m.group(2) == "." else ""
-            out.append(_row("urbanclip", "1", city, "", "", "dataset", f"{corner}_lat_N", m.group(1), 2, note=sep_note))
-            out.append(_row("urbanclip", "1", city, "", "", "dataset", f"{corner}_lon_E", m.group(3), 2, note=sep_note))
+            out.append(
+                _row(
+                    "urbanclip", "1", city, "", "", "dataset", f"{corner}_lat_N", m.group(1), 2, note=sep_note
+                )
+            )
+            out.append(
+                _row(
+                    "urbanclip", "1", city, "", "", "dataset", f"{corner}_lon_E", m.group(3), 2, note=sep_note
+                )
+            )
         for metric, raw in (("n_satellite_images", n_img), ("n_location_descriptions", n_txt)):
             rec = _row("urbanclip", "1", city, "", "", "dataset", metric, raw, None)
             if re.fullmatch(r"\d+\.\d{3}", raw):
                 rec["flag"] = "ocr_damaged"
-                rec["note"] = "a count printed with '.' (Shenzhen uses ','): likely a thousands separator; value kept as printed"
+                rec["note"] = (
+                    "a count printed with '.' (Shenzhen uses ','): likely a thousands separator; value kept as printed"
+                )
             out.append(rec)
 
     # UrbanCLIP Table 2: only the Beijing and Shanghai halves survive extraction.
@@ -143,8 +159,19 @@ def transcribe(papers: Path) -> list[dict]:
     ]
     for city, task, metric, raw in prose:
         out.append(
-            _row("urbanclip", "2", city, "Improvement (%)", "", task, metric, raw, None,
-                 flag="prose_only", note="UrbanCLIP over PG-SimCLR, quoted in Sec. 4.2 prose; table half lost")
+            _row(
+                "urbanclip",
+                "2",
+                city,
+                "Improvement (%)",
+                "",
+                task,
+                metric,
+                raw,
+                None,
+                flag="prose_only",
+                note="UrbanCLIP over PG-SimCLR, quoted in Sec. 4.2 prose; table half lost",
+            )
         )
 
     # UrbanLN Table 1 (BJ), 6 (SH), 7 (SZ), 8 (NY): full three-metric tables.
@@ -171,12 +198,24 @@ def transcribe(papers: Path) -> list[dict]:
         imagery = "UrbanLN+SV" if n < 4 else "UrbanLN+SI"
         note = "imagery label printed 'Saternite'" if cells[0] == "Saternite" else ""
         for city, raw in zip(("BJ", "SH", "SZ", "NY"), cells[2:], strict=True):
-            out.append(_row("urbanln", "4", city, imagery, f"mu={cells[1]}", "population", "R2", raw, note=note))
+            out.append(
+                _row("urbanln", "4", city, imagery, f"mu={cells[1]}", "population", "R2", raw, note=note)
+            )
 
     # UrbanLN Table 5: dataset statistics (counts of regions, images, valid test regions).
     _, rows = _block(ln, "BJ", 4)
-    stat_cols = ["n_regions", "n_street_view", "n_satellite", "population", "gdp", "night_light",
-                 "comments", "carbon", "crime", "poi_count"]
+    stat_cols = [
+        "n_regions",
+        "n_street_view",
+        "n_satellite",
+        "population",
+        "gdp",
+        "night_light",
+        "comments",
+        "carbon",
+        "crime",
+        "poi_count",
+    ]
     for cells in rows:
         for metric, raw in zip(stat_cols, cells[1:], strict=True):
             task = "dataset" if metric.startswith("n_") else metric
