@@ -106,3 +106,17 @@ def morans_table(ds: UrbanDataset) -> pd.DataFrame:
             rows.append({"city": city, "indicator": ind,
                          "morans_i": morans_i(np.log1p(g[ind].astype(float)), g["row"], g["col"])})
     return pd.DataFrame(rows)
+
+
+def plot_correlations(ds: UrbanDataset, method: str = "spearman"):
+    """Heatmap of indicator correlations (ln(y+1)); returns a Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    corr = log_correlations(ds, method)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    sns.heatmap(corr, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, square=True, ax=ax,
+                annot_kws={"fontsize": 7})
+    ax.set_title(f"{method.title()} correlation of ln(y+1) indicators")
+    fig.tight_layout()
+    return fig
