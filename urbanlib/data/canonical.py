@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import validate
 from .dataset import CAPTION_COLUMNS, IMAGE_COLUMNS, REGION_COLUMNS, UrbanDataset
 from .report import DataError, LoadReport
 
@@ -65,6 +66,9 @@ def read(data_dir: str | Path, city: str | None = None) -> UrbanDataset:
     captions = (pd.read_json(cap_path, lines=True, dtype={"region_id": str}) if cap_path.is_file()
                 and cap_path.stat().st_size > 0 else pd.DataFrame(columns=CAPTION_COLUMNS))
     indicators = [c for c in meta.get("indicators", []) if c in regions.columns]
+    regions = validate.check_regions(regions, report, source=str(data_dir / "regions.csv"), indicators=indicators)
+    if len(captions):
+        captions = validate.check_captions(captions, report, region_ids=regions["region_id"], source=str(cap_path))
     ds = UrbanDataset(regions=regions, images=images, captions=captions, indicators=indicators,
                       root=data_dir, report=report, meta=meta)
     return ds.subset(city=city) if city is not None else ds
