@@ -85,7 +85,7 @@ class KeepFirstRows(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``x`` (L, D) with its first ``keep`` rows replaced by the frozen ones."""
-        return torch.cat([self.kept.to(x.dtype), x[self.kept.shape[0]:]], dim=0)  # (L, D)
+        return torch.cat([self.kept.to(x.dtype), x[self.kept.shape[0] :]], dim=0)  # (L, D)
 
 
 def _text_tower(model: nn.Module) -> nn.Module:
@@ -115,7 +115,7 @@ def stretch_clip(model: nn.Module, keep: int = 20, ratio: int = 4, freeze_kept: 
             :class:`KeepFirstRows` parametrization) while the stretched positions train.
 
     Returns:
-        The same model object, stretched.
+        The same model object, stretched, with ``model.ipsi_config`` recording what was done.
     """
     tower = _text_tower(model)
     if parametrize.is_parametrized(tower, "positional_embedding"):
@@ -132,6 +132,12 @@ def stretch_clip(model: nn.Module, keep: int = 20, ratio: int = 4, freeze_kept: 
         for name in ("context_length", "num_pos"):
             if hasattr(owner, name):
                 setattr(owner, name, n_new)
+    model.ipsi_config = {
+        "keep": keep,
+        "ratio": ratio,
+        "original_length": old.shape[0],
+        "freeze_kept": freeze_kept,
+    }
     return model
 
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 from ..report import DataError
 
-GENERATOR_VERSION = "synthcity-1.0.0"
+GENERATOR_VERSION = "synthcity-1.1.0"  # 1.0.0: pre-release development builds (stale)
 
 # Latent land-use classes (hidden ground truth; never model input).
 ZONES = [
