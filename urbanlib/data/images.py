@@ -74,7 +74,7 @@ def check_images(ds, report: LoadReport | None = None, expected_size: tuple[int,
     Returns:
         ``ds`` (same object), for chaining.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     report = ds.report if report is None else report
     images = ds.images.reset_index(drop=True)

@@ -72,30 +72,50 @@ def log_correlations(ds: UrbanDataset, method: str = "spearman") -> pd.DataFrame
     return logs.corr(method=method)
 
 
-def morans_i(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> float:
-    """Moran's I of values on a grid with rook (4-neighbour) binary weights; NaNs are dropped.
+def morans_i(values: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> float:
+    """Global Moran's I with binary rook (4-neighbour) weights on a grid.
 
-    I = (n / W) * sum_ij w_ij z_i z_j / sum_i z_i^2 with z = x - mean(x). Positive means similar
-    values cluster in space; it is ~ -1/(n-1) for spatially random values.
+    I = (N / W) · Σ_ij w_ij z_i z_j / Σ_i z_i², with z the deviations from the mean and W the sum of
+    weights. Regions with NaN values are dropped together with their links.
+
+    Args:
+        values: a (rows, cols) grid, or a flat array together with integer ``rows`` and ``cols``.
+        rows: grid rows of a flat ``values`` array.
+        cols: grid columns of a flat ``values`` array.
+
+    Returns:
+        Moran's I (positive: neighbours alike; about -1/(N-1) under no autocorrelation); NaN if
+        fewer than two linked regions remain or the values are constant.
     """
-    values, rows, cols = (np.asarray(a, dtype=float) for a in (values, rows, cols))
-    ok = ~(np.isnan(values) | np.isnan(rows) | np.isnan(cols))
-    x, r, c = values[ok], rows[ok].astype(int), cols[ok].astype(int)
-    n = x.size
-    if n < 3 or np.allclose(x, x[0]):
+    values = np.asarray(values, dtype=float)
+    if rows is None:
+        if values.ndim != 2:
+            raise ValueError(f"morans_i: expected a 2-D grid or flat values with rows/cols, got shape {values.shape}")
+        grid = values
+    else:
+        rows, cols = np.asarray(rows, float), np.asarray(cols, float)
+        keep = ~(np.isnan(rows) | np.isnan(cols))  # real data may lack grid coordinates
+        values, rows, cols = values[keep], rows[keep].astype(int), cols[keep].astype(int)
+        if values.size == 0:
+            return float("nan")
+        grid = np.full((rows.max() + 1, cols.max() + 1), np.nan)
+        grid[rows, cols] = values
+    ok = ~np.isnan(grid)
+    if ok.sum() < 2:
         return float("nan")
-    z = x - x.mean()
-    index = {(ri, ci): k for k, (ri, ci) in enumerate(zip(r, c, strict=True))}
+    z = np.where(ok, grid - np.nanmean(grid), 0.0)
+    denom = (z[ok] ** 2).sum()
+    if denom == 0:
+        return float("nan")
     num, w = 0.0, 0
-    for k, (ri, ci) in enumerate(zip(r, c, strict=True)):
-        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            j = index.get((ri + dr, ci + dc))
-            if j is not None:
-                num += z[k] * z[j]
-                w += 1
+    # each unordered neighbour pair appears twice in Σ_ij (i→j and j→i)
+    for a, b, oa, ob in ((z[1:, :], z[:-1, :], ok[1:, :], ok[:-1, :]), (z[:, 1:], z[:, :-1], ok[:, 1:], ok[:, :-1])):
+        link = oa & ob
+        num += 2 * (a * b)[link].sum()
+        w += 2 * int(link.sum())
     if w == 0:
         return float("nan")
-    return float(n / w * num / (z @ z))
+    return float(ok.sum() / w * num / denom)
 
 
 def morans_table(ds: UrbanDataset) -> pd.DataFrame:
