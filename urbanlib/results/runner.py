@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +58,16 @@ def verify_unit(experiment: str, unit: str | None = None, rng_seed: int | None =
     import json
 
     config = json.loads(first["config"])
-    fresh = pd.DataFrame(exp.run(config, int(first["seed"]), str(first["scale"])))
+    with tempfile.TemporaryDirectory() as cache:  # re-run from code: no cached city or encoder may answer
+        old = os.environ.get("URBANLIB_CACHE")
+        os.environ["URBANLIB_CACHE"] = cache
+        try:
+            fresh = pd.DataFrame(exp.run(config, int(first["seed"]), str(first["scale"])))
+        finally:
+            if old is None:
+                os.environ.pop("URBANLIB_CACHE", None)
+            else:
+                os.environ["URBANLIB_CACHE"] = old
     key = ["city", "model", "task", "metric"]
     both = rows[key + ["value"]].merge(fresh[key + ["value"]], on=key, how="outer", suffixes=("_stored", "_rerun"))
     both["match"] = np.isclose(both["value_stored"].astype(float), both["value_rerun"].astype(float),
