@@ -1,0 +1,50 @@
+"""Captions -> token ids: open_clip's BPE tokenizer (ships with open_clip) and the choice of training text.
+
+A region may have several captions (sources, short/long styles). ``TEXT_MODES``:
+
+* ``"sample"`` (default): one caption per region, redrawn every epoch from a seed — each pass is a
+  set of ordinary image-text pairs as in the paper, and over epochs all captions are seen.
+* ``"concat"``: all of a region's captions joined into one text (truncated to the context length).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+TEXT_MODES = ("sample", "concat")
+
+
+@lru_cache(maxsize=8)
+def tokenizer(context_length: int) -> SimpleTokenizer:
+    """open_clip's BPE tokenizer; ids (N, context_length), <start>=49406, <end>=49407, pad 0."""
+    return SimpleTokenizer(context_length=context_length)
+
+
+def choose_text(captions: Sequence[str], mode: str = "sample", epoch: int = 0, seed: int = 0, key: int = 0) -> str:
+    """The training text for one region in one epoch.
+
+    Args:
+        captions: the region's captions (at least one).
+        mode: ``"sample"`` or ``"concat"`` (see module docstring).
+        epoch: training epoch (a new draw each epoch).
+        seed: run seed.
+        key: region index. Together these make the draw a pure function, so resuming training
+            reproduces it without saving any RNG.
+    """
+    if not captions:
+        raise ValueError(f"region {key}: no captions to train on")
+    if mode == "concat":
+        return " ".join(captions)
+    if mode != "sample":
+        raise ValueError(f"text mode must be one of {TEXT_MODES}, got {mode!r}")
+    return captions[random.Random(f"{seed}/{epoch}/{key}").randrange(len(captions))]
+
+
+def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
+    """Tokenize texts to (N, context_length) long ids (truncated, <end> kept)."""
+    return tokenizer(context_length)(list(texts))

@@ -1,0 +1,143 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
+
+A checkpoint is a directory ``step-<N>/`` holding ``model.safetensors``, ``optimizer.safetensors``
+(per-parameter optimizer tensors plus the torch RNG state) and ``state.json`` (config, step,
+optimizer hyper-parameters, Python/NumPy RNG state, anything else JSON-able). It is assembled in a
+temporary directory and moved into place with ``os.replace``; ``latest.json`` (the pointer) is
+likewise replaced atomically, so a kill mid-write never leaves a broken latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "latest.json"
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into flat tensors and a JSON-able remainder."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"state.{pid}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("state."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Torch (tensor) and Python/NumPy (JSON) RNG states."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta = {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    p = meta["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any]) -> Path:
+    """Write ``directory/step-<step>/`` atomically and point ``latest.json`` at it.
+
+    Args:
+        directory: run directory.
+        step: optimizer steps taken.
+        model: the unwrapped model (its ``state_dict`` incl. buffers is saved).
+        optimizer: optimizer whose tensors go to ``optimizer.safetensors``.
+        state: JSON-able extras (config, epoch, scaler state, ...).
+
+    Returns:
+        The checkpoint directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:08d}"
+    for stale in directory.glob(".tmp-step-*"):  # left by a run killed mid-write (one writer per run dir)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = directory / f".tmp-step-{step:08d}-{os.getpid()}"
+    tmp.mkdir()
+    model_sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(model_sd, str(tmp / "model.safetensors"))
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    rng_tensors, rng_meta = rng_state()
+    save_file({**opt_tensors, **rng_tensors}, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta, "rng": rng_meta}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = directory / f".{LATEST}.tmp-{os.getpid()}"
+    pointer.write_text(json.dumps({"checkpoint": final.name, "step": step}))
+    os.replace(pointer, directory / LATEST)
+    return final
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint ``latest.json`` points at, or None if there is none."""
+    pointer = Path(directory) / LATEST
+    if not pointer.exists():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{pointer}: unreadable checkpoint pointer ({e})") from e
+    path = Path(directory) / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"{pointer} points at {path}, which does not exist")
+    return path
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    restore_rng: bool = True) -> dict[str, Any]:
+    """Restore model (and optimizer, RNG) from a checkpoint directory; never unpickles.
+
+    Returns:
+        The JSON state (``step``, config, extras).
+    """
+    path = Path(path)
+    for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"checkpoint {path} is missing {name}")
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    state = json.loads((path / "state.json").read_text())
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    if optimizer is not None:
+        optimizer.load_state_dict(_optimizer_state_dict(tensors, state["optimizer"]))
+    if restore_rng:
+        set_rng_state(tensors, state["rng"])
+    return state
