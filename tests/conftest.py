@@ -17,13 +17,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _seed_everything():
     random.seed(0)
     np.random.seed(0)
-    try:
-        import torch
+    import torch
 
-        torch.manual_seed(0)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
+    torch.manual_seed(0)
+    # One intra-op thread: tests use tiny tensors, and on a busy 2-core box two OpenMP threads
+    # next to another process thrash (measured: a tiny training step went from 0.08 s to 4 s).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
     import matplotlib.pyplot as plt
 
     plt.close("all")

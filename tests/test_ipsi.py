@@ -13,15 +13,6 @@ from urbanlib.models.ipsi import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine two busy-waiting OpenMP threads can be 10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_clip(seed: int = 0) -> open_clip.CLIP:
     torch.manual_seed(seed)
     return open_clip.CLIP(

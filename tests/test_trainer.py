@@ -17,15 +17,6 @@ from urbanlib.train.pairs import ImageTextPairs
 CAPTIONS = [[f"region {i} has a park", f"region {i} near the river", f"dense blocks around {i}"] for i in range(16)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box, 2 OpenMP threads next to another busy process
-    thrash (measured: a tiny step goes from 0.08 s to 4 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _data(n=16):
     g = torch.Generator().manual_seed(1)

@@ -14,15 +14,6 @@ WORDS = ["park", "river", "road", "tower", "school", "market", "farm", "rail", "
          "lake", "plaza", "bridge", "factory", "temple", "stadium"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box, 2 OpenMP threads next to another busy process
-    thrash (measured: a tiny step goes from 0.08 s to 4 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _captions(n=16):
     return [f"a {WORDS[i]} next to dense {WORDS[(i * 7) % 16]} blocks" for i in range(n)]
