@@ -1,0 +1,23 @@
+"""The papers' baselines, one module each, all returning :class:`~urbanlib.baselines.base.FittedEncoder`.
+
+``BASELINES`` maps a table name to ``"module:function"``; modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import BaselineInputs, FittedEncoder, NotAvailable
+
+BASELINES: dict[str, str] = {}
+
+
+def run_baseline(name: str, inputs: BaselineInputs, config=None) -> FittedEncoder | NotAvailable:
+    """Fit the baseline called ``name`` (a key of ``BASELINES``) on ``inputs``."""
+    if name not in BASELINES:
+        raise KeyError(f"unknown baseline {name!r}; available: {sorted(BASELINES)}")
+    module, func = BASELINES[name].split(":")
+    return getattr(import_module(f"urbanlib.baselines.{module}"), func)(inputs, config)
+
+
+__all__ = ["BASELINES", "BaselineInputs", "FittedEncoder", "NotAvailable", "run_baseline"]

@@ -1,0 +1,1 @@
+"""Glue between datasets, models and the notebooks: tensors, pretraining runs, embeddings."""
