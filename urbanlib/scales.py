@@ -22,17 +22,27 @@ class Scale:
     max_street_views: int  # street views rendered per region at most (some regions get none)
     pretrain_seeds: int  # independent pretraining runs (each with its own split)
     probe_seeds: int  # MLP-probe seeds per pretraining run
+    model_size: str = "cpu"  # suffix of the named model configs: "tiny" | "cpu" | "paper"
+    pretrain_epochs: int = 6  # epochs of every image(-text) pretraining run (UrbanCLIP, UrbanLN, UrbanViT, ...)
 
     def to_dict(self) -> dict:
         """Plain dict, for provenance columns and JSON."""
         return asdict(self)
 
+    def data_dict(self) -> dict:
+        """The fields that shape a SynthCity city (its cache key); model and run sizes excluded."""
+        return {k: v for k, v in asdict(self).items() if k not in ("model_size", "pretrain_epochs")}
+
 
 SCALES: dict[str, Scale] = {
-    "smoke": Scale("smoke", grid=8, tile_px=32, street_px=32, max_street_views=2, pretrain_seeds=1, probe_seeds=2),
-    "default": Scale("default", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=1, probe_seeds=5),
-    "full": Scale("full", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=3, probe_seeds=5),
-    "paper": Scale("paper", grid=32, tile_px=224, street_px=224, max_street_views=4, pretrain_seeds=3, probe_seeds=5),
+    "smoke": Scale("smoke", grid=8, tile_px=32, street_px=32, max_street_views=2, pretrain_seeds=1, probe_seeds=2,
+                   model_size="tiny", pretrain_epochs=2),
+    "default": Scale("default", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=1, probe_seeds=5,
+                     model_size="cpu", pretrain_epochs=6),
+    "full": Scale("full", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=3, probe_seeds=5,
+                  model_size="cpu", pretrain_epochs=6),
+    "paper": Scale("paper", grid=32, tile_px=224, street_px=224, max_street_views=4, pretrain_seeds=3, probe_seeds=5,
+                   model_size="paper", pretrain_epochs=10),
 }
 
 

@@ -9,7 +9,21 @@ from importlib import import_module
 
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 
-BASELINES: dict[str, str] = {}
+BASELINES: dict[str, str] = {
+    "PCA": "pca:fit",
+    "Autoencoder": "autoencoder:fit",
+    "ResNet-18 (random)": "resnet:fit_random",
+    "ResNet-18 (land-use stand-in)": "resnet:fit_landuse",
+    "ResNet-18 (ImageNet)": "resnet:fit_imagenet",
+    "Tile2Vec": "tile2vec:fit",
+    "READ": "read:fit",
+    "PG-SimCLR": "pg_simclr:fit",
+    "UrbanViT": "urbanvit:fit",
+    "Text-SimCLR": "text_simclr:fit",
+    "RemoteCLIP": "remoteclip:fit",
+    "UrbanVLP": "urbanvlp:fit",
+    "MuseCL": "musecl:fit",
+}
 
 
 def run_baseline(name: str, inputs: BaselineInputs, config=None) -> FittedEncoder | NotAvailable:

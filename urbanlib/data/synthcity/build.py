@@ -48,7 +48,7 @@ def city_dir(profile: str, scale: str | Scale = "default", seed: int = 0, cache_
              params: GeneratorParams = DEFAULT_PARAMS) -> Path:
     """Where :func:`build` puts (or finds) a city: ``<cache>/<profile>-<scale>-s<seed>-<hash>``."""
     sc = _scale(scale)
-    key = cache_key(load_profile(profile), sc.to_dict(), seed, params)
+    key = cache_key(load_profile(profile), sc.data_dict(), seed, params)
     return Path(cache_dir or default_cache_dir()) / f"{profile}-{sc.name}-s{seed}-{key}"
 
 
@@ -156,7 +156,7 @@ def generate(profile_name: str, sc: Scale, seed: int, out: Path, params: Generat
         caption_scenes = None
     captions = caption_scenes(scenes, params, seed, progress=progress) if caption_scenes else pd.DataFrame()
     meta = {"generator": "synthcity", "generator_version": GENERATOR_VERSION, "profile": profile,
-            "scale": sc.to_dict(), "seed": int(seed), "params": params.to_dict(),
+            "scale": sc.data_dict(), "seed": int(seed), "params": params.to_dict(),
             "note": "latent_* columns and zone are hidden ground truth; never use them as model input"}
     ds = UrbanDataset(regions=regions, images=pd.DataFrame(images), captions=captions, indicators=list(INDICATORS),
                       root=out, meta=meta)
