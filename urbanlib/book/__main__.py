@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=str(REPO), help="book root holding _config.yml (and where _toc.yml is written)")
     ap.add_argument("--only", action="append", help="run only these experiment keys (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even when inputs are unchanged")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="pages of one experiment executed at once (default: 2 or the CPU count if lower)")
     args = ap.parse_args(argv)
 
     root = Path(args.root)
@@ -48,7 +51,8 @@ def main(argv=None) -> int:
     parts_of = {(x.get("key") or Path(x["notebook"]).stem): x.get("part", x.get("key") or Path(x["notebook"]).stem)
                 for x in doc["experiments"]}
     try:
-        results = run_entries(entries, root / "book" / "generated", root / ".cache" / "book", force=args.force)
+        results = run_entries(entries, root / "book" / "generated", root / ".cache" / "book", force=args.force,
+                              jobs=args.jobs)
     except NotebookFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

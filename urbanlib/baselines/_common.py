@@ -1,0 +1,178 @@
+"""Pieces the image baselines in this half of the table share: a small conv net, tile datasets that
+feed the shared :class:`~urbanlib.train.trainer.Trainer`, and frozen feature extraction.
+
+Every baseline trains on ``inputs.train_idx`` only, augments with the shared dihedral transforms
+(:func:`urbanlib.pipeline.augment.dihedral`), and embeds *all* regions afterwards, with NaN rows
+where a region has no satellite tile.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from urbanlib.pipeline.augment import dihedral
+from urbanlib.pipeline.tensors import normalize
+from urbanlib.train.trainer import Trainer, TrainConfig
+
+from .base import BaselineInputs
+
+SCALE_NAMES = ("smoke", "default", "full", "paper")
+
+
+def scale_name(inputs: BaselineInputs) -> str:
+    """The preset a baseline sizes itself by (``"default"`` when ``inputs.scale`` is None)."""
+    name = inputs.scale.name if inputs.scale is not None else "default"
+    if name not in SCALE_NAMES:
+        raise KeyError(f"unknown scale {name!r}; baselines are sized for {SCALE_NAMES}")
+    return name
+
+
+def seeded(seed: int, *salt: int) -> torch.Generator:
+    """A torch generator whose stream depends only on ``seed`` and ``salt`` (e.g. epoch, index)."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0]))
+    return g
+
+
+def train_positions(inputs: BaselineInputs) -> np.ndarray:
+    """``inputs.train_idx`` restricted to regions that have a satellite tile (sorted, unique)."""
+    idx = np.unique(np.asarray(inputs.train_idx, dtype=int))
+    if idx.size and (idx.min() < 0 or idx.max() >= len(inputs.tensors)):
+        raise IndexError(f"train_idx holds positions outside 0..{len(inputs.tensors) - 1}")
+    idx = idx[inputs.tensors.satellite_mask[idx]]
+    if idx.size < 2:
+        raise ValueError(f"only {idx.size} training regions have a satellite tile; a baseline needs at least 2")
+    return idx
+
+
+# ---- model ------------------------------------------------------------------------------------
+@dataclass
+class ConvConfig:
+    """A plain stride-2 conv stack; each block halves the side."""
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels per block (4 blocks: 64 px -> 4 px)
+    convs_per_block: int = 2  # a stride-2 conv, then stride-1 convs at the same width
+    batch_norm: bool = True  # BatchNorm after each conv (off: a bias instead)
+    in_chans: int = 3  # RGB
+
+
+class ConvEncoder(nn.Module):
+    """Conv-BN-ReLU blocks (stride 2) then global average pooling: (B, 3, S, S) -> (B, widths[-1])."""
+
+    def __init__(self, cfg: ConvConfig):
+        super().__init__()
+        layers, c = [], cfg.in_chans
+        for w in cfg.widths:
+            for j in range(cfg.convs_per_block):
+                layers += [nn.Conv2d(c, w, 3, stride=2 if j == 0 else 1, padding=1, bias=not cfg.batch_norm),
+                           nn.BatchNorm2d(w) if cfg.batch_norm else nn.Identity(), nn.ReLU(inplace=True)]
+                c = w
+        self.body = nn.Sequential(*layers)
+        self.out_dim = c
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, C, S / 2^k, S / 2^k)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(dim=(2, 3))  # (B, C)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- data -------------------------------------------------------------------------------------
+class TileDataset:
+    """Satellite tiles of some regions as training samples for the shared trainer.
+
+    Each sample is ``{"image": (3, S, S) float (CLIP-normalised), **extra}``. With ``augment`` the
+    tile gets one dihedral transform drawn from a generator seeded by ``(seed, epoch, i)``, so the
+    augmentation stream is a pure function of the seed (resumable and identical across runs).
+
+    Args:
+        satellite: (N, 3, S, S) uint8 tiles of the whole dataset.
+        idx: positions of the regions to sample from.
+        seed: baseline seed.
+        augment: apply the shared dihedral augmentation.
+        extra: per-sample tensors aligned with ``idx`` (e.g. ``{"label": (n,) long}``).
+    """
+
+    def __init__(self, satellite: np.ndarray, idx: np.ndarray, seed: int, augment: bool = True,
+                 extra: dict[str, torch.Tensor] | None = None):
+        self.satellite, self.idx, self.seed, self.augment = satellite, np.asarray(idx), seed, augment
+        self.extra = extra or {}
+        for k, v in self.extra.items():
+            if len(v) != len(self.idx):
+                raise ValueError(f"extra[{k!r}] has {len(v)} rows, expected {len(self.idx)}")
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch."""
+        self.epoch = epoch
+
+    def image(self, pos: int, g: torch.Generator | None) -> torch.Tensor:
+        """Region ``pos`` (a dataset position) as a (3, S, S) normalised tensor, augmented if ``g``."""
+        x = normalize(torch.from_numpy(self.satellite[pos]))
+        return dihedral(x[None], g)[0] if g is not None else x
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = seeded(self.seed, 1, self.epoch, i) if self.augment else None
+        return {"image": self.image(int(self.idx[i]), g), **{k: v[i] for k, v in self.extra.items()}}
+
+
+def train(model: nn.Module, dataset, *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
+          weight_decay: float = 0.05, warmup_steps: int = 10, desc: str = "") -> list[dict]:
+    """Train ``model`` (``forward(batch) -> {"loss": ...}``) with the shared trainer; returns its log.
+
+    The trainer writes its end-of-run checkpoint into a temporary folder that is discarded: the
+    baselines keep features, not weights. The batch size shrinks to the dataset size if needed.
+    """
+    batch_size = max(2, min(batch_size, len(dataset)))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps, seed=seed, progress=progress, betas=(0.9, 0.999))
+    with tempfile.TemporaryDirectory(prefix=f"urbanlib-{desc or 'baseline'}-") as tmp:
+        history = Trainer(model, dataset, cfg, tmp, device="cpu").fit(resume=False)
+    model.eval()
+    return history
+
+
+# ---- features ---------------------------------------------------------------------------------
+@torch.no_grad()
+def embed_all(encode: Callable[[torch.Tensor], torch.Tensor], inputs: BaselineInputs, batch_size: int = 128,
+              transform: Callable[[torch.Tensor], torch.Tensor] = normalize, desc: str = "embed") -> np.ndarray:
+    """Features of every region: ``encode`` on its tile, NaN rows where there is no tile.
+
+    Args:
+        encode: (B, 3, S, S) float -> (B, F) float, called in eval mode.
+        inputs: the baseline inputs (tiles and mask).
+        batch_size: tiles per forward pass.
+        transform: uint8 (B, 3, S, S) tensor -> model input (CLIP normalisation by default).
+        desc: progress-bar label.
+
+    Returns:
+        (N, F) float32.
+    """
+    t = inputs.tensors
+    have = np.flatnonzero(t.satellite_mask)
+    chunks = []
+    for s in tqdm(range(0, len(have), batch_size), desc=desc, disable=not inputs.progress, leave=False):
+        x = transform(torch.from_numpy(t.satellite[have[s:s + batch_size]]))
+        chunks.append(encode(x).float().numpy())
+    if not chunks:
+        raise ValueError("no region has a satellite tile; nothing to embed")
+    feats = np.concatenate(chunks)
+    out = np.full((len(t), feats.shape[1]), np.nan, np.float32)
+    out[have] = feats
+    return out

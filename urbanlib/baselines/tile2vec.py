@@ -1,0 +1,185 @@
+"""Tile2Vec (Jean et al., AAAI 2019): tiles that are close in space should be close in embedding.
+
+Each training sample is a triplet of satellite tiles: an anchor, a *neighbour* (a training region
+in an adjacent grid cell) and a *distant* tile (a random training region outside the anchor's
+neighbourhood). A small conv net embeds all three and the triplet loss
+
+    max(0, ||z_a - z_n|| - ||z_a - z_d|| + margin) + lambda * (||z_a|| + ||z_n|| + ||z_d||)
+
+pulls neighbours together and pushes distant tiles away; the norm penalty (as in the paper) stops
+the net from satisfying the margin by inflating the scale. The region feature is ``z`` of its tile.
+
+Adaptation to region grids: the paper samples the neighbour tile within a radius of the anchor
+inside one large scene; here a region is one tile, so the neighbour is an adjacent grid cell
+(8-neighbourhood, ``row``/``col``). Real datasets without a grid fall back to the nearest regions
+by lon/lat (:func:`neighbour_sets`). The paper's encoder is a ResNet-18 variant; at 32-64 px we use
+the shared small conv net (:class:`~urbanlib.baselines._common.ConvEncoder`) plus a linear head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ._common import ConvConfig, ConvEncoder, TileDataset, count_params, embed_all, scale_name, seeded, train, \
+    train_positions
+from .base import BaselineInputs, FittedEncoder
+
+
+@dataclass
+class Tile2VecConfig:
+    """Architecture, loss and training length; :meth:`for_scale` gives the presets."""
+
+    conv: ConvConfig = field(default_factory=lambda: ConvConfig(convs_per_block=1))  # tile encoder
+    z_dim: int = 64  # embedding size
+    margin: float = 1.0  # triplet margin (distances are Euclidean)
+    l2_weight: float = 0.01  # weight of the embedding-norm penalty
+    k_nearest: int = 4  # neighbourhood size when regions have no grid row/col (lon/lat fallback)
+    epochs: int = 4  # passes over the training regions (one triplet per anchor per epoch)
+    batch_size: int = 32  # triplets per step
+    lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine)
+
+    @classmethod
+    def for_scale(cls, name: str) -> Tile2VecConfig:
+        """Preset sized for ``name`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger)."""
+        if name == "smoke":
+            return cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1), z_dim=32, epochs=12, batch_size=16)
+        if name == "paper":
+            return cls(ConvConfig(widths=(32, 64, 128, 256)), z_dim=512, epochs=30, batch_size=64, lr=1e-3)
+        return cls()
+
+
+# ---- spatial sampling -------------------------------------------------------------------------
+def _coordinates(regions: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """Planar coordinates of every region and the distance that counts as "adjacent"."""
+    if {"row", "col"} <= set(regions.columns) and regions[["row", "col"]].notna().all().all():
+        return regions[["row", "col"]].to_numpy(float), 1.5  # 8-neighbourhood on the grid
+    if not ({"lon", "lat"} <= set(regions.columns) and regions[["lon", "lat"]].notna().all().all()):
+        raise ValueError("Tile2Vec needs grid row/col or lon/lat for every region (regions table has neither)")
+    lat = regions["lat"].to_numpy(float)
+    xy = np.stack([lat, regions["lon"].to_numpy(float) * np.cos(np.radians(lat))], axis=1)  # local equirectangular
+    return xy, 0.0  # 0: use the k nearest instead of a radius
+
+
+def neighbour_sets(regions: pd.DataFrame, anchors: np.ndarray, candidates: np.ndarray, k_nearest: int = 4
+                   ) -> list[np.ndarray]:
+    """For each anchor, the candidate positions that count as its spatial neighbours.
+
+    Grid data: candidates in the 8 adjacent cells; if none of them is a candidate, the nearest
+    candidate(s). Without a grid: the ``k_nearest`` candidates by lon/lat distance. An anchor is
+    never its own neighbour.
+
+    Args:
+        regions: the regions table (``row``/``col`` or ``lon``/``lat``).
+        anchors: positions of the anchor regions.
+        candidates: positions the neighbours may be drawn from (e.g. training regions).
+        k_nearest: neighbourhood size for the lon/lat fallback.
+    """
+    xy, radius = _coordinates(regions)
+    out = []
+    for a in anchors:
+        cand = candidates[candidates != a]
+        d = np.linalg.norm(xy[cand] - xy[a], axis=1)
+        if radius > 0:
+            near = cand[d <= radius]
+            out.append(near if len(near) else cand[d <= d.min() + 1e-9])
+        else:
+            out.append(cand[np.argsort(d, kind="stable")[:k_nearest]])
+    return out
+
+
+class TripletDataset(TileDataset):
+    """Triplets (anchor, neighbour, distant) over training regions, redrawn every epoch by seed."""
+
+    def __init__(self, satellite: np.ndarray, idx: np.ndarray, neighbours: list[np.ndarray], seed: int):
+        super().__init__(satellite, idx, seed, augment=True)
+        self.neighbours = neighbours
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = seeded(self.seed, 2, self.epoch, i)
+        a = int(self.idx[i])
+        near = self.neighbours[i]
+        n = int(near[torch.randint(len(near), (1,), generator=g)])
+        far = self.idx[~np.isin(self.idx, near) & (self.idx != a)]
+        d = int(far[torch.randint(len(far), (1,), generator=g)]) if len(far) else n
+        return {"anchor": self.image(a, g), "neighbour": self.image(n, g), "distant": self.image(d, g)}
+
+
+# ---- model ------------------------------------------------------------------------------------
+class Tile2Vec(nn.Module):
+    """Conv encoder + linear head -> z; ``forward`` returns the triplet loss terms."""
+
+    def __init__(self, cfg: Tile2VecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ConvEncoder(cfg.conv)
+        self.head = nn.Linear(self.encoder.out_dim, cfg.z_dim)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, z_dim)."""
+        return self.head(self.encoder(x))
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        b = len(batch["anchor"])
+        z = self.embed(torch.cat([batch["anchor"], batch["neighbour"], batch["distant"]]))  # (3B, z)
+        za, zn, zd = z[:b], z[b:2 * b], z[2 * b:]
+        d_near, d_far = (za - zn).norm(dim=1), (za - zd).norm(dim=1)
+        triplet = torch.relu(d_near - d_far + self.cfg.margin).mean()
+        norm = (za.norm(dim=1) + zn.norm(dim=1) + zd.norm(dim=1)).mean()
+        return {"loss": triplet + self.cfg.l2_weight * norm, "triplet_loss": triplet.detach(),
+                "norm_penalty": norm.detach(), "neighbour_distance": d_near.mean().detach(),
+                "distant_distance": d_far.mean().detach()}
+
+
+def build(config: Tile2VecConfig, seed: int) -> Tile2Vec:
+    """A random-init Tile2Vec net, its weights a function of ``seed``."""
+    torch.manual_seed(seed)
+    return Tile2Vec(config)
+
+
+def distance_ratio(features: np.ndarray, regions: pd.DataFrame, anchors: np.ndarray, k_nearest: int = 4) -> float:
+    """Mean neighbour distance / mean distant distance in feature space (lower = more spatial).
+
+    For every anchor with features, its neighbours are the adjacent regions with features
+    (:func:`neighbour_sets`) and its distant tiles all other regions with features; the ratio
+    compares the mean Euclidean distances over all such pairs. Deterministic (no sampling).
+    """
+    valid = np.flatnonzero(~np.isnan(features).any(axis=1))
+    anchors = np.intersect1d(anchors, valid)
+    near_d, far_d = [], []
+    for a, near in zip(anchors, neighbour_sets(regions, anchors, valid, k_nearest), strict=True):
+        far = valid[~np.isin(valid, near) & (valid != a)]
+        near_d.append(np.linalg.norm(features[near] - features[a], axis=1))
+        far_d.append(np.linalg.norm(features[far] - features[a], axis=1))
+    if not near_d:
+        raise ValueError("no anchor has features; cannot compute the distance ratio")
+    return float(np.concatenate(near_d).mean() / np.concatenate(far_d).mean())
+
+
+def train_tile2vec(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> tuple[Tile2Vec, list[dict]]:
+    """Train on triplets of training regions; returns the model (eval mode) and the step log."""
+    cfg = config or Tile2VecConfig.for_scale(scale_name(inputs))
+    idx = train_positions(inputs)
+    model = build(cfg, inputs.seed)
+    data = TripletDataset(inputs.tensors.satellite, idx, neighbour_sets(inputs.ds.regions, idx, idx, cfg.k_nearest),
+                          inputs.seed)
+    history = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
+                    progress=inputs.progress, desc="tile2vec")
+    return model, history
+
+
+def fit(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> FittedEncoder:
+    """Train Tile2Vec and return every region's embedding ``z``."""
+    cfg = config or Tile2VecConfig.for_scale(scale_name(inputs))
+    if len(inputs.ds.regions) != len(inputs.tensors):
+        raise ValueError(f"regions table has {len(inputs.ds.regions)} rows but tensors hold {len(inputs.tensors)}")
+    model, history = train_tile2vec(inputs, cfg)
+    feats = embed_all(model.embed, inputs, desc="tile2vec features")
+    n = count_params(model)
+    return FittedEncoder("Tile2Vec", feats, history, n, n,
+                         {"config": asdict(cfg), "weights": "trained from random init (triplet loss)",
+                          "final_loss": history[-1]["loss"] if history else None})

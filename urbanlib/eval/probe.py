@@ -1,0 +1,275 @@
+"""The downstream protocol of both papers: a small MLP per indicator on frozen region features.
+
+UrbanCLIP §3.4 and UrbanLN ("Downstream Task Prediction") freeze the image encoder and fit a light
+MLP head per indicator on ln(y + 1) targets, split 6:2:2, selecting the head by validation error.
+Here every (seed × indicator) head is one slice of a single batched model, so all heads train in one
+loop: each has its own weights, its own masked loss, and its own early stopping. Because the total
+loss is a sum of per-head losses and AdamW is elementwise, the heads never influence one another;
+a head's result depends only on its seed, its indicator and the data.
+
+Protocol details:
+
+* features are standardised with train-split statistics; regions whose feature row has a NaN
+  (no image) are excluded from every side and counted;
+* targets are standardised per indicator on train (the loss is on that scale); predictions and
+  metrics are back in ln(y + 1) units;
+* missing targets (NaN) are masked out of the loss and the metrics, per indicator;
+* full-batch AdamW; each head keeps its validation-best weights and stops after ``patience``
+  epochs without improvement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from urbanlib.data.splits import Split
+
+from .metrics import METRICS, mae, r2, rmse
+
+
+@dataclass
+class ProbeConfig:
+    """The MLP head and its training. Defaults follow the papers' "lightweight MLP"."""
+
+    hidden: tuple[int, ...] = (64,)  # hidden widths; () is a linear probe. UrbanCLIP's public probe uses one layer
+    lr: float = 3e-3  # AdamW step; full-batch steps are few per epoch, so larger than minibatch rates
+    weight_decay: float = 1e-2  # AdamW decoupled decay (UrbanCLIP's public probe uses 0.01)
+    max_epochs: int = 500  # upper bound; early stopping usually ends within ~50-150 full-batch epochs
+    patience: int = 30  # epochs without a validation improvement before a head stops (full-batch curves are smooth)
+    min_delta: float = 0.0  # improvement below this (standardised MSE) does not count
+
+    def to_dict(self) -> dict:
+        """Plain dict, for provenance and cache keys."""
+        return asdict(self)
+
+
+@dataclass
+class ProbeResult:
+    """Everything one :func:`fit_probes` call measured.
+
+    Attributes:
+        metrics: tidy rows ``indicator, seed, metric, value, n_test`` (metric in R2/RMSE/MAE, test split,
+            ln(y + 1) units).
+        predictions: (S, N, T) ln-scale predictions of the selected heads for ALL regions (train, val
+            and test, for the papers' "test and all regions" scatter); NaN for regions without
+            features and for skipped indicators.
+        best_epochs: (S, T) validation-best epoch of each head (0 = untrained init); -1 if skipped.
+        stop_epochs: (S, T) last epoch each head trained before early stopping.
+        val_curves: (E + 1, S, T) validation MSE on the standardised target scale after each epoch
+            (row 0: at init); NaN after a head stopped.
+        seeds: the S probe seeds.
+        indicators: the T indicator names.
+        split: the split used.
+        n_without_features: per side, regions excluded because their feature row has NaN.
+        skipped: indicator -> reason, for indicators with too few known targets to train.
+        config: the probe configuration.
+        wall_s: seconds spent fitting.
+    """
+
+    metrics: pd.DataFrame
+    predictions: np.ndarray
+    best_epochs: np.ndarray
+    stop_epochs: np.ndarray
+    val_curves: np.ndarray
+    seeds: list[int]
+    indicators: list[str]
+    split: Split
+    n_without_features: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    config: ProbeConfig = field(default_factory=ProbeConfig)
+    wall_s: float = 0.0
+
+    def test_mask(self) -> np.ndarray:
+        """(N,) bool, True for test-split regions."""
+        mask = np.zeros(self.predictions.shape[1], dtype=bool)
+        mask[self.split.test] = True
+        return mask
+
+
+def _check_inputs(features, targets, split: Split, seeds) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (N, F), got shape {x.shape}")
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or len(y) != len(x):
+        raise ValueError(f"targets must be (N, T) with N = {len(x)} (features rows), got shape {y.shape}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds}")
+    for side in ("train", "val", "test"):
+        idx = np.asarray(split[side])
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
+            raise ValueError(f"split {side!r} has indices outside 0..{len(x) - 1} (features have {len(x)} rows)")
+    if np.intersect1d(split.train, split.test).size or np.intersect1d(split.val, split.test).size:
+        raise ValueError(f"split {split!r} puts some regions in test and in train/val")
+    return x, y, seeds
+
+
+def _init_heads(seeds: list[int], n_ind: int, sizes: list[int]) -> list[torch.Tensor]:
+    """Per-head weights, each head drawn from its own generator seeded by (seed, indicator).
+
+    Returns ``[W0, b0, W1, b1, ...]``: W0 (F, S, T, d1), b0 (S, T, d1), Wk (S, T, d_k, d_k+1),
+    bk (S, T, d_k+1). Uniform(±1/sqrt(fan_in)), the scale of ``torch.nn.Linear``'s default init.
+    """
+    S, T = len(seeds), n_ind
+    params = []
+    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        w = np.empty((S, T, fan_in, fan_out), dtype=np.float32)
+        b = np.empty((S, T, fan_out), dtype=np.float32)
+        bound = 1.0 / np.sqrt(fan_in)
+        for s, seed in enumerate(seeds):
+            for t in range(T):
+                rng = np.random.default_rng([seed, t, k])
+                w[s, t] = rng.uniform(-bound, bound, (fan_in, fan_out))
+                b[s, t] = rng.uniform(-bound, bound, fan_out)
+        if k == 0:
+            w = w.transpose(2, 0, 1, 3)  # (F, S, T, d1): layer 0 of all heads is one (F, S*T*d1) matmul
+        params += [torch.from_numpy(np.ascontiguousarray(w)), torch.from_numpy(b)]
+    return params
+
+
+def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Predictions of all heads: x (B, F) -> (B, S, T)."""
+    w0, b0 = params[0], params[1]
+    F, S, T, d1 = w0.shape
+    h = (x @ w0.reshape(F, S * T * d1)).reshape(len(x), S, T, d1) + b0  # (B, S, T, d1)
+    for w, b in zip(params[2::2], params[3::2], strict=True):
+        if w.shape[-1] == 1:  # output layer: a dot product per head is cheaper than a batched matmul
+            h = (torch.relu(h) * w[..., 0]).sum(-1, keepdim=True) + b  # (B, S, T, 1)
+        else:
+            h = torch.einsum("bsti,stio->bsto", torch.relu(h), w) + b  # (B, S, T, d_next)
+    return h[..., 0]  # (B, S, T)
+
+
+def _masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Per-head mean squared error over known targets: pred (B, S, T), y/mask/count (B, T) -> (S, T)."""
+    sq = torch.where(mask[:, None], (pred - y[:, None]) ** 2, torch.zeros((), dtype=pred.dtype))  # (B, S, T)
+    return sq.sum(0) / count
+
+
+def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | None = None,
+               indicators: list[str] | None = None, progress: bool = False) -> ProbeResult:
+    """Train one MLP head per indicator and seed on frozen features; score it on the test split.
+
+    Args:
+        features: (N, F) region features in ``ds.regions`` order; a row with any NaN means "no
+            features" (e.g. no image) and the region is excluded.
+        targets: (N, T) ln(y + 1) targets, NaN where unknown (:meth:`UrbanDataset.log_targets`).
+        split: train/val/test region positions (:mod:`urbanlib.data.splits`).
+        seeds: probe seeds; each gives an independent initialisation of every head.
+        config: head size and training; defaults to :class:`ProbeConfig`.
+        indicators: T names for the metric rows (default ``y0, y1, ...``).
+        progress: show a progress bar over epochs.
+
+    Returns:
+        A :class:`ProbeResult` (metrics on the test split, predictions for all regions, epochs).
+    """
+    start = time.perf_counter()
+    cfg = config or ProbeConfig()
+    x_all, y_all, seeds = _check_inputs(features, targets, split, seeds)
+    N, T = y_all.shape
+    names = list(indicators) if indicators is not None else [f"y{j}" for j in range(T)]
+    if len(names) != T:
+        raise ValueError(f"{len(names)} indicator names for {T} target columns")
+
+    has_x = np.isfinite(x_all).all(1)
+    sides = {s: np.asarray(split[s], dtype=int) for s in ("train", "val", "test")}
+    n_without = {s: int((~has_x[idx]).sum()) for s, idx in sides.items()}
+    sides = {s: idx[has_x[idx]] for s, idx in sides.items()}
+    tr, va, te = sides["train"], sides["val"], sides["test"]
+    if len(tr) == 0:
+        raise ValueError(f"no training region has features ({n_without['train']} train regions without)")
+
+    # Which indicators can be trained: enough known targets on train and val.
+    skipped = {}
+    for j, name in enumerate(names):
+        n_tr, n_va = np.isfinite(y_all[tr, j]).sum(), np.isfinite(y_all[va, j]).sum()
+        if n_tr < 2 or n_va < 1:
+            skipped[name] = f"only {n_tr} train and {n_va} validation regions with a known value"
+    cols = [j for j, n in enumerate(names) if n not in skipped]
+
+    # Standardise features and targets with train statistics only.
+    mu, sd = x_all[tr].mean(0), x_all[tr].std(0)
+    sd[sd == 0] = 1.0
+    x_std = np.where(has_x[:, None], (np.nan_to_num(x_all) - mu) / sd, 0.0)
+    y = y_all[:, cols]
+    y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
+    y_sd[~(y_sd > 0)] = 1.0
+    y_std = (y - y_mu) / y_sd
+
+    S, Tk, E = len(seeds), len(cols), cfg.max_epochs
+    predictions = np.full((S, N, T), np.nan)
+    best_epochs = np.full((S, T), -1)
+    stop_epochs = np.full((S, T), -1)
+    curves = np.full((E + 1, S, T), np.nan)
+    epoch = 0
+    if Tk:
+        def tensors(idx):
+            yy = torch.from_numpy(np.nan_to_num(y_std[idx]).astype(np.float32))
+            mm = torch.from_numpy(np.isfinite(y_std[idx]))
+            return torch.from_numpy(x_std[idx].astype(np.float32)), yy, mm, mm.sum(0).clamp(min=1)
+
+        x_tr, y_tr, m_tr, c_tr = tensors(tr)
+        x_va, y_va, m_va, c_va = tensors(va)
+        params = _init_heads(seeds, Tk, [x_all.shape[1], *cfg.hidden, 1])
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            best_loss = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
+        best_ep = torch.zeros(S, Tk, dtype=torch.long)
+        active = torch.ones(S, Tk, dtype=torch.bool)
+        stop = torch.full((S, Tk), E, dtype=torch.long)
+        curves[0][:, cols] = best_loss.numpy()
+        bar = tqdm(total=E, desc="probe epochs", disable=not progress, leave=False)
+        for epoch in range(1, E + 1):
+            opt.zero_grad(set_to_none=True)
+            loss = _masked_mse(_forward(params, x_tr), y_tr, m_tr, c_tr).sum()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                val = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
+                better = active & (val < best_loss - cfg.min_delta)
+                best_loss = torch.where(better, val, best_loss)
+                best_ep = torch.where(better, epoch, best_ep)
+                for k, (p, b) in enumerate(zip(params, best, strict=True)):
+                    view = better.view(1, S, Tk, 1) if k == 0 else better.view(S, Tk, *([1] * (p.dim() - 2)))
+                    b.copy_(torch.where(view, p, b))
+                curves[epoch][:, cols] = np.where(active.numpy(), val.numpy(), np.nan)
+                done = active & (epoch - best_ep >= cfg.patience)
+                stop = torch.where(done, epoch, stop)
+                active &= ~done
+            bar.update(1)
+            if not active.any():
+                break
+        bar.close()
+        with torch.no_grad():
+            rows = np.flatnonzero(has_x)
+            pred = _forward(best, torch.from_numpy(x_std[rows].astype(np.float32))).numpy()  # (n, S, Tk)
+        predictions[:, rows[:, None], np.asarray(cols)[None, :]] = pred.transpose(1, 0, 2) * y_sd + y_mu
+        best_epochs[:, cols] = best_ep.numpy()
+        stop_epochs[:, cols] = stop.clamp(max=epoch).numpy()
+
+    rows = []
+    for s, seed in enumerate(seeds):
+        for j in cols:
+            truth, pred = y_all[te, j], predictions[s, te, j]
+            known = np.isfinite(truth)
+            values = {"R2": r2(truth[known], pred[known]), "RMSE": rmse(truth[known], pred[known]),
+                      "MAE": mae(truth[known], pred[known])}
+            rows += [{"indicator": names[j], "seed": seed, "metric": m, "value": values[m],
+                      "n_test": int(known.sum())} for m in METRICS]
+    metrics = pd.DataFrame(rows, columns=["indicator", "seed", "metric", "value", "n_test"])
+    return ProbeResult(metrics=metrics, predictions=predictions, best_epochs=best_epochs, stop_epochs=stop_epochs,
+                       val_curves=curves[: epoch + 1], seeds=seeds, indicators=names, split=split,
+                       n_without_features=n_without, skipped=skipped, config=cfg,
+                       wall_s=time.perf_counter() - start)

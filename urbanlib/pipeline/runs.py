@@ -1,0 +1,136 @@
+"""Cached, resumable training runs: the same run asked for twice trains once.
+
+A run directory is named by a hash of everything that determines its result (model and training
+configs, the exact training texts and region ids, the data's content hash, the seed and the source
+code of the model and trainer). A finished run holds ``done.json``; an interrupted one resumes from
+its latest checkpoint (the trainer's resume reproduces the uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.train.checkpoint import latest_checkpoint, load_checkpoint
+from urbanlib.train.trainer import TrainConfig, Trainer
+
+_CODE_DIRS = ("models", "train", "pipeline")
+
+
+def code_hash(dirs: tuple[str, ...] = _CODE_DIRS) -> str:
+    """Hash of the urbanlib sources that shape a trained model (by default: models, trainer, pipeline)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for d in dirs:
+        for p in sorted((root / d).rglob("*")):
+            if p.suffix in (".py", ".json") and p.is_file():
+                h.update(str(p.relative_to(root)).encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    """A finished training run.
+
+    Attributes:
+        name: e.g. ``"urbanclip-synth-ring"``.
+        run_dir: folder with ``losses.csv``, checkpoints and ``done.json``.
+        model: the trained model (eval mode, CPU).
+        history: per-step log (step, epoch, lr and the loss terms).
+        wall_s: training wall time in seconds (of the run that produced it, not of loading it).
+        cached: True when this call loaded a finished run instead of training.
+        info: facts for the book (pairs, steps, truncations, queue size, parameters, ...).
+    """
+
+    name: str
+    run_dir: Path
+    model: torch.nn.Module
+    history: pd.DataFrame
+    wall_s: float
+    cached: bool
+    info: dict = field(default_factory=dict)
+
+
+def run_dir_for(name: str, key_obj: dict[str, Any]) -> Path:
+    """The cache folder of a run: ``<cache>/runs/<name>-<hash>``."""
+    return cache_dir("runs") / f"{name}-{stable_hash({**key_obj, 'code': code_hash()})}"
+
+
+def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfig, key_obj: dict[str, Any],
+                  info: dict | None = None, collate=None) -> RunResult:
+    """Train ``model`` on ``dataset`` unless an identical finished run is cached; resume a partial one.
+
+    Args:
+        name: run name (readable prefix of the folder).
+        model: freshly built model (its weights are replaced when the run is cached).
+        dataset: map-style dataset of dict samples.
+        config: trainer settings (part of the key).
+        key_obj: JSON-able description of everything else that determines the result.
+        info: facts to store in ``done.json`` and return.
+        collate: optional collate function for the trainer.
+    """
+    run_dir = run_dir_for(name, {**key_obj, "train": asdict(config)})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir / ".lock"):  # two notebooks asking for one run: the second waits, then loads it
+        return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate)
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate) -> RunResult:
+    done = run_dir / "done.json"
+    if done.exists():
+        meta = json.loads(done.read_text())
+        load_checkpoint(latest_checkpoint(run_dir), model)
+        model.eval()
+        return RunResult(name, run_dir, model, _history(run_dir), meta["wall_s"], True, meta["info"])
+    kwargs = {"collate": collate} if collate is not None else {}
+    trainer = Trainer(model, dataset, config, run_dir, **kwargs)
+    start = time.perf_counter()
+    trainer.fit(resume=True)
+    wall = time.perf_counter() - start
+    info = {**(info or {}), "steps": trainer.total_steps, "pairs": len(dataset)}
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"wall_s": wall, "info": info, "key": key_obj}, indent=1, default=str))
+    tmp.replace(done)
+    model.eval()
+    return RunResult(name, run_dir, model, _history(run_dir), wall, False, info)
+
+
+def _history(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "losses.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
+def cached_array(run: RunResult, name: str, compute) -> Any:
+    """``compute()`` once per run and name; stored as ``<run_dir>/<name>.safetensors`` (no pickle)."""
+    from safetensors.torch import load_file, save_file
+
+    path = run.run_dir / f"{name}.safetensors"
+    if path.exists():
+        return load_file(str(path))["value"].numpy()
+    value = compute()
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}")
+    save_file({"value": torch.as_tensor(value).contiguous()}, str(tmp))
+    tmp.replace(path)
+    return value

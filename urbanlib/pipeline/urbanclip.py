@@ -1,0 +1,118 @@
+"""Pretraining UrbanCLIP on one dataset: the regions, texts and settings the book uses.
+
+Pretraining sees only the probe's train and validation regions (``train_idx``); test regions are
+unseen by every stage, which is stricter than both papers (they pretrain on all tiles). The
+training text is the short (UrbanCLIP-style) captions of each tile, one drawn per epoch from the
+available captioners (``text_mode="sample"``; ``"concat"`` joins them). The LM head is restricted
+to the tokens of the training captions (:class:`~urbanlib.models.Vocab`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from urbanlib.data.dataset import UrbanDataset
+from urbanlib.eval.retrieval import recall_at_k
+from urbanlib.models import Vocab, create_model, get_config
+from urbanlib.models.generate import generate
+from urbanlib.models.text import tokenize
+from urbanlib.scales import Scale, get_scale
+from urbanlib.train.trainer import TrainConfig
+
+from .pairs import AugmentedPairs
+from .runs import RunResult, stable_hash, train_or_load
+from .tensors import RegionTensors
+from .texts import region_texts
+
+
+def train_config(scale: Scale, seed: int, progress: bool = True, **overrides) -> TrainConfig:
+    """The optimiser settings every image(-text) pretraining run of a scale shares."""
+    base = {"epochs": scale.pretrain_epochs, "batch_size": 16 if scale.model_size == "tiny" else 32,
+            "lr": 5e-4, "warmup_steps": 20, "weight_decay": 0.05, "seed": seed, "progress": progress,
+            "checkpoint_every": 100}
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def trainable_regions(train_idx: np.ndarray, tensors: RegionTensors, texts: list[list[str]]) -> np.ndarray:
+    """Train regions that have both a satellite tile and at least one caption."""
+    idx = np.asarray(train_idx, dtype=int)
+    return idx[tensors.satellite_mask[idx] & np.array([bool(texts[i]) for i in idx], dtype=bool)]
+
+
+def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
+                       seed: int = 0, text_mode: str = "sample", caption_style: str = "short",
+                       caption_sources: list[str] | None = None, texts: list[list[str]] | None = None,
+                       model_name: str | None = None, train_overrides: dict | None = None,
+                       progress: bool = True, **model_overrides) -> RunResult:
+    """Pretrain (or load the cached) UrbanCLIP on the train regions of ``ds``.
+
+    Args:
+        ds: dataset.
+        tensors: its images (:func:`~urbanlib.pipeline.tensors.load_tensors`).
+        train_idx: positions of the regions pretraining may see (probe train + validation).
+        scale: size preset (model config ``urbanclip-<scale.model_size>``, epochs).
+        seed: seed of initialisation, data order, caption draws and augmentation.
+        text_mode: ``"sample"`` (default) or ``"concat"``.
+        caption_style: which captions (default ``"short"``).
+        caption_sources: which captioners (default: all).
+        texts: explicit per-region caption lists (e.g. refined captions); overrides the above.
+        model_name: a named config instead of ``urbanclip-<model_size>``.
+        train_overrides: :class:`TrainConfig` fields to change.
+        progress: progress bars.
+        **model_overrides: config fields, e.g. ``lambda_lm=0`` for the "w/o L_LM" ablation.
+    """
+    scale = get_scale(scale) if isinstance(scale, str) else scale
+    texts = texts if texts is not None else region_texts(ds, caption_style, caption_sources)
+    idx = trainable_regions(train_idx, tensors, texts)
+    if len(idx) == 0:
+        raise ValueError("no training region has both a satellite image and a caption")
+    model_name = model_name or f"urbanclip-{scale.model_size}"
+    ctx = get_config(model_name, **model_overrides).context_length
+    train_texts = [texts[i] for i in idx]
+    vocab = Vocab.from_tokenized(tokenize([t for ts in train_texts for t in ts], ctx))
+    torch.manual_seed(seed)
+    model = create_model(model_name, vocab=vocab, **model_overrides)
+    data = AugmentedPairs(tensors.satellite[idx], train_texts, idx, lambda t: tokenize(t, ctx), text_mode,
+                          augment=True, seed=seed)
+    cfg = train_config(scale, seed, progress, **(train_overrides or {}))
+    key = {"method": "urbanclip", "model": model.cfg.to_dict(), "data": tensors.key, "regions": idx.tolist(),
+           "texts": stable_hash(train_texts), "text_mode": text_mode, "seed": seed}
+    info = {"model": model_name, "vocab_size": len(vocab), "train_regions": len(idx), "text_mode": text_mode,
+            "parameters": sum(p.numel() for p in model.parameters())}
+    city = "+".join(map(str, ds.cities))
+    return train_or_load(f"urbanclip-{city}", model, data, cfg, key, info)
+
+
+@torch.no_grad()
+def retrieval(model, tensors: RegionTensors, texts: list[list[str]], idx: np.ndarray,
+              ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Image <-> text R@k (percent) among the regions ``idx`` (e.g. the test regions), every caption a query."""
+    idx = np.asarray([i for i in idx if tensors.satellite_mask[i] and texts[i]], dtype=int)
+    img = model.encode_image(tensors.satellite_tensor(idx))
+    flat = [(j, t) for j, i in enumerate(idx) for t in texts[i]]
+    owner = np.array([j for j, _ in flat])
+    ctx = model.cfg.context_length
+    txt = torch.cat([model.encode_text(tokenize([t for _, t in flat[s:s + 256]], ctx))
+                     for s in range(0, len(flat), 256)])
+    out = recall_at_k(img, txt, owner, ks)
+    out["n_images"], out["n_texts"] = len(idx), len(flat)
+    return out
+
+
+@torch.no_grad()
+def captions_for(model, tensors: RegionTensors, idx: np.ndarray, beam_size: int = 1, max_len: int = 40) -> list[str]:
+    """Captions generated by the multimodal decoder for the tiles ``idx``."""
+    caps = generate(model, tensors.satellite_tensor(np.asarray(idx)), max_len=max_len, beam_size=beam_size)
+    return [c.text for c in caps]
+
+
+def random_init_like(model, seed: int = 0):
+    """A fresh random-init UrbanCLIP with ``model``'s config and vocabulary: the untrained reference."""
+    from urbanlib.models.urbanclip import UrbanCLIP
+
+    torch.manual_seed(seed)
+    vocab = Vocab(model.kept_ids[:-1].tolist()) if getattr(model, "kept_ids", None) is not None else None
+    cfg = model.cfg if vocab is None else type(model.cfg).from_dict({**model.cfg.to_dict(), "vocab_size": 49408})
+    return UrbanCLIP(cfg, vocab=vocab).eval()
