@@ -48,17 +48,27 @@ def test_verify_accepts_faithful_and_catches_drift(toy, tmp_path):
         verify_unit("toy", "s1", results_dir=tmp_path)
 
 
-def test_a_committed_unit_reproduces():
-    """CI's drift check: re-run one randomly drawn committed unit at its recorded configuration."""
+def _verify_random_unit(cheap: bool):
     import os
     import random
 
     from urbanlib.results.registry import load_all
 
-    names = [n for n in load_all() if not read_results(n).empty]
+    names = [n for n, e in load_all().items() if e.verify_in_ci == cheap and not read_results(n).empty]
     if not names:
         pytest.skip("no committed results yet")
     rng = random.Random(os.environ.get("URBANLIB_VERIFY_SEED"))
     name = rng.choice(sorted(names))
     table = verify_unit(name, rng_seed=rng.randrange(2**31))
     assert table["match"].all()
+
+
+def test_a_committed_unit_reproduces():
+    """CI's drift check: re-run one randomly drawn committed unit of a cheap experiment."""
+    _verify_random_unit(cheap=True)
+
+
+@pytest.mark.slow
+def test_a_committed_training_unit_reproduces():
+    """The same for experiments that train models (minutes per unit on a CPU)."""
+    _verify_random_unit(cheap=False)

@@ -39,3 +39,35 @@ register(Experiment(
     name="synthcity_stats", run=_synthcity_stats, plan=_synthcity_plan, rtol=1e-9, atol=1e-12,
     description="Moran's I, mean/std of ln(y+1) and missingness per indicator, per SynthCity profile and seed",
 ))
+
+
+def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
+    """Every model of the benchmark on one city, split and pretraining seed: mean and std over probe seeds."""
+    from urbanlib.pipeline.benchmark import BENCHMARK_MODELS, run_benchmark
+    from urbanlib.pipeline.city import open_city
+
+    city = open_city(config["city"], scale, seed, split=config["split"], progress=False)
+    metrics, _, _ = run_benchmark(city, BENCHMARK_MODELS, log=lambda *a: None)
+    agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
+    rows = []
+    for r in agg.itertuples():
+        for stat in ("mean", "std"):
+            rows.append({"city": config["city"], "model": r.model, "task": f"{r.indicator}/{config['split']}",
+                         "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))})
+    return rows
+
+
+def _benchmark_plan(scale: str):
+    from urbanlib.data.synthcity import PROFILES
+    from urbanlib.scales import get_scale
+
+    n = get_scale(scale).pretrain_seeds
+    return [(f"{p}-{split}-s{s}", {"city": p, "split": split}, s)
+            for s in range(n) for split in ("random", "blocked") for p in PROFILES]
+
+
+register(Experiment(
+    name="benchmark", run=_benchmark, plan=_benchmark_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    description="R2/RMSE/MAE (mean and std over probe seeds) of every model, per SynthCity profile, split "
+                "and pretraining seed; task is '<indicator>/<split>'",
+))

@@ -22,6 +22,7 @@ class Experiment:
     atol: float = 1e-9
     description: str = ""
     meta: dict = field(default_factory=dict)
+    verify_in_ci: bool = True  # False for units that train models (minutes each): verified by a slow test
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

@@ -1,0 +1,146 @@
+"""The benchmark: every encoder's frozen region features, probed the same way.
+
+``encoder_features(city, name)`` gives one model's (N, F) features (training or loading the cached
+encoder); ``run_benchmark(city, names)`` probes them all on ln(y+1) with the same split and probe
+seeds and returns tidy metric rows. Baseline features are cached like pretraining runs: keyed by
+the baseline, the data, the training regions, the seed and the code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from urbanlib.baselines import BASELINES, BaselineInputs, FittedEncoder, NotAvailable, run_baseline
+from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.eval.probe import ProbeConfig, fit_probes
+
+from .city import City
+from .features import run_features
+from .runs import code_hash
+
+OURS = ["UrbanCLIP", "UrbanLN (satellite)", "UrbanLN (street)"]
+TEXT = ["Captions only (MiniLM, short)", "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"]
+BASELINE_ORDER = ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
+                  "Tile2Vec", "READ", "PG-SimCLR", "MuseCL", "RemoteCLIP", "UrbanVLP", "UrbanViT", "Text-SimCLR"]
+BENCHMARK_MODELS = BASELINE_ORDER + TEXT + OURS  # the rows of the main table, in the papers' order
+
+
+@dataclass
+class Features:
+    """One encoder's region features and what produced them."""
+
+    name: str
+    features: np.ndarray  # (N, F); NaN rows where the encoder had no input
+    info: dict = field(default_factory=dict)  # wall_s, cached, parameters, notes
+    history: pd.DataFrame | None = None  # training log, if the encoder trained
+
+
+def baseline_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
+    """Fit (or load the cached) baseline ``name`` on the city's pretraining regions."""
+    inputs = BaselineInputs(city.ds, city.tensors, city.pretrain_idx, city.seed, city.scale, progress)
+    key = stable_hash({"baseline": name, "data": city.tensors.key, "regions": city.pretrain_idx.tolist(),
+                       "seed": city.seed, "scale": city.scale.to_dict(),
+                       "code": code_hash(("models", "train", "pipeline", "baselines"))})
+    path = cache_dir("baselines") / f"{name.replace(' ', '_').replace('/', '_')}-{key}.npz"
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        if meta.get("not_available"):
+            return NotAvailable(name, meta["reason"])
+        hist = pd.DataFrame(meta["history"]) if meta["history"] else None
+        return Features(name, z["features"], {**meta["info"], "cached": True}, hist)
+    start = time.perf_counter()
+    out = run_baseline(name, inputs)
+    wall = time.perf_counter() - start
+    if isinstance(out, NotAvailable):
+        np.savez(path, features=np.zeros((0, 0), np.float32),
+                 meta=json.dumps({"not_available": True, "reason": out.reason}))
+        return out
+    assert isinstance(out, FittedEncoder)
+    info = {**out.info, "wall_s": wall, "parameters": out.n_params, "trainable": out.n_trainable}
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, features=out.features.astype(np.float32),
+             meta=json.dumps({"info": info, "history": out.history}, default=str))
+    tmp.replace(path)
+    return Features(name, out.features, {**info, "cached": False}, pd.DataFrame(out.history) if out.history else None)
+
+
+def encoder_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
+    """Features of one model of the benchmark, by table name (ours, a baseline, or a text model)."""
+    if name == "UrbanCLIP":
+        from .urbanclip import pretrain_urbanclip
+
+        run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
+                                 progress=progress)
+        return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
+                                                                "parameters": run.info["parameters"]}, run.history)
+    if name.startswith("UrbanLN ("):
+        from .urbanln import pretrain_urbanln
+
+        imagery = name[len("UrbanLN ("):-1]
+        has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
+        if not has:
+            return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
+        run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
+                               imagery=imagery, progress=progress)
+        return Features(name, run_features(run, city.tensors, imagery=imagery),
+                        {"wall_s": run.wall_s + run.info["stage0_wall_s"], "cached": run.cached,
+                         "parameters": run.info["student_total"]}, run.history)
+    if name.startswith("Captions only"):
+        from urbanlib.eval.text_features import region_text_features
+
+        style = "short" if "short" in name else "long"
+        return Features(name, region_text_features(city.ds, style=style, progress=progress),
+                        {"note": "MiniLM sentence embeddings, mean over the region's captions"})
+    if name == "UrbanCLIP + captions (fusion)":
+        from urbanlib.eval.text_features import fuse
+
+        img = encoder_features(city, "UrbanCLIP", progress)
+        txt = encoder_features(city, "Captions only (MiniLM, short)", progress)
+        return Features(name, fuse(img.features, txt.features, train_idx=city.split.train),
+                        {"note": "standardised UrbanCLIP features ++ caption embeddings"})
+    if name in BASELINES:
+        return baseline_features(city, name, progress)
+    raise KeyError(f"unknown model {name!r}; ours: {OURS}, text: {TEXT}, baselines: {sorted(BASELINES)}")
+
+
+def probe_config(scale) -> ProbeConfig:
+    """The probe every model gets (the smoke scale trains it briefly)."""
+    return ProbeConfig(max_epochs=60, patience=10) if scale.name == "smoke" else ProbeConfig()
+
+
+def run_benchmark(city: City, names: list[str], progress: bool = False,
+                  log=print) -> tuple[pd.DataFrame, dict[str, Features | NotAvailable], dict]:
+    """Probe every model in ``names`` on the city's split.
+
+    Returns:
+        ``(metrics, features, probes)``: tidy rows (model, indicator, probe_seed, metric, value, n_test,
+        pretrain_seed, split, city), the features (or n/a) of each model, and each model's
+        :class:`~urbanlib.eval.probe.ProbeResult`.
+    """
+    targets = city.ds.log_targets()
+    seeds = list(range(city.scale.probe_seeds))
+    rows, feats, probes = [], {}, {}
+    for name in names:
+        start = time.perf_counter()
+        f = encoder_features(city, name, progress)
+        feats[name] = f
+        if isinstance(f, NotAvailable):
+            log(f"{name}: {f.reason}")
+            continue
+        res = fit_probes(f.features, targets, city.split, seeds, probe_config(city.scale),
+                         indicators=city.ds.indicators)
+        probes[name] = res
+        m = res.metrics.rename(columns={"seed": "probe_seed"})
+        m.insert(0, "model", name)
+        rows.append(m)
+        log(f"{name}: {time.perf_counter() - start:.1f} s"
+            f"{' (cached encoder)' if f.info.get('cached') else ''}")
+    metrics = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    metrics["pretrain_seed"], metrics["split"], metrics["city"] = city.seed, city.split.name, city.name
+    return metrics, feats, probes
