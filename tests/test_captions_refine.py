@@ -11,6 +11,7 @@ from urbanlib.captions.refine_rules import (
     Rule,
     evaluate_refinement,
     label_statements,
+    plot_refinement,
     refine,
     refine_captions,
     removals_by_kind,
@@ -178,5 +179,9 @@ def test_refinement_on_synthcity_smoke():
     assert (ev["omission_after"] >= ev["omission_before"]).all()
     long = ev[ev["style"] == "long"]
     assert (long["filler_after"] < long["filler_before"]).all()
+    fig = plot_refinement(ev[ev["style"] == "long"])
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 8  # 4 captioners x (raw, refined)
+    with pytest.raises(ValueError, match="repeated"):
+        plot_refinement(ev)
     with pytest.raises(DataError, match="statements"):
         evaluate_refinement(caps.drop(columns="statements"))

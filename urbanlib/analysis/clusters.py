@@ -160,7 +160,7 @@ def _palette(k: int) -> list:
 
 
 def plot_cluster_map(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, title: str = "Latent clusters"):
-    """Clusters drawn on the city grid (regions at their ``row``/``col``); -1 stays blank.
+    """Clusters drawn on one city's grid (regions at their ``row``/``col``); -1 stays blank.
 
     Args:
         labels: (N,) cluster ids.

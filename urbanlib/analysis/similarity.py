@@ -222,11 +222,14 @@ def match_gap(
     for name, gap in per_query.items():
         for j, indicator in enumerate(log_indicators.columns):
             mean, lo, hi = _bootstrap_mean_ci(gap[:, j], resamples, level)
-            d_mean, d_lo, d_hi = _bootstrap_mean_ci(gap[:, j] - rand[:, j], resamples, level)
+            d_mean, d_lo, d_hi = (_bootstrap_mean_ci(gap[:, j] - rand[:, j], resamples, level) if name != RANDOM
+                                  else (np.nan,) * 3)
             row = {"model": name, "indicator": indicator, "mean_gap": mean, "ci_low": lo, "ci_high": hi,
                    "n_queries": int(np.isfinite(gap[:, j]).sum()),
                    "diff_vs_random": d_mean, "diff_ci_low": d_lo, "diff_ci_high": d_hi}
-            if reference is not None:
+            if reference is not None and name == reference:
+                row.update(diff_vs_reference=np.nan, ref_ci_low=np.nan, ref_ci_high=np.nan)
+            elif reference is not None:
                 r_mean, r_lo, r_hi = _bootstrap_mean_ci(gap[:, j] - per_query[reference][:, j], resamples, level)
                 row.update(diff_vs_reference=r_mean, ref_ci_low=r_lo, ref_ci_high=r_hi)
             rows.append(row)

@@ -1,7 +1,8 @@
 """Transfer heatmaps: probe on a source city, test on a target city (UrbanCLIP Fig. 5, UrbanLN Fig. 5).
 
 The input is a tidy results table, one row per (source, target, indicator[, seed]) with a score
-column (R² by default). Repeated rows (seeds) are averaged. All panels of a figure share one
+column (R² by default), or the long ``metric``/``value`` rows of
+:func:`urbanlib.pipeline.transfer.transfer_scores`. Repeated rows (probe seeds) are averaged. All panels of a figure share one
 colour scale so colours compare across indicators and models.
 """
 
@@ -22,7 +23,16 @@ def _check(df: pd.DataFrame, columns: Sequence[str], what: str = "transfer table
 
 
 def _means(df: pd.DataFrame, value: str, source_col: str, target_col: str, indicator_col: str) -> pd.DataFrame:
-    """Mean score per (indicator, source, target), with the number of rows averaged."""
+    """Mean score per (indicator, source, target), with the number of rows averaged.
+
+    Accepts a wide table with a ``value`` column (e.g. ``R2``) or the long rows of
+    :func:`urbanlib.pipeline.transfer.transfer_scores` (``metric``/``value`` columns), whose
+    ``metric == value`` rows are used.
+    """
+    if value not in df.columns and {"metric", "value"} <= set(df.columns):
+        if value not in set(df["metric"]):
+            raise ValueError(f"transfer table has no metric {value!r}; has {sorted(df['metric'].unique())}")
+        df = df[df["metric"] == value].rename(columns={"value": value})
     _check(df, [value, source_col, target_col, indicator_col])
     return (df.groupby([indicator_col, source_col, target_col], sort=False)[value]
             .agg(["mean", "count"]).reset_index())
@@ -59,6 +69,7 @@ def plot_transfer_heatmap(
     cmap: str = "viridis",
     title: str | None = None,
     ax=None,
+    cbar_label: str | None = None,
 ):
     """Annotated source x target heatmap of one indicator (seaborn).
 
@@ -75,6 +86,7 @@ def plot_transfer_heatmap(
         cmap: colour map.
         title: axes title (default: the indicator).
         ax: draw into this Axes instead of a new figure.
+        cbar_label: colour bar label (default: ``value``).
 
     Returns:
         matplotlib Figure (the one holding ``ax`` if given).
@@ -103,9 +115,9 @@ def plot_transfer_heatmap(
     else:
         fig = ax.figure
     sns.heatmap(grid, annot=True, fmt=".2f", cmap=cmap, vmin=vmin, vmax=vmax, square=True, ax=ax,
-                cbar_kws={"label": value}, annot_kws={"fontsize": 8})
-    ax.set_xlabel(f"target ({target_col})")
-    ax.set_ylabel(f"source ({source_col})")
+                cbar_kws={"label": cbar_label or value}, annot_kws={"fontsize": 8})
+    ax.set_xlabel("target city (test)")
+    ax.set_ylabel("source city (train)")
     n = int(sub["count"].max()) if len(sub) else 0
     ax.set_title(title or (f"{indicator}" + (f" (mean of {n})" if n > 1 else "")), fontsize=9)
     return fig
@@ -173,7 +185,8 @@ def plot_transfer_comparison(
         lim = lim if lim > 0 else 1.0
         for c, ind in enumerate(indicators):
             plot_transfer_heatmap(d[key + [value]], indicator=ind, vmin=-lim, vmax=lim, cmap="RdBu",
-                                  ax=axes[-1][c], title=f"{labels[0]} − {labels[1]}: {ind}", **kw)
+                                  ax=axes[-1][c], title=f"{labels[0]} − {labels[1]}: {ind}",
+                                  cbar_label=f"Δ {value}", **kw)
     fig.tight_layout()
     return fig
 

@@ -91,6 +91,11 @@ class Captioner(ABC):
 class TransformersCaptioner(Captioner):
     """Any transformers image-text-to-text model (Qwen2.5-VL, LLaVA, InternVL-hf, ...) with greedy decoding.
 
+    Checkpoints must be in transformers format (``AutoModelForImageTextToText`` knows the class),
+    e.g. ``Qwen/Qwen2.5-VL-7B-Instruct``, ``llava-hf/llava-1.5-7b-hf``, ``OpenGVLab/InternVL3-8B-hf``;
+    remote-code checkpoints with their own ``chat()`` API (original InternVL) and LLaMA-Adapter V2
+    (no transformers port) are not covered; serve those behind an OpenAI-compatible endpoint instead.
+
     Pass a hub id or local folder (loaded with ``AutoProcessor`` + ``AutoModelForImageTextToText``;
     the hub is reached only when an id is given and the hub is online), or an already-built
     ``model`` and ``processor``.

@@ -80,8 +80,8 @@ def read_records(path: str | Path, repair: bool = False) -> list[dict]:
         _repair_tail(path)
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().split("\n")
-    torn_ok = not lines[-1] == ""  # text after the last newline: a torn line, tolerated when not repairing
-    if lines[-1] == "":
+    torn = lines[-1] != ""  # text after the last newline: a torn line, skipped when not repairing
+    if not torn:
         lines.pop()
     records = []
     for no, line in enumerate(lines, start=1):
@@ -95,7 +95,7 @@ def read_records(path: str | Path, repair: bool = False) -> list[dict]:
             if missing:
                 raise ValueError(f"missing field(s) {missing}")
         except ValueError as e:
-            if torn_ok and no == len(lines):
+            if torn and no == len(lines):
                 continue
             raise DataError(f"{path}:{no}: corrupt caption record ({e}); fix or delete this line") from None
         records.append(rec)

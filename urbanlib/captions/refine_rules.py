@@ -287,15 +287,23 @@ def label_statements(captions: pd.DataFrame, rules: RefineRules | None = None) -
             raise DataError(f"captions table has no {col!r} column: refinement can only be measured on "
                             "captions with truth labels (SynthCity)")
     rules = rules or RefineRules.default()
+    memo: dict[str, tuple[bool, str | None, bool]] = {}  # template captions repeat sentences a lot
+
+    def judge(text: str) -> tuple[bool, str | None, bool]:
+        if text not in memo:
+            pieces = [refine_sentence(s, rules) for s in split_sentences(text)]
+            kept = any(out is not None for out, _, _ in pieces)
+            rule = None if kept else next((why for _, why, _ in pieces if why), None)
+            memo[text] = (kept, rule, any(rw for _, _, rw in pieces))
+        return memo[text]
+
     rows = []
     for i, (src, sty, stmts) in enumerate(zip(captions["source"], captions["style"], captions["statements"],
                                               strict=True)):
         for st in stmts:
-            pieces = [refine_sentence(s, rules) for s in split_sentences(st["text"])]
-            kept = any(out is not None for out, _, _ in pieces)
-            rule = None if kept else next((why for _, why, _ in pieces if why), None)
+            kept, rule, rewritten = judge(st["text"])
             rows.append({"caption": i, "source": src, "style": sty, "kind": st["kind"], "true": bool(st["true"]),
-                         "kept": kept, "rule": rule, "rewritten": any(rw for _, _, rw in pieces)})
+                         "kept": kept, "rule": rule, "rewritten": rewritten})
     return pd.DataFrame(rows, columns=["caption", "source", "style", "kind", "true", "kept", "rule", "rewritten"])
 
 
@@ -368,3 +376,31 @@ def removals_by_kind(captions: pd.DataFrame, rules: RefineRules | None = None) -
     lab = label_statements(captions, rules)
     lab = lab[~lab["kept"]]
     return pd.crosstab(lab["rule"], lab["kind"]).rename_axis(index="rule", columns="kind")
+
+
+def plot_refinement(ev: pd.DataFrame, group: str = "source"):
+    """Hallucination and omission rates before/after refinement, one bar pair per group.
+
+    Args:
+        ev: the output of :func:`evaluate_refinement` (one row per ``group`` value; other grouping
+            columns should be filtered out first).
+        group: the column naming the bars.
+
+    Returns:
+        A matplotlib Figure with two panels.
+    """
+    import matplotlib.pyplot as plt
+
+    if ev[group].duplicated().any():
+        raise ValueError(f"evaluate_refinement output has repeated {group!r} values; filter it to one row per {group}")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=False)
+    x = np.arange(len(ev))
+    for ax, metric, title in zip(axes, ("hallucination", "omission"),
+                                 ("false statements / statements", "true facts missing / true facts"), strict=True):
+        ax.bar(x - 0.2, ev[f"{metric}_before"], 0.4, label="raw")
+        ax.bar(x + 0.2, ev[f"{metric}_after"], 0.4, label="refined (rules)")
+        ax.set_xticks(x, ev[group], rotation=20, ha="right")
+        ax.set_title(f"{metric}: {title}", fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

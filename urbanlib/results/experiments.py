@@ -71,3 +71,38 @@ register(Experiment(
     description="R2/RMSE/MAE (mean and std over probe seeds) of every model, per SynthCity profile, split "
                 "and pretraining seed; task is '<indicator>/<split>'",
 ))
+
+
+def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
+    """Transfer R2/RMSE/MAE from one source city to every profile, for the models of the transfer figures."""
+    from urbanlib.data.synthcity import PROFILES
+    from urbanlib.pipeline.city import open_city
+    from urbanlib.pipeline.transfer import transfer_scores
+
+    cities = [open_city(p, scale, seed, progress=False) for p in PROFILES]
+    source = next(c for c in cities if c.name == config["source"])
+    rows = []
+    for model in ("UrbanCLIP", "PG-SimCLR", "UrbanLN (satellite)", "UrbanLN (street)"):
+        df = transfer_scores(source, cities, model)
+        if df.empty:
+            continue
+        agg = df.groupby(["target", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
+        for r in agg.itertuples():
+            for stat in ("mean", "std"):
+                rows.append({"city": config["source"], "model": model, "task": f"{r.target}/{r.indicator}",
+                             "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))})
+    return rows
+
+
+def _transfer_plan(scale: str):
+    from urbanlib.data.synthcity import PROFILES
+    from urbanlib.scales import get_scale
+
+    return [(f"{p}-s{s}", {"source": p}, s) for s in range(get_scale(scale).pretrain_seeds) for p in PROFILES]
+
+
+register(Experiment(
+    name="transfer", run=_transfer, plan=_transfer_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    description="Cross-city transfer: encoder and probe trained on 'city' (the source), tested on every profile; "
+                "task is '<target>/<indicator>'",
+))
