@@ -178,6 +178,9 @@ def test_benchmark_table_ranks_improvement_and_na_rows():
     assert "font-weight: bold" in html and "Improvement" in html
     with pytest.raises(ValueError, match="no results"):
         benchmark_frame(_toy_results(), ["A", "Ghost", "Ours"], ["pop"], ours=["Ours"])
+    two_splits = pd.concat([_toy_results().assign(split="random"), _toy_results().assign(split="blocked(4)")])
+    with pytest.raises(ValueError, match="mix several settings"):
+        benchmark_frame(two_splits, ["A", "B", "Ours"], ["pop"], ours=["Ours"])
 
 
 def test_improvement_row_reproduces_urbanln_table1():
@@ -259,6 +262,13 @@ def test_region_text_features_mean_nan_rows_and_cache(tmp_path, monkeypatch):
     only_s2 = region_text_features(ds, style="long", sources="s2", encoder=enc, progress=False)
     np.testing.assert_allclose(only_s2[0], direct[1])
     assert np.isnan(only_s2[1:]).all()
+    by_sentence = region_text_features(ds, style="long", encoder=enc, progress=False, unit="sentence")
+    np.testing.assert_allclose(by_sentence[:2], feats[:2])  # one-sentence captions: same as whole captions
+    two = _caption_ds()
+    two.captions.loc[2, "text"] = "Quiet farmland. Many tall towers!"
+    halves = enc.encode(["Quiet farmland.", "Many tall towers!"])
+    got = region_text_features(two, style="long", encoder=enc, progress=False, unit="sentence")
+    np.testing.assert_allclose(got[1], halves.mean(0))
     with pytest.raises(DataError, match="not in the captions"):
         region_text_features(ds, sources="gpt-9", encoder=enc)
     with pytest.raises(ValueError, match="model_id"):
@@ -273,8 +283,9 @@ def test_fuse_standardises_blocks_and_propagates_missing_rows():
     fused = fuse(a, b)
     assert fused.shape == (20, 5)
     assert np.isnan(fused[4]).all() and np.isfinite(np.delete(fused, 4, 0)).all()
-    np.testing.assert_allclose(fused[:, :3].std(0, where=np.isfinite(fused[:, :3])), 1, atol=0.05)
-    np.testing.assert_allclose(np.nanstd(fused[:, 3:], axis=0), 1, atol=1e-5)
+    keep = np.arange(20) != 4
+    np.testing.assert_allclose(fused[keep, :3], ((a - a.mean(0)) / a.std(0))[keep], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.nanstd(fused[:, 3:], axis=0), 1, atol=1e-5)  # stats from b's complete rows
     train = np.arange(10)
     np.testing.assert_allclose(fuse(a, train_idx=train)[:10].mean(0), 0, atol=1e-5)
 

@@ -1,5 +1,6 @@
-"""Pieces the image baselines in this half of the table share: a small conv net, tile datasets that
-feed the shared :class:`~urbanlib.train.trainer.Trainer`, and frozen feature extraction.
+"""Pieces shared by the image baselines: a small conv net, tile datasets, training, features.
+
+The tile datasets feed the shared :class:`~urbanlib.train.trainer.Trainer`.
 
 Every baseline trains on ``inputs.train_idx`` only, augments with the shared dihedral transforms
 (:func:`urbanlib.pipeline.augment.dihedral`), and embeds *all* regions afterwards, with NaN rows
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from urbanlib.pipeline.augment import dihedral
 from urbanlib.pipeline.tensors import normalize
-from urbanlib.train.trainer import Trainer, TrainConfig
+from urbanlib.train.trainer import TrainConfig, Trainer
 
 from .base import BaselineInputs
 
@@ -104,11 +105,14 @@ class TileDataset:
         seed: baseline seed.
         augment: apply the shared dihedral augmentation.
         extra: per-sample tensors aligned with ``idx`` (e.g. ``{"label": (n,) long}``).
+        transform: uint8 (..., 3, S, S) tensor -> float model input (CLIP normalisation by default).
     """
 
     def __init__(self, satellite: np.ndarray, idx: np.ndarray, seed: int, augment: bool = True,
-                 extra: dict[str, torch.Tensor] | None = None):
+                 extra: dict[str, torch.Tensor] | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] = normalize):
         self.satellite, self.idx, self.seed, self.augment = satellite, np.asarray(idx), seed, augment
+        self.transform = transform
         self.extra = extra or {}
         for k, v in self.extra.items():
             if len(v) != len(self.idx):
@@ -124,7 +128,7 @@ class TileDataset:
 
     def image(self, pos: int, g: torch.Generator | None) -> torch.Tensor:
         """Region ``pos`` (a dataset position) as a (3, S, S) normalised tensor, augmented if ``g``."""
-        x = normalize(torch.from_numpy(self.satellite[pos]))
+        x = self.transform(torch.from_numpy(self.satellite[pos]))
         return dihedral(x[None], g)[0] if g is not None else x
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -146,6 +150,30 @@ def train(model: nn.Module, dataset, *, epochs: int, batch_size: int, lr: float,
         history = Trainer(model, dataset, cfg, tmp, device="cpu").fit(resume=False)
     model.eval()
     return history
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], satellite: np.ndarray,
+                          idx: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor] = normalize,
+                          batch_size: int = 64) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over the training tiles.
+
+    After a few hundred steps the running means (momentum 0.1) still lag the weights, so eval-mode
+    outputs drift from train-mode ones; one pass over the un-augmented training tiles fixes that.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for s in range(0, len(idx), batch_size):
+        forward(transform(torch.from_numpy(satellite[np.asarray(idx[s:s + batch_size])])))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.eval()
 
 
 # ---- features ---------------------------------------------------------------------------------

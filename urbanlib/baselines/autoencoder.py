@@ -1,5 +1,6 @@
-"""Autoencoder baseline (UrbanCLIP §4.1.2, after Kramer 1991): a conv autoencoder trained to
-reconstruct satellite tiles; the region feature is its bottleneck vector.
+"""Autoencoder baseline (UrbanCLIP §4.1.2, after Kramer 1991).
+
+A conv autoencoder trained to reconstruct satellite tiles; the region feature is its bottleneck vector.
 
 Encoder: the shared stride-2 conv stack (:class:`~urbanlib.baselines._common.ConvEncoder`) without
 pooling, flattened, then a linear map to the bottleneck. Decoder: the mirror image (linear, then
@@ -19,7 +20,16 @@ from torch import nn
 
 from urbanlib.pipeline.tensors import normalize
 
-from ._common import ConvConfig, ConvEncoder, TileDataset, count_params, embed_all, scale_name, train, train_positions
+from ._common import (
+    ConvConfig,
+    ConvEncoder,
+    TileDataset,
+    count_params,
+    embed_all,
+    scale_name,
+    train,
+    train_positions,
+)
 from .base import BaselineInputs, FittedEncoder
 
 
@@ -41,8 +51,8 @@ class AutoencoderConfig:
         No BatchNorm: with small batches it slowed reconstruction training down in our runs.
         """
         if name == "smoke":
-            return cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1, batch_norm=False), bottleneck=32, epochs=60,
-                       batch_size=16, lr=3e-3)
+            return cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1, batch_norm=False), bottleneck=32, epochs=40,
+                       batch_size=8, lr=3e-3)
         if name == "paper":
             return cls(ConvConfig(widths=(32, 64, 128, 256), batch_norm=False), bottleneck=128, epochs=30,
                        batch_size=32, lr=1e-3)
@@ -80,6 +90,7 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(h)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Reconstruction loss terms of a batch ``{"image": (B, 3, S, S)}``."""
         x = batch["image"]
         loss = F.mse_loss(self.decode(self.encode(x)), x)
         return {"loss": loss, "reconstruction_loss": loss.detach()}

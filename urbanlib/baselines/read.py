@@ -39,8 +39,16 @@ from torch import nn
 
 from urbanlib.pipeline.tensors import normalize
 
-from ._common import ConvConfig, ConvEncoder, TileDataset, count_params, embed_all, scale_name, seeded, train, \
-    train_positions
+from ._common import (
+    ConvConfig,
+    ConvEncoder,
+    TileDataset,
+    count_params,
+    embed_all,
+    scale_name,
+    train,
+    train_positions,
+)
 from .base import BaselineInputs, FittedEncoder
 
 LABEL_FALLBACKS = ("night_light", "population", "gdp", "carbon", "poi_count")
@@ -56,9 +64,9 @@ class READConfig:
     conv: ConvConfig = field(default_factory=lambda: ConvConfig(convs_per_block=1))  # teacher and student nets
     dropout: float = 0.3  # before the classifier (student noise; teacher regularisation)
     pixel_noise: float = 0.1  # std of Gaussian noise added to the student's (normalised) input
-    confidence: float = 0.5  # minimum averaged teacher probability to keep a pseudo-label
+    confidence: float = 0.0  # minimum averaged teacher probability to keep a pseudo-label (0: keep all)
     teacher_epochs: int = 30  # passes over the labelled tiles
-    student_epochs: int = 4  # passes over labelled + pseudo-labelled tiles
+    student_epochs: int = 8  # passes over labelled + pseudo-labelled tiles
     batch_size: int = 32  # tiles per step
     lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine)
 
@@ -67,7 +75,7 @@ class READConfig:
         """Preset sized for ``name`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger)."""
         if name == "smoke":
             return cls(label_fraction=0.3, conv=ConvConfig(widths=(16, 32, 64), convs_per_block=1), teacher_epochs=30,
-                       student_epochs=10, batch_size=16)
+                       student_epochs=25, batch_size=16)
         if name == "paper":
             return cls(conv=ConvConfig(widths=(32, 64, 128, 256)), teacher_epochs=60, student_epochs=20,
                        batch_size=64, lr=1e-3)
@@ -93,6 +101,7 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.encoder(x)))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Cross-entropy terms of a batch ``{"image": (B, 3, S, S), "label": (B,) long}``."""
         x = batch["image"]
         if self.training and self.pixel_noise:
             x = x + self.pixel_noise * torch.randn_like(x)

@@ -25,8 +25,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ._common import ConvConfig, ConvEncoder, TileDataset, count_params, embed_all, scale_name, seeded, train, \
-    train_positions
+from ._common import (
+    ConvConfig,
+    ConvEncoder,
+    TileDataset,
+    count_params,
+    embed_all,
+    scale_name,
+    seeded,
+    train,
+    train_positions,
+)
 from .base import BaselineInputs, FittedEncoder
 
 
@@ -39,7 +48,7 @@ class Tile2VecConfig:
     margin: float = 1.0  # triplet margin (distances are Euclidean)
     l2_weight: float = 0.01  # weight of the embedding-norm penalty
     k_nearest: int = 4  # neighbourhood size when regions have no grid row/col (lon/lat fallback)
-    epochs: int = 4  # passes over the training regions (one triplet per anchor per epoch)
+    epochs: int = 8  # passes over the training regions (one triplet per anchor per epoch)
     batch_size: int = 32  # triplets per step
     lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine)
 
@@ -124,6 +133,7 @@ class Tile2Vec(nn.Module):
         return self.head(self.encoder(x))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Triplet-loss terms of a batch of ``anchor``/``neighbour``/``distant`` images (B, 3, S, S)."""
         b = len(batch["anchor"])
         z = self.embed(torch.cat([batch["anchor"], batch["neighbour"], batch["distant"]]))  # (3B, z)
         za, zn, zd = z[:b], z[b:2 * b], z[2 * b:]

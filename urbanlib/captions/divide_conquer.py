@@ -48,22 +48,30 @@ def maximal_rectangle(mask: np.ndarray) -> Box | None:
     m = np.asarray(mask).astype(bool)
     if m.ndim != 2:
         raise ValueError(f"maximal_rectangle expects a 2-D mask, got shape {m.shape}")
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if len(rows) == 0:
+        return None
+    y_off, x_off = int(rows[0]), int(cols[0])
+    m = m[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # the rectangle lies inside the bounding box
     h, w = m.shape
-    heights = np.zeros(w + 1, dtype=np.int64)  # sentinel 0 at the end flushes the stack
+    heights = [0] * (w + 1)  # sentinel 0 at the end flushes the stack
     best, best_area = None, 0
     for y in range(h):
-        heights[:w] = np.where(m[y], heights[:w] + 1, 0)
+        row = m[y].tolist()
+        for x in range(w):
+            heights[x] = heights[x] + 1 if row[x] else 0
         stack: list[int] = []  # column indices with increasing heights
         for x in range(w + 1):
             while stack and heights[stack[-1]] >= heights[x]:
                 top = stack.pop()
-                height = int(heights[top])
+                height = heights[top]
                 left = stack[-1] + 1 if stack else 0
                 area = height * (x - left)
                 if area > best_area:
                     best_area, best = area, (left, y - height + 1, x, y + 1)
             stack.append(x)
-    return best
+    x0, y0, x1, y1 = best
+    return (x0 + x_off, y0 + y_off, x1 + x_off, y1 + y_off)
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -77,8 +85,10 @@ def box_iou(a: Box, b: Box) -> float:
 
 def select_crops(masks: Sequence[np.ndarray], min_side: int = 8, max_iou: float = 0.3,
                  max_crops: int = 8) -> list[Box]:
-    """Crops from segment masks: each mask's maximal rectangle, largest first, greedily kept if its IoU with
-    every kept crop is at most ``max_iou``.
+    """Low-overlap crops from segment masks.
+
+    Each mask's maximal rectangle is a candidate; candidates are visited largest first and kept when their IoU
+    with every kept crop is at most ``max_iou``.
 
     Args:
         masks: ``(H, W)`` boolean masks.
@@ -316,8 +326,11 @@ class DivideAndConquer:
         self.fuse_prompt = fuse_prompt or default_fuse
 
     def local_details(self, local_captions: list[str], kept: set[str], graphs) -> list[str]:
-        """Local captions that still carry a kept phrase (a local caption whose phrases were all dropped is a
-        hallucination of the crop and is not offered for fusion)."""
+        """Local captions that still carry a kept phrase.
+
+        A local caption whose phrases were all dropped describes nothing the detector found, so it is not
+        offered for fusion.
+        """
         return [c for c, g in zip(local_captions, graphs, strict=True) if set(g.phrases()) & kept]
 
     def refine(self, image: Image.Image, long_caption: str) -> Refinement:

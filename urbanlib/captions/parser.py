@@ -425,11 +425,16 @@ class RuleParser:
         return g
 
     def parse(self, captions: Sequence[str]) -> list[SceneGraph]:
-        """One merged :class:`SceneGraph` per caption."""
+        """One merged :class:`SceneGraph` per caption (sentence graphs are memoised: captions repeat them)."""
+        cache = self.__dict__.setdefault("_sentence_cache", {})
         out = []
         for cap in captions:
             g = SceneGraph(source=self.label)
             for s in split_sentences(cap):
-                g = g.merge(self.parse_sentence(s))
+                if s not in cache:
+                    if len(cache) > 200_000:
+                        cache.clear()
+                    cache[s] = self.parse_sentence(s)
+                g = g.merge(cache[s])  # merge copies, so the cached graph is never mutated
             out.append(g)
         return out

@@ -21,6 +21,7 @@ What the SynthCity scene data supports, and what it does not:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -120,6 +121,7 @@ class SceneSegmenter:
 # phrase scorer stand-in with a stated AUROC
 # ---------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=64)
 def separation(auroc: float) -> float:
     """Gap between true and false mean logits for unit-variance Gaussians: AUROC = Φ(d/√2) ⇒ d = √2·Φ⁻¹(AUROC)."""
     if not 0.0 < auroc < 1.0:

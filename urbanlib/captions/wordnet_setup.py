@@ -77,7 +77,7 @@ def is_installed(nltk_data: str | Path | None = None) -> bool:
 
 
 def load_wordnet():
-    """nltk's WordNet reader, or ``None`` (with no exception) when WordNet is not installed offline.
+    """Nltk's WordNet reader, or ``None`` (with no exception) when WordNet is not installed offline.
 
     Never downloads. Use :func:`is_installed` first where a cheap check suffices.
     """
@@ -97,7 +97,7 @@ def lexnames_lines(man_page: str | Path = LEXNAMES_MAN) -> list[str]:
     """The ``lexnames`` file of WordNet 3.0, parsed from its man page table.
 
     Returns:
-        45 lines ``"NN\\tname\\tcategory"`` (``00 adj.all 3`` ... ``44 adj.ppl 3``), without newlines.
+        45 lines ``"NN<TAB>name<TAB>category"`` (``00 adj.all 3`` ... ``44 adj.ppl 3``), without newlines.
 
     Raises:
         ValueError: the man page does not hold a consecutive 00..N table.

@@ -259,16 +259,16 @@ def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | Non
         best_epochs[:, cols] = best_ep.numpy()
         stop_epochs[:, cols] = stop.clamp(max=epoch).numpy()
 
-    rows = []
+    records = []
     for s, seed in enumerate(seeds):
         for j in cols:
             truth, pred = y_all[te, j], predictions[s, te, j]
             known = np.isfinite(truth)
             values = {"R2": r2(truth[known], pred[known]), "RMSE": rmse(truth[known], pred[known]),
                       "MAE": mae(truth[known], pred[known])}
-            rows += [{"indicator": names[j], "seed": seed, "metric": m, "value": values[m],
-                      "n_test": int(known.sum())} for m in METRICS]
-    metrics = pd.DataFrame(rows, columns=["indicator", "seed", "metric", "value", "n_test"])
+            records += [{"indicator": names[j], "seed": seed, "metric": m, "value": values[m],
+                         "n_test": int(known.sum())} for m in METRICS]
+    metrics = pd.DataFrame(records, columns=["indicator", "seed", "metric", "value", "n_test"])
     return ProbeResult(metrics=metrics, predictions=predictions, best_epochs=best_epochs, stop_epochs=stop_epochs,
                        val_curves=curves[: epoch + 1], seeds=seeds, indicators=names, split=split,
                        n_without_features=n_without, skipped=skipped, config=cfg,

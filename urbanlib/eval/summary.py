@@ -27,6 +27,7 @@ BOLD = "font-weight: bold"
 UNDERLINE = "text-decoration: underline"
 ITALIC = "font-style: italic"
 MISSING = "–"
+SETTING_COLUMNS = ("city", "split", "scale", "experiment", "layout")  # must be constant within one table
 
 
 def _task_col(df: pd.DataFrame) -> str:
@@ -89,7 +90,7 @@ class BenchmarkTable:
 
     def styler(self, caption: str | None = None):
         """A pandas Styler (HTML in notebooks and the book)."""
-        text = " ".join(filter(None, [caption, *self.notes]))
+        text = "<br>".join(filter(None, [caption, *self.notes]))
         st = self.cells.style.apply(lambda _: self.styles, axis=None).set_tooltips(self.tooltips)
         return st.set_caption(text) if text else st
 
@@ -106,10 +107,18 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
                     metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
                     not_available=None, decimals: int = 3, italic_third: bool = False) -> BenchmarkTable:
     """Lay out a results table in the papers' format (see :func:`benchmark_table`)."""
+    if "model" not in df.columns:
+        raise ValueError(f"results need a 'model' column; got {list(df.columns)}")
+    mixed = [c for c in SETTING_COLUMNS if c in df.columns and df[c].nunique() > 1]
+    if mixed:
+        raise ValueError(f"results mix several settings in columns {mixed}; one table shows one setting, "
+                         "so filter them first (e.g. df[df.split == 'random'])")
     summary = df if "mean" in df.columns else summarize(df, by=["model"])
     task = _task_col(summary)
-    if "model" not in summary.columns:
-        raise ValueError(f"results need a 'model' column; got {list(summary.columns)}")
+    dup = summary.duplicated(["model", task, "metric"])
+    if dup.any():
+        raise ValueError(f"{int(dup.sum())} duplicate (model, {task}, metric) rows in the summary, e.g. "
+                         f"{summary.loc[dup, ['model', task, 'metric']].iloc[0].tolist()}")
     na = _unavailable(not_available)
     models = list(dict.fromkeys([*models_order, *[m for m in na if m not in models_order]]))
     present = set(summary["model"])
@@ -234,8 +243,7 @@ def plot_pred_vs_truth(truth, pred, test_mask, indicator: str, ax=None) -> Figur
         ax = fig.subplots()
     else:
         fig = ax.figure
-    ax.scatter(truth[ok & ~test_mask], pred[ok & ~test_mask], marker="x", s=12, color="tab:blue", alpha=0.6,
-               label="train/val regions")
+    ax.scatter(truth[ok], pred[ok], marker="x", s=12, color="tab:blue", alpha=0.5, label="all regions")
     ax.scatter(truth[test], pred[test], marker="o", s=12, color="tab:purple", alpha=0.8, label="test regions")
     if ok.any():
         lo = min(truth[ok].min(), pred[ok].min())

@@ -95,7 +95,8 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
         from urbanlib.eval.text_features import region_text_features
 
         style = "short" if "short" in name else "long"
-        return Features(name, region_text_features(city.ds, style=style, progress=progress),
+        unit = "sentence" if style == "long" else "caption"  # long captions: embed distinct sentences (cheaper)
+        return Features(name, region_text_features(city.ds, style=style, unit=unit, progress=progress),
                         {"note": "MiniLM sentence embeddings, mean over the region's captions"})
     if name == "UrbanCLIP + captions (fusion)":
         from urbanlib.eval.text_features import fuse

@@ -2,8 +2,9 @@
 
 Pretraining sees only the probe's train and validation regions (``train_idx``); test regions are
 unseen by every stage, which is stricter than both papers (they pretrain on all tiles). The
-training text is the short (UrbanCLIP-style) captions of each tile, one drawn per epoch from the
-available captioners (``text_mode="sample"``; ``"concat"`` joins them). The LM head is restricted
+training text is the short (UrbanCLIP-style) captions of each tile after the rule-based refinement
+(:mod:`urbanlib.captions.refine_rules`), one drawn per epoch from the available captioners
+(``text_mode="sample"``; ``"concat"`` joins them). The LM head is restricted
 to the tokens of the training captions (:class:`~urbanlib.models.Vocab`).
 """
 
@@ -20,6 +21,7 @@ from urbanlib.models.text import tokenize
 from urbanlib.scales import Scale, get_scale
 from urbanlib.train.trainer import TrainConfig
 
+from .caption_sets import urbanclip_texts
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
 from .tensors import RegionTensors
@@ -45,7 +47,7 @@ def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.n
                        seed: int = 0, text_mode: str = "sample", caption_style: str = "short",
                        caption_sources: list[str] | None = None, texts: list[list[str]] | None = None,
                        model_name: str | None = None, train_overrides: dict | None = None,
-                       progress: bool = True, **model_overrides) -> RunResult:
+                       refined: bool = True, progress: bool = True, **model_overrides) -> RunResult:
     """Pretrain (or load the cached) UrbanCLIP on the train regions of ``ds``.
 
     Args:
@@ -57,14 +59,19 @@ def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.n
         text_mode: ``"sample"`` (default) or ``"concat"``.
         caption_style: which captions (default ``"short"``).
         caption_sources: which captioners (default: all).
-        texts: explicit per-region caption lists (e.g. refined captions); overrides the above.
+        texts: explicit per-region caption lists; overrides the above.
+        refined: train on rule-refined captions (the paper's method; False: "w/o refined text").
         model_name: a named config instead of ``urbanclip-<model_size>``.
         train_overrides: :class:`TrainConfig` fields to change.
         progress: progress bars.
         **model_overrides: config fields, e.g. ``lambda_lm=0`` for the "w/o L_LM" ablation.
     """
     scale = get_scale(scale) if isinstance(scale, str) else scale
-    texts = texts if texts is not None else region_texts(ds, caption_style, caption_sources)
+    if texts is None:
+        if caption_style == "short" and caption_sources is None:
+            texts = urbanclip_texts(ds, refined)
+        else:
+            texts = region_texts(ds, caption_style, caption_sources)
     idx = trainable_regions(train_idx, tensors, texts)
     if len(idx) == 0:
         raise ValueError("no training region has both a satellite image and a caption")
