@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name urbanlib --display-name "urbanlib (.venv)" >/dev/null
+	$(BIN)/python -m urbanlib.captions.wordnet_setup
 	touch $(STAMP)
 
 install: $(STAMP)
+
+wordnet: $(STAMP)  # offline WordNet for CAPTURE (apt packages wordnet-base + wordnet-sense-index -> $$NLTK_DATA)
+	$(BIN)/python -m urbanlib.captions.wordnet_setup
 
 book: $(STAMP)
 	$(BIN)/python -m urbanlib.book build --scale $(SCALE)

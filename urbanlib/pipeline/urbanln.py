@@ -1,5 +1,9 @@
 """Pretraining UrbanLN on one dataset: stage 0 (a short-caption CLIP), then IPSI + MSD fine-tuning.
 
+Training text: one long caption per image, chosen among the captioners by CAPTURE consensus after
+divide-and-conquer refinement (:mod:`urbanlib.pipeline.caption_sets`; on SynthCity with the declared
+stand-ins for SAM and OWLv2).
+
 UrbanLN fine-tunes a *pretrained* CLIP; at random init IPSI's reason to keep the first 20
 positions, the paper's 1e-7 learning rate and the "fewer trainable parameters" comparison mean
 nothing. No hub weights are reachable here, so stage 0 pretrains a 77-token CLIP on the satellite
@@ -27,6 +31,7 @@ from urbanlib.models.clip import create_clip
 from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, tokenize_captions
 from urbanlib.scales import Scale, get_scale
 
+from .caption_sets import urbanln_captions
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
 from .tensors import RegionTensors, load_tensors, normalize
@@ -84,6 +89,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
 
 def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imagery: str,
            texts=None) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+    # ``ds`` carries the training captions (see :func:`~urbanlib.pipeline.caption_sets.urbanln_captions`)
     """(images, caption lists, region positions) of the training pairs of one imagery type."""
     idx = np.asarray(train_idx, dtype=int)
     if imagery == "satellite":
@@ -105,7 +111,8 @@ def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imag
 
 def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
                      seed: int = 0, imagery: str = "satellite", config: UrbanLNConfig | None = None,
-                     texts=None, lr: float = FINETUNE_LR, stage0: bool = True, progress: bool = True) -> RunResult:
+                     texts=None, lr: float = FINETUNE_LR, stage0: bool = True, refinement: bool = True,
+                     consensus: bool = True, progress: bool = True) -> RunResult:
     """Fine-tune (or load the cached) UrbanLN on ``ds``'s train regions.
 
     Args:
@@ -120,11 +127,16 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
         texts: explicit caption lists (per region for satellite, per region and slot for street).
         lr: fine-tuning learning rate (paper: 1e-7 on OpenAI's CLIP; see module docstring).
         stage0: start from :func:`pretrain_stage0` (False: random init, for comparison).
+        refinement: train on divide-and-conquer refined captions (False: "w/o Refinement").
+        consensus: one caption per image chosen by CAPTURE consensus (False: "w/o Consensus", a
+            random candidate drawn by ``seed``).
         progress: progress bars.
     """
     scale = _scale(scale)
     if imagery not in IMAGERY:
         raise ValueError(f"imagery must be one of {IMAGERY}, got {imagery!r}")
+    if texts is None:
+        ds = urbanln_captions(ds, refinement=refinement, consensus=consensus, seed=0 if consensus else seed)
     images, caps, region = _pairs(ds, tensors, train_idx, imagery, texts)
     if len(caps) == 0:
         raise ValueError(f"{ds.cities}: no {imagery} training pair (image with a long caption) in the train regions")
@@ -169,9 +181,10 @@ def urbanln_retrieval(model: UrbanLN, images: np.ndarray, caps: list[list[str]],
     return out
 
 
-def heldout_pairs(ds: UrbanDataset, tensors: RegionTensors, idx: np.ndarray, imagery: str):
-    """The (images, caption lists, regions) of regions ``idx`` (e.g. test), for retrieval."""
-    return _pairs(ds, tensors, idx, imagery)
+def heldout_pairs(ds: UrbanDataset, tensors: RegionTensors, idx: np.ndarray, imagery: str,
+                  refinement: bool = True, consensus: bool = True):
+    """The (images, caption lists, regions) of regions ``idx`` (e.g. test) with the captions UrbanLN trains on."""
+    return _pairs(urbanln_captions(ds, refinement, consensus), tensors, idx, imagery)
 
 
 @torch.no_grad()

@@ -1,0 +1,69 @@
+"""The papers' ablations as named variants of the two pretraining recipes.
+
+UrbanCLIP (Fig. 4): "w/o refined text" trains on raw captions, "w/o L_LM" and "w/o L_Con" zero one
+loss weight; UrbanViT and Text-SimCLR are baselines (:mod:`urbanlib.baselines`). UrbanLN (Fig. 3):
+"w/o Refinement" uses consensus-selected raw captions, "w/o Consensus" a random refined candidate,
+"w/o IPSI" 77-token captions on the unstretched model, "w/o MSD" mu = 0 with no teacher or queue (the
+in-batch CLIP loss); "mu=x" is the Table 4 sweep. Every variant is probed on the same representation
+(mean-pooled final ViT tokens), so a variant never probes an untrained pooler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from urbanlib.models.urbanln import UrbanLNConfig
+
+from .benchmark import Features, encoder_features
+from .city import City
+from .features import run_features
+
+URBANCLIP_VARIANTS: dict[str, dict] = {
+    "UrbanCLIP": {},
+    "w/o refined text": {"refined": False},
+    "w/o L_LM": {"lambda_lm": 0.0},
+    "w/o L_Con": {"lambda_con": 0.0},
+}
+URBANCLIP_BASELINE_VARIANTS = ["UrbanViT", "Text-SimCLR"]
+
+URBANLN_VARIANTS: dict[str, dict] = {
+    "UrbanLN": {},
+    "w/o Refinement": {"refinement": False},
+    "w/o Consensus": {"consensus": False},
+    "w/o IPSI": {"config": {"use_ipsi": False}},
+    "w/o MSD": {"config": {"use_msd": False}},
+}
+MU_SWEEP = (0.3, 0.4, 0.5, 0.6)  # UrbanLN Table 4
+
+
+def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features:
+    """Features of one UrbanCLIP ablation (or of the UrbanViT / Text-SimCLR baselines)."""
+    if name in URBANCLIP_BASELINE_VARIANTS:
+        return encoder_features(city, name, progress)
+    if name not in URBANCLIP_VARIANTS:
+        raise KeyError(f"unknown UrbanCLIP variant {name!r}; choose from {list(URBANCLIP_VARIANTS)} "
+                       f"or {URBANCLIP_BASELINE_VARIANTS}")
+    from .urbanclip import pretrain_urbanclip
+
+    run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, progress=progress,
+                             **URBANCLIP_VARIANTS[name])
+    return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached}, run.history)
+
+
+def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
+    """Features of one UrbanLN ablation or of ``"mu=0.3"``-style sweep points."""
+    if name.startswith("mu="):
+        spec = {"config": {"mu": float(name[3:])}}
+    elif name in URBANLN_VARIANTS:
+        spec = URBANLN_VARIANTS[name]
+    else:
+        raise KeyError(f"unknown UrbanLN variant {name!r}; choose from {list(URBANLN_VARIANTS)} or mu=<x>")
+    from .urbanln import pretrain_urbanln
+
+    kwargs = {k: v for k, v in spec.items() if k != "config"}
+    config = replace(UrbanLNConfig(), **spec.get("config", {}))
+    run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, imagery=imagery,
+                           config=config, progress=progress, **kwargs)
+    return Features(name, run_features(run, city.tensors, imagery=imagery),
+                    {"wall_s": run.wall_s, "cached": run.cached, "context_length": run.info["context_length"],
+                     "captions_truncated": run.info["captions_truncated"]}, run.history)
