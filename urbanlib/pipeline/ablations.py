@@ -67,3 +67,27 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
     return Features(name, run_features(run, city.tensors, imagery=imagery),
                     {"wall_s": run.wall_s, "cached": run.cached, "context_length": run.info["context_length"],
                      "captions_truncated": run.info["captions_truncated"]}, run.history)
+
+
+def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[str] | None = None,
+                  imagery: str = "satellite", progress: bool = False):
+    """Probe every variant on the city's split; returns (tidy metrics with a ``model`` column, features)."""
+    import pandas as pd
+
+    from urbanlib.eval.probe import fit_probes
+
+    from .benchmark import probe_config
+
+    urbanclip = list(URBANCLIP_VARIANTS) + URBANCLIP_BASELINE_VARIANTS if urbanclip is None else urbanclip
+    urbanln = list(URBANLN_VARIANTS) + [f"mu={m}" for m in MU_SWEEP] if urbanln is None else urbanln
+    feats = {**{n: urbanclip_variant(city, n, progress) for n in urbanclip},
+             **{n: urbanln_variant(city, n, imagery, progress) for n in urbanln}}
+    rows = []
+    for name, f in feats.items():
+        res = fit_probes(f.features, city.ds.log_targets(), city.split, list(range(city.scale.probe_seeds)),
+                         probe_config(city.scale), indicators=city.ds.indicators)
+        m = res.metrics.rename(columns={"seed": "probe_seed"})
+        m.insert(0, "model", name)
+        m.insert(1, "family", "UrbanCLIP" if name in urbanclip else "UrbanLN")
+        rows.append(m)
+    return pd.concat(rows, ignore_index=True), feats
