@@ -1,0 +1,83 @@
+"""From full-tier rows to verdicts, and the caption sets the models train on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from urbanlib.analysis.verdicts import verdict_table
+from urbanlib.paper import load_claims
+from urbanlib.pipeline.caption_quality import caption_rates
+from urbanlib.pipeline.verdicts import measurements
+from urbanlib.results.store import append_rows
+
+
+def _bench_rows(seed: int, gap: float) -> list[dict]:
+    rows = []
+    for city in ("synth-ring", "synth-grid"):
+        for model, base in (("UrbanCLIP", 0.5 + gap), ("PG-SimCLR", 0.5), ("UrbanViT", 0.45)):
+            for ind in ("population", "gdp", "carbon"):
+                r2 = base + 0.01 * seed
+                for metric, value in (("R2_mean", r2), ("RMSE_mean", 1 - r2)):
+                    rows.append({"city": city, "model": model, "task": f"{ind}/random", "metric": metric,
+                                 "value": value})
+    return rows
+
+
+def test_verdicts_follow_the_committed_rows(tmp_path):
+    claims = load_claims()
+    for seed, gap in enumerate((0.05, 0.07, 0.06)):  # UrbanCLIP ahead of PG-SimCLR on every seed
+        append_rows("benchmark", f"s{seed}", _bench_rows(seed, gap), {"city": "x"}, seed, "full", 1.0, tmp_path)
+    m = measurements(claims, tmp_path)
+    table = verdict_table(claims, m).set_index("claim_id")
+    assert len(table) == len(claims)  # every claim, always
+    assert table.loc["UC01", "verdict"] == "supported"  # R2: a > b on 3 seeds
+    assert table.loc["UC06", "verdict"] == "supported"  # RMSE: a < b
+    assert table.loc["UC14", "verdict"] == "supported"  # UrbanViT below UrbanCLIP
+    assert table.loc["UC01", "mean_diff"] == pytest.approx(0.06, abs=1e-9)
+    assert table.loc["UC18", "verdict"] == "not testable here"  # no ablation rows committed
+    assert "ablations" in table.loc["UC18", "reason"]
+    assert "not testable here" in table.loc["UC02", "reason"]  # Beijing: a real city
+
+
+def test_a_reversed_effect_is_contradicted(tmp_path):
+    claims = load_claims()
+    for seed, gap in enumerate((-0.05, -0.07, -0.06)):
+        append_rows("benchmark", f"s{seed}", _bench_rows(seed, gap), {"city": "x"}, seed, "full", 1.0, tmp_path)
+    table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
+    assert table.loc["UC01", "verdict"] == "contradicted"
+
+
+def test_two_seeds_are_not_enough(tmp_path):
+    claims = load_claims()
+    for seed in (0, 1):
+        append_rows("benchmark", f"s{seed}", _bench_rows(seed, 0.05), {"city": "x"}, seed, "full", 1.0, tmp_path)
+    table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
+    assert table.loc["UC01", "verdict"] == "not testable here"
+
+
+def test_caption_rates_count_false_statements():
+    caps = pd.DataFrame([{
+        "image": "a.png", "source": "s", "style": "long", "omissions": 1,
+        "statements": [{"kind": "fact", "true": True}, {"kind": "hallucination", "true": False},
+                       {"kind": "filler", "true": True}, {"kind": "wrong_quantity", "true": False}]}])
+    r = caption_rates(caps).iloc[0]
+    assert r["hallucination"] == 0.5 and r["omission"] == 0.5 and r["n_statements"] == 4
+
+
+def test_caption_sets_one_caption_per_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("URBANLIB_CACHE", str(tmp_path))
+    from urbanlib.data.synthcity import load_city
+    from urbanlib.pipeline.caption_sets import select_long_captions, urbanclip_texts
+
+    ds = load_city("synth-ring", scale="smoke", progress=False)
+    refined, raw = urbanclip_texts(ds), urbanclip_texts(ds, refined=False)
+    assert [len(x) for x in refined] == [len(x) for x in raw]
+    assert sum(a != b for ra, rb in zip(refined, raw, strict=True) for a, b in zip(ra, rb, strict=True)) > 0
+    assert not any("In this satellite image," in t for x in refined for t in x)  # the framing rule ran
+    long = ds.captions[ds.captions["style"] == "long"].iloc[:40]
+    a = select_long_captions(long, consensus=False, seed=0)
+    b = select_long_captions(long, consensus=False, seed=1)
+    assert a["image"].is_unique and set(a["image"]) == set(long["image"])
+    assert not np.array_equal(a.index, b.index)  # the random choice follows the seed
