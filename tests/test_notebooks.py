@@ -1,4 +1,7 @@
-"""Every experiment notebook executes at smoke scale (papermill, a fresh cache shared by the run)."""
+"""Every experiment notebook executes at smoke scale (papermill, one fresh cache shared by the module).
+
+Order matters only for speed: the pretraining pages cache the encoders that later pages reuse.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [
     ("pretrain_urbanclip.ipynb", {"city": "synth-ring"}),
     ("pretrain_urbanln.ipynb", {"city": "synth-ring", "imagery": "satellite"}),
-    ("pretrain_urbanln.ipynb", {"city": "synth-delta", "imagery": "street"}),
+    ("pretrain_urbanln.ipynb", {"city": "synth-ring", "imagery": "street"}),
+    ("benchmark.ipynb", {"city": "synth-ring"}),
+    ("captions.ipynb", {"city": "synth-ring", "n_images": 8}),
+    ("ablations.ipynb", {"city": "synth-ring"}),
+    ("clusters.ipynb", {"city": "synth-ring", "umap": False}),
+    ("similarity.ipynb", {"city": "synth-ring"}),
+    ("transfer.ipynb", {}),
+    ("efficiency.ipynb", {"batch_size": 8, "repeats": 2}),
 ]
 
 
@@ -20,9 +30,10 @@ def shared_cache(tmp_path_factory):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize(("notebook", "params"), NOTEBOOKS, ids=[f"{n}-{'-'.join(map(str, p.values()))}"
-                                                                   for n, p in NOTEBOOKS])
+@pytest.mark.parametrize(("notebook", "params"), NOTEBOOKS,
+                         ids=[f"{n.split('.')[0]}-{'-'.join(map(str, p.values()))}" for n, p in NOTEBOOKS])
 def test_notebook_runs_at_smoke_scale(notebook, params, shared_cache, tmp_path, monkeypatch):
+    import nbformat
     import papermill as pm
 
     monkeypatch.setenv("URBANLIB_CACHE", str(shared_cache))
@@ -30,11 +41,9 @@ def test_notebook_runs_at_smoke_scale(notebook, params, shared_cache, tmp_path, 
     out = tmp_path / notebook
     pm.execute_notebook(str(REPO / "notebooks" / notebook), str(out), parameters={**params, "scale": "smoke"},
                         kernel_name="python3", progress_bar=False, cwd=str(REPO / "notebooks"))
-    import nbformat
-
     nb = nbformat.read(out, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
-    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
-    assert not stderr, f"warnings leaked into the page: {stderr[:2]}"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any(o.output_type in ("execute_result", "display_data") for o in outputs)  # it showed something
+    warnings = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
+    assert not warnings, f"warnings leaked into the page: {warnings[:2]}"

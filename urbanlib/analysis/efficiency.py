@@ -78,9 +78,15 @@ def _urbanclip_paper(device: str) -> nn.Module:
 
 
 def _clip_b16(device: str) -> nn.Module:
+    import logging
+
     import open_clip
 
-    return open_clip.create_model("ViT-B-16", pretrained=None, device=device)  # logs "no pretrained weights"
+    logging.disable(logging.WARNING)  # open_clip logs "no pretrained weights loaded": random init is the point
+    try:
+        return open_clip.create_model("ViT-B-16", pretrained=None, device=device)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _clip_b16_ipsi(device: str) -> nn.Module:

@@ -14,6 +14,7 @@ import pandas as pd
 from urbanlib.cache import cache_dir, stable_hash
 from urbanlib.data.dataset import UrbanDataset
 
+from .runs import _locked
 from .texts import region_texts
 
 
@@ -22,14 +23,15 @@ def _cached_table(kind: str, raw: pd.DataFrame, settings: dict, compute) -> pd.D
                        "captions": stable_hash(raw[["region_id", "image", "source", "style", "text"]].astype(str)
                                                .values.tolist())})
     path = cache_dir("captions") / f"{kind}-{key}.json"
-    if path.exists():
-        return pd.DataFrame(json.loads(path.read_text()))
-    table = compute()
-    tmp = path.with_suffix(".tmp")
-    cols = [c for c in ("region_id", "image", "source", "style", "text") if c in table]
-    tmp.write_text(json.dumps(table[cols].to_dict(orient="list")))
-    tmp.replace(path)
-    return table[cols]
+    with _locked(path.with_suffix(".lock")):  # two pages of one city wait for one computation
+        if path.exists():
+            return pd.DataFrame(json.loads(path.read_text()))
+        table = compute()
+        tmp = path.with_suffix(".tmp")
+        cols = [c for c in ("region_id", "image", "source", "style", "text") if c in table]
+        tmp.write_text(json.dumps(table[cols].to_dict(orient="list")))
+        tmp.replace(path)
+        return table[cols]
 
 
 def refined_captions(ds: UrbanDataset, style: str = "short") -> pd.DataFrame:

@@ -89,6 +89,7 @@ def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfi
 
 @contextmanager
 def _locked(path: Path):
+    """Hold an exclusive file lock on ``path`` for the duration of the block."""
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
