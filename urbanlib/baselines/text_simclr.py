@@ -3,8 +3,9 @@
 "Text-SimCLR calculates textual embedding similarity for positive region pairs, and mandates that
 the associated satellite images of these pairs be proximate in the visual latent space." Here a
 training region's positive is drawn each epoch from the ``positives_k`` training regions whose
-captions are most similar (cosine of mean MiniLM sentence embeddings of the region's short
-captions, :mod:`~urbanlib.baselines.caption_embeddings`); both tiles get SimCLR views and the other
+captions are most similar (cosine of the mean MiniLM sentence embedding of the region's short
+captions, :func:`urbanlib.eval.text_features.region_text_features`, the caption-only probe's
+features, cached under ``cache_dir("text_emb")``); both tiles get SimCLR views and the other
 tiles of the batch are negatives (NT-Xent). ViT, epochs, augmentations and schedule are UrbanViT's
 (:mod:`~urbanlib.baselines.simclr`), so the two differ only in where positives come from.
 The paper does not say which text encoder or how many neighbours; MiniLM and top-5 are our choices.
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from urbanlib.data.report import DataError
+from urbanlib.eval.text_features import MINILM_ID, region_text_features
+
 from .base import BaselineInputs, FittedEncoder, NotAvailable
-from .caption_embeddings import MODEL_ID, region_caption_embeddings
 from .simclr import SimCLRConfig, SimCLRViT, fit_pairs, top_k_neighbours, train_pairs
 from .training import usable_train
 
@@ -46,7 +49,15 @@ def caption_positives(caption_emb: np.ndarray, train_pos: np.ndarray, k: int) ->
 def _prepare(inputs: BaselineInputs, config: TextSimCLRConfig | None, caption_emb: np.ndarray | None):
     cfg = config or TextSimCLRConfig.for_scale(inputs.scale)
     if caption_emb is None:
-        caption_emb = region_caption_embeddings(inputs.ds, cfg.caption_style, progress=inputs.progress)
+        try:
+            caption_emb = region_text_features(inputs.ds, style=cfg.caption_style, progress=inputs.progress)
+        except DataError:  # no caption of that style at all
+            caption_emb = np.full((len(inputs.ds.regions), 1), np.nan, np.float32)
+        norm = np.linalg.norm(caption_emb, axis=1, keepdims=True)
+        caption_emb = caption_emb / np.where(norm > 0, norm, 1.0)  # mean of unit vectors -> unit again
+    if caption_emb.ndim != 2 or len(caption_emb) != len(inputs.ds.regions):
+        raise ValueError(f"{NAME}: caption_emb has shape {caption_emb.shape}; expected "
+                         f"({len(inputs.ds.regions)}, D), one row per region")
     have = inputs.tensors.satellite_mask & ~np.isnan(caption_emb).any(axis=1)
     return cfg, caption_emb, have
 
@@ -62,7 +73,7 @@ def train(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
 def fit(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
         caption_emb: np.ndarray | None = None) -> FittedEncoder | NotAvailable:
     """Train on training regions with a tile and captions; features = mean patch tokens of every tile."""
-    encoder = MODEL_ID if caption_emb is None else "caption embeddings passed in"
+    encoder = MINILM_ID if caption_emb is None else "caption embeddings passed in"
     cfg, caption_emb, have = _prepare(inputs, config, caption_emb)
     train_idx = np.asarray(inputs.train_idx, dtype=int)
     if have[train_idx].sum() < 2:

@@ -55,7 +55,7 @@ class UrbanVLPConfig:
 
     model_size: str = "cpu"  # towers from ``urbanclip-<model_size>`` (paper: CLIP ViT-B/16 towers)
     epochs: int = 6  # passes over the training regions (``scale.pretrain_epochs``)
-    batch_size: int = 32  # regions per step (TrainConfig default, as UrbanCLIP); capped at the train size
+    batch_size: int = 32  # regions per step (UrbanCLIP: 32, 16 for tiny models); capped at the train size
     lr: float = 5e-4  # peak AdamW learning rate (TrainConfig default)
     warmup_steps: int = 20  # linear warmup steps
     filip_weight: float = 0.5  # loss = (1 - w) * CLIP(satellite, caption) + w * FILIP(street, caption)
@@ -66,9 +66,10 @@ class UrbanVLPConfig:
 
     @classmethod
     def for_scale(cls, scale: Scale | str | None, **overrides) -> UrbanVLPConfig:
-        """UrbanCLIP's model size and epochs for ``scale`` (default scale if None)."""
+        """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None)."""
         s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
-        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, **overrides})
+        batch = 16 if s.model_size == "tiny" else 32  # as urbanlib.pipeline.urbanclip.train_config
+        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, **overrides})
 
 
 # ---- the token-level (FILIP) loss ---------------------------------------------------------------
@@ -122,8 +123,8 @@ def filip_loss(i2t: torch.Tensor, t2i: torch.Tensor, logit_scale: torch.Tensor,
 
 def masked_view_weights(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax of (B, V) scores over the valid views of each tile; all-zero rows where no view is valid."""
-    w = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-    return torch.nan_to_num(w, nan=0.0) * mask  # rows with no valid view are NaN before this
+    w = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)  # no NaN for empty rows
+    return w * mask
 
 
 # ---- the model ---------------------------------------------------------------------------------
