@@ -17,6 +17,7 @@ NOTEBOOKS = [
     ("benchmark.ipynb", {"city": "synth-ring"}),
     ("captions.ipynb", {"city": "synth-ring", "n_images": 8}),
     ("ablations.ipynb", {"city": "synth-ring"}),
+    ("verdicts.ipynb", {}),
     ("clusters.ipynb", {"city": "synth-ring", "umap": False}),
     ("similarity.ipynb", {"city": "synth-ring"}),
     ("transfer.ipynb", {}),

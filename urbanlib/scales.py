@@ -1,8 +1,10 @@
 """Named scale presets: one knob that sizes data, models and runs for a machine.
 
 - ``smoke``: tests and CI; seconds per notebook.
-- ``default``: what ``make book`` runs on a 2-core CPU within its 45-minute budget.
-- ``full``: the ``make results`` tier; hours on this CPU, several pretraining seeds.
+- ``default``: what ``make book`` runs on a 2-core CPU within its 45-minute budget: 16 x 16 regions
+  per city, so about 20 training runs (pretraining, baselines, ablations) fit; a demonstration of
+  every page, with test splits of about 50 regions, too few for conclusions.
+- ``full``: the ``make results`` tier: 32 x 32 regions, three pretraining seeds; hours on this CPU.
 - ``paper``: the papers' sizes (224/256 px tiles, ViT-B/16); for a GPU.
 """
 
@@ -37,7 +39,7 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "smoke": Scale("smoke", grid=8, tile_px=32, street_px=32, max_street_views=2, pretrain_seeds=1, probe_seeds=2,
                    model_size="tiny", pretrain_epochs=2),
-    "default": Scale("default", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=1, probe_seeds=5,
+    "default": Scale("default", grid=16, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=1, probe_seeds=5,
                      model_size="cpu", pretrain_epochs=6),
     "full": Scale("full", grid=32, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=3, probe_seeds=5,
                   model_size="cpu", pretrain_epochs=6),

@@ -28,11 +28,17 @@ from .tensors import RegionTensors
 from .texts import region_texts
 
 
-def train_config(scale: Scale, seed: int, progress: bool = True, **overrides) -> TrainConfig:
-    """The optimiser settings every image(-text) pretraining run of a scale shares."""
-    base = {"epochs": scale.pretrain_epochs, "batch_size": 16 if scale.model_size == "tiny" else 32,
-            "lr": 5e-4, "warmup_steps": 20, "weight_decay": 0.05, "seed": seed, "progress": progress,
-            "checkpoint_every": 100}
+def train_config(scale: Scale, seed: int, progress: bool = True, n_pairs: int | None = None,
+                 **overrides) -> TrainConfig:
+    """The optimiser settings every image(-text) pretraining run of a scale shares.
+
+    Warmup is 20 steps, or a tenth of the run when ``n_pairs`` makes it shorter than 200 steps.
+    """
+    batch = 16 if scale.model_size == "tiny" else 32
+    epochs = overrides.get("epochs", scale.pretrain_epochs)
+    warmup = 20 if n_pairs is None else max(1, min(20, epochs * (n_pairs // batch) // 10))
+    base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": 5e-4, "warmup_steps": warmup,
+            "weight_decay": 0.05, "seed": seed, "progress": progress, "checkpoint_every": 100}
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -83,7 +89,7 @@ def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.n
     model = create_model(model_name, vocab=vocab, **model_overrides)
     data = AugmentedPairs(tensors.satellite[idx], train_texts, idx, lambda t: tokenize(t, ctx), text_mode,
                           augment=True, seed=seed)
-    cfg = train_config(scale, seed, progress, **(train_overrides or {}))
+    cfg = train_config(scale, seed, progress, n_pairs=len(idx), **(train_overrides or {}))
     key = {"method": "urbanclip", "model": model.cfg.to_dict(), "data": tensors.key, "regions": idx.tolist(),
            "texts": stable_hash(train_texts), "text_mode": text_mode, "seed": seed}
     info = {"model": model_name, "vocab_size": len(vocab), "train_regions": len(idx), "text_mode": text_mode,

@@ -80,7 +80,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
     data = AugmentedPairs(images_np, texts, np.arange(len(texts)), lambda t: tokenize_captions(t, 77).tokens,
                           augment=True, seed=seed)
     ep = epochs or max(1, scale.pretrain_epochs // 2)
-    cfg = train_config(scale, seed, progress, epochs=ep, lr=STAGE0_LR)
+    cfg = train_config(scale, seed, progress, n_pairs=len(texts), epochs=ep, lr=STAGE0_LR)
     key = {"method": "clip-stage0", "profiles": stage0_profiles(target_city), "scale": scale.to_dict(),
            "clip": f"clip-{scale.model_size}", "texts": stable_hash(texts), "seed": seed}
     info = {"profiles": stage0_profiles(target_city), "pairs": len(texts), "clip": f"clip-{scale.model_size}"}
@@ -153,7 +153,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
     n_trunc = tokenize_captions(sorted({t for ts in caps for t in ts}), ctx)
     data = AugmentedPairs(images, caps, region, lambda t: tokenize_captions(t, ctx).tokens, augment=True,
                           seed=seed)
-    cfg = train_config(scale, seed, progress, lr=lr)
+    cfg = train_config(scale, seed, progress, n_pairs=len(caps), lr=lr)
     key = {"method": "urbanln", "imagery": imagery, "config": asdict(config), "data": tensors.key,
            "regions": sorted(set(region.tolist())), "texts": stable_hash(caps), "seed": seed,
            "stage0": str(base.run_dir.name) if base else None}
