@@ -4,7 +4,8 @@ UrbanCLIP (Fig. 4): "w/o refined text" trains on raw captions, "w/o L_LM" and "w
 loss weight; UrbanViT and Text-SimCLR are baselines (:mod:`urbanlib.baselines`). UrbanLN (Fig. 3):
 "w/o Refinement" uses consensus-selected raw captions, "w/o Consensus" a random refined candidate,
 "w/o IPSI" 77-token captions on the unstretched model, "w/o MSD" mu = 0 with no teacher or queue (the
-in-batch CLIP loss); "mu=x" is the Table 4 sweep. Every variant is probed on the same representation
+in-batch CLIP loss); "mu=x" is the Table 4 sweep; "one captioner" trains on a single simulated
+captioner's refined captions (UrbanLN's claim that several captioners act as augmentation). Every variant is probed on the same representation
 (mean-pooled final ViT tokens), so a variant never probes an untrained pooler.
 """
 
@@ -32,6 +33,7 @@ URBANLN_VARIANTS: dict[str, dict] = {
     "w/o Consensus": {"consensus": False},
     "w/o IPSI": {"config": {"use_ipsi": False}},
     "w/o MSD": {"config": {"use_msd": False}},
+    "one captioner (sim-qwen)": {"sources": ["sim-qwen"]},
 }
 MU_SWEEP = (0.3, 0.4, 0.5, 0.6)  # UrbanLN Table 4
 

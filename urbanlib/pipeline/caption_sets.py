@@ -124,13 +124,19 @@ def select_long_captions(captions: pd.DataFrame, consensus: bool = True, seed: i
     return _cached_table("consensus-long", captions, {"parser": "rule", "metric": "capture-5-5-2"}, compute)
 
 
-def urbanln_captions(ds: UrbanDataset, refinement: bool = True, consensus: bool = True, seed: int = 0) -> UrbanDataset:
+def urbanln_captions(ds: UrbanDataset, refinement: bool = True, consensus: bool = True, seed: int = 0,
+                     sources: list[str] | None = None) -> UrbanDataset:
     """The dataset with its long captions replaced by UrbanLN's training captions (one per image).
 
     ``refinement=False`` is "w/o Refinement" (consensus over raw captions); ``consensus=False`` is
-    "w/o Consensus" (a random refined candidate).
+    "w/o Consensus" (a random refined candidate); ``sources=["sim-qwen"]`` keeps one captioner
+    (UrbanLN's "diversity as augmentation" question: one captioner against several).
     """
     long = dc_refined_captions(ds, seed) if refinement else ds.captions[ds.captions["style"] == "long"]
+    if sources is not None:
+        long = long[long["source"].isin(sources)]
+        if long.empty:
+            raise ValueError(f"no long captions from sources {sources}")
     chosen = select_long_captions(long, consensus, seed)
     others = ds.captions[ds.captions["style"] != "long"]
     return replace(ds, captions=pd.concat([others, chosen[[c for c in chosen.columns if c in others.columns]]],

@@ -112,7 +112,7 @@ def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imag
 def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
                      seed: int = 0, imagery: str = "satellite", config: UrbanLNConfig | None = None,
                      texts=None, lr: float = FINETUNE_LR, stage0: bool = True, refinement: bool = True,
-                     consensus: bool = True, progress: bool = True) -> RunResult:
+                     consensus: bool = True, sources: list[str] | None = None, progress: bool = True) -> RunResult:
     """Fine-tune (or load the cached) UrbanLN on ``ds``'s train regions.
 
     Args:
@@ -130,13 +130,15 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
         refinement: train on divide-and-conquer refined captions (False: "w/o Refinement").
         consensus: one caption per image chosen by CAPTURE consensus (False: "w/o Consensus", a
             random candidate drawn by ``seed``).
+        sources: train on these captioners' captions only (default: all).
         progress: progress bars.
     """
     scale = _scale(scale)
     if imagery not in IMAGERY:
         raise ValueError(f"imagery must be one of {IMAGERY}, got {imagery!r}")
     if texts is None:
-        ds = urbanln_captions(ds, refinement=refinement, consensus=consensus, seed=0 if consensus else seed)
+        ds = urbanln_captions(ds, refinement=refinement, consensus=consensus, seed=0 if consensus else seed,
+                              sources=sources)
     images, caps, region = _pairs(ds, tensors, train_idx, imagery, texts)
     if len(caps) == 0:
         raise ValueError(f"{ds.cities}: no {imagery} training pair (image with a long caption) in the train regions")
