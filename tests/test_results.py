@@ -36,6 +36,18 @@ def test_run_is_resumable_and_rows_carry_provenance(toy, tmp_path):
     assert pending_units(exp, "full", tmp_path) == []
 
 
+def test_redefining_a_scale_preset_marks_its_units_pending(toy, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from urbanlib import scales
+
+    exp, _ = toy
+    run_all("full", results_dir=tmp_path, log=lambda *_: None)
+    assert pending_units(exp, "full", tmp_path) == []
+    monkeypatch.setitem(scales.SCALES, "full", replace(scales.SCALES["full"], grid=24))
+    assert len(pending_units(exp, "full", tmp_path)) == 3  # stored rows were computed on another grid
+
+
 def test_verify_accepts_faithful_and_catches_drift(toy, tmp_path):
     run_all("full", results_dir=tmp_path, log=lambda *_: None)
     table = verify_unit("toy", "s1", results_dir=tmp_path)

@@ -44,7 +44,7 @@ def baseline_features(city: City, name: str, progress: bool = False) -> Features
     """Fit (or load the cached) baseline ``name`` on the city's pretraining regions."""
     inputs = BaselineInputs(city.ds, city.tensors, city.pretrain_idx, city.seed, city.scale, progress)
     key = stable_hash({"baseline": name, "data": city.tensors.key, "regions": city.pretrain_idx.tolist(),
-                       "seed": city.seed, "scale": city.scale.to_dict(),
+                       "seed": city.seed, "scale": city.scale.run_dict(),
                        "code": code_hash(("models", "train", "pipeline", "baselines"))})
     path = cache_dir("baselines") / f"{name.replace(' ', '_').replace('/', '_')}-{key}.npz"
     if path.exists():

@@ -82,7 +82,7 @@ def transfer_features(source: City, cities: list[City], name: str) -> np.ndarray
     offset = int(np.flatnonzero(city_index == [c.name for c in cities].index(source.name))[0])
     train_idx = source.pretrain_idx + offset
     key = stable_hash({"baseline": name, "data": tensors.key, "regions": train_idx.tolist(), "seed": source.seed,
-                       "scale": source.scale.to_dict(), "code": code_hash(("models", "train", "pipeline", "baselines"))})
+                       "scale": source.scale.run_dict(), "code": code_hash(("models", "train", "pipeline", "baselines"))})
     path = cache_dir("transfer") / f"{name.replace(' ', '_')}-{key}.npy"
     if path.exists():
         return np.load(path)

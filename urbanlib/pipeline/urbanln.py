@@ -81,7 +81,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
                           augment=True, seed=seed)
     ep = epochs or max(1, scale.pretrain_epochs // 2)
     cfg = train_config(scale, seed, progress, n_pairs=len(texts), epochs=ep, lr=STAGE0_LR)
-    key = {"method": "clip-stage0", "profiles": stage0_profiles(target_city), "scale": scale.to_dict(),
+    key = {"method": "clip-stage0", "profiles": stage0_profiles(target_city), "scale": scale.run_dict(),
            "clip": f"clip-{scale.model_size}", "texts": stable_hash(texts), "seed": seed}
     info = {"profiles": stage0_profiles(target_city), "pairs": len(texts), "clip": f"clip-{scale.model_size}"}
     return train_or_load(f"stage0-{target_city or 'all'}", model, data, cfg, key, info)

@@ -10,6 +10,8 @@ import numpy as np
 
 from .registry import Experiment, register
 
+BOOK_CITY = "synth-ring"  # the city whose pages make book runs live (notebooks/runs.yml)
+
 
 def _synthcity_stats(config: dict, seed: int, scale: str) -> list[dict]:
     """Text-free statistics of one generated city: what SynthCity is calibrated against."""
@@ -57,13 +59,20 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
     return rows
 
 
-def _benchmark_plan(scale: str):
+def _profiles_book_city_first() -> list[str]:
+    """The SynthCity profiles, the book's live city first: an interrupted run has answered it first."""
     from urbanlib.data.synthcity import PROFILES
+
+    return sorted(PROFILES, key=lambda p: p != BOOK_CITY)
+
+
+def _benchmark_plan(scale: str):
     from urbanlib.scales import get_scale
 
     n = get_scale(scale).pretrain_seeds
+    # random split first, one city's seeds together: each finished block already answers the claims
     return [(f"{p}-{split}-s{s}", {"city": p, "split": split}, s)
-            for s in range(n) for split in ("random", "blocked") for p in PROFILES]
+            for split in ("random", "blocked") for p in _profiles_book_city_first() for s in range(n)]
 
 
 register(Experiment(
@@ -95,10 +104,9 @@ def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _transfer_plan(scale: str):
-    from urbanlib.data.synthcity import PROFILES
     from urbanlib.scales import get_scale
 
-    return [(f"{p}-s{s}", {"source": p}, s) for s in range(get_scale(scale).pretrain_seeds) for p in PROFILES]
+    return [(f"{p}-s{s}", {"source": p}, s) for p in _profiles_book_city_first() for s in range(get_scale(scale).pretrain_seeds)]
 
 
 register(Experiment(
@@ -121,10 +129,9 @@ def _ablations(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _ablations_plan(scale: str):
-    from urbanlib.data.synthcity import PROFILES
     from urbanlib.scales import get_scale
 
-    return [(f"{p}-s{s}", {"city": p}, s) for s in range(get_scale(scale).pretrain_seeds) for p in PROFILES]
+    return [(f"{p}-s{s}", {"city": p}, s) for p in _profiles_book_city_first() for s in range(get_scale(scale).pretrain_seeds)]
 
 
 register(Experiment(

@@ -20,7 +20,7 @@ def pending_units(exp: Experiment, scale: str, results_dir: Path | None = None):
     """Units of ``exp``'s plan whose rows (same unit id and config hash) are not yet stored."""
     done = read_results(exp.name, results_dir)
     have = set(zip(done["unit"].astype(str), done["config_hash"].astype(str), strict=True))
-    return [(u, c, s) for u, c, s in exp.plan(scale) if (u, config_hash(c)) not in have]
+    return [(u, c, s) for u, c, s in exp.plan(scale) if (u, config_hash(c, scale)) not in have]
 
 
 def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Path | None = None,

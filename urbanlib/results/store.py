@@ -22,9 +22,18 @@ ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
 PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash", "wall_s", "machine", "config"]
 
 
-def config_hash(config: dict) -> str:
-    """Short stable hash of a JSON-able config (key order does not matter)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_hash(config: dict, scale: str | None = None) -> str:
+    """Short stable hash of a unit's config and, when given, of its scale preset's fields.
+
+    The preset's fields (not just its name) are hashed so that redefining a preset (say a new grid
+    for ``full``) marks every stored unit of it as pending instead of silently keeping stale rows.
+    """
+    obj: dict = config
+    if scale is not None:
+        from urbanlib.scales import get_scale
+
+        obj = {"config": config, "scale": get_scale(scale).to_dict()}
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def git_tree() -> str:
@@ -73,7 +82,7 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     """
     from urbanlib.book.runner import source_tree_hash
 
-    prov = {"config_hash": config_hash(config), "seed": seed, "scale": scale, "git_tree": git_tree(),
+    prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, "git_tree": git_tree(),
             "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "machine": machine(),
             "config": json.dumps(config, sort_keys=True, default=str)}
     new = pd.DataFrame([{"experiment": experiment, "unit": unit, **r, **prov} for r in rows])
