@@ -36,6 +36,12 @@ def test_run_is_resumable_and_rows_carry_provenance(toy, tmp_path):
     assert pending_units(exp, "full", tmp_path) == []
 
 
+def test_units_glob_runs_only_matching_units(toy, tmp_path):
+    exp, calls = toy
+    assert run_all("full", results_dir=tmp_path, log=lambda *_: None, units="s[02]") == 2
+    assert calls == [0, 2] and [u for u, _, _ in pending_units(exp, "full", tmp_path)] == ["s1"]
+
+
 def test_redefining_a_scale_preset_marks_its_units_pending(toy, tmp_path, monkeypatch):
     from dataclasses import replace
 

@@ -20,6 +20,7 @@ def main(argv=None) -> int:
     ap.add_argument("command", choices=["run", "verify", "list"])
     ap.add_argument("--scale", default="full")
     ap.add_argument("--only", action="append", help="experiment name (repeatable)")
+    ap.add_argument("--units", help="run: only units whose id matches this glob (e.g. 'synth-ring-*')")
     ap.add_argument("--experiment", help="verify: which experiment (default: drawn at random)")
     ap.add_argument("--unit", help="verify: which unit (default: drawn at random)")
     ap.add_argument("--random", action="store_true", help="verify: draw experiment and unit at random")
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
                   f"- {exp.description}")
         return 0
     if args.command == "run":
-        run_all(args.scale, args.only)
+        run_all(args.scale, args.only, units=args.units)
         return 0
     import random
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import random
 import tempfile
@@ -24,13 +25,18 @@ def pending_units(exp: Experiment, scale: str, results_dir: Path | None = None):
 
 
 def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Path | None = None,
-            log=print) -> int:
-    """Run every pending unit of every registered experiment; returns how many units ran."""
+            log=print, units: str | None = None) -> int:
+    """Run every pending unit of every registered experiment; returns how many units ran.
+
+    ``only`` names experiments; ``units`` is a glob over unit ids (``"synth-ring-*"``).
+    """
     n = 0
     for name, exp in load_all().items():
         if only and name not in only:
             continue
         todo = pending_units(exp, scale, results_dir)
+        if units:
+            todo = [t for t in todo if fnmatch.fnmatchcase(t[0], units)]
         for unit, config, seed in tqdm(todo, desc=name, unit="unit"):
             t0 = time.perf_counter()
             rows = exp.run(config, seed, scale)
