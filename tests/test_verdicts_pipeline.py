@@ -41,6 +41,23 @@ def test_verdicts_follow_the_committed_rows(tmp_path):
     assert "not testable here" in table.loc["UC02", "reason"]  # Beijing: a real city
 
 
+def test_a_city_with_missing_seeds_stays_out_of_the_pooled_verdict(tmp_path):
+    from urbanlib.pipeline.verdicts import complete_cities
+
+    claims = load_claims()
+    for seed, gap in enumerate((0.05, 0.07, 0.06)):
+        append_rows("benchmark", f"s{seed}", _bench_rows(seed, gap), {"city": "x"}, seed, "full", 1.0, tmp_path)
+    late = [{**r, "city": "synth-coast", "value": -r["value"] if r["model"] == "UrbanCLIP" else r["value"]}
+            for r in _bench_rows(0, 0.05)]  # only seed 0 of a third city, with the effect reversed
+    append_rows("benchmark", "coast-s0", late, {"city": "synth-coast"}, 0, "full", 1.0, tmp_path)
+    from urbanlib.results.store import read_results
+
+    assert complete_cities(read_results("benchmark", tmp_path)) == ["synth-grid", "synth-ring"]
+    table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
+    assert table.loc["UC01", "verdict"] == "supported"
+    assert table.loc["UC01", "mean_diff"] == pytest.approx(0.06, abs=1e-9)
+
+
 def test_a_reversed_effect_is_contradicted(tmp_path):
     claims = load_claims()
     for seed, gap in enumerate((-0.05, -0.07, -0.06)):

@@ -1,8 +1,8 @@
 """From committed ``full``-tier rows to the verdict table: which measurement answers which claim.
 
 Each testable claim of ``urbanlib/paper/claims.csv`` is mapped to per-pretraining-seed values of two
-quantities, pooled over the SynthCity profiles and (unless the claim names one) over indicators, on
-the random split. Claims about the papers' real cities, captioners or quantities SynthCity does not
+quantities, pooled over the SynthCity profiles whose seeds are all stored (:func:`complete_cities`)
+and (unless the claim names one) over indicators, on the random split. Claims about the papers' real cities, captioners or quantities SynthCity does not
 have get an explicit reason instead.
 """
 
@@ -15,6 +15,27 @@ from urbanlib.results.store import read_results
 
 BASELINES_UC = ["Autoencoder", "PCA", "ResNet-18 (land-use stand-in)", "Tile2Vec", "READ", "PG-SimCLR"]
 INDICATOR = {"carbon": "carbon", "population": "population", "GDP": "gdp"}
+
+
+def complete_cities(rows: pd.DataFrame, split: str = "random") -> list[str]:
+    """Cities (sources, for transfer) whose stored units cover every seed any city has, on ``split``.
+
+    Pooling a seed over cities is only a fair pairing when every seed pools the same cities, so a
+    city whose seeds are still being computed is left out of the verdicts until it is complete.
+    """
+    if rows.empty:
+        return []
+    task_split = rows["task"].astype(str).str.split("/", n=1).str[1]
+    r = rows if "transfer" in set(rows["experiment"]) else rows[task_split.fillna(split) == split]
+    seeds = r.groupby("city")["seed"].apply(lambda s: frozenset(s.astype(int)))
+    if seeds.empty:
+        return []
+    every = frozenset().union(*seeds)
+    return sorted(c for c, s in seeds.items() if s == every)
+
+
+def _complete(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["city"].isin(complete_cities(rows))] if not rows.empty else rows
 
 
 def _per_seed(rows: pd.DataFrame, model: str, metric: str, indicators=None, split: str = "random") -> dict:
@@ -44,9 +65,9 @@ def _transfer_per_seed(rows: pd.DataFrame, model: str, indicators=None) -> dict:
 
 def measurements(claims: pd.DataFrame, results_dir=None) -> pd.DataFrame:
     """One measurement row per (claim, comparison) from the committed results; reasons where untestable."""
-    bench = read_results("benchmark", results_dir)
-    abl = read_results("ablations", results_dir)
-    tr = read_results("transfer", results_dir)
+    bench = _complete(read_results("benchmark", results_dir))
+    abl = _complete(read_results("ablations", results_dir))
+    tr = _complete(read_results("transfer", results_dir))
     rows = []
 
     def add(cid, a, b, direction=None, comparison="", reason=""):

@@ -1,0 +1,89 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from urbanlib.analysis.ablations import ablation_summary, plot_ablation_bars
+from urbanlib.results.store import append_rows
+from urbanlib.results.views import coverage, coverage_grid, provenance_summary, tier_rows
+
+
+def _unit_rows(city, split, seed, r2):
+    rows = []
+    for model, v in r2.items():
+        for ind in ("population", "gdp"):
+            rows += [{"city": city, "model": model, "task": f"{ind}/{split}", "metric": "R2_mean", "value": v + seed},
+                     {"city": city, "model": model, "task": f"{ind}/{split}", "metric": "R2_std", "value": 0.01}]
+    return rows
+
+
+@pytest.fixture
+def stored(tmp_path):
+    for seed in (0, 2):
+        append_rows("benchmark", f"synth-ring-random-s{seed}", _unit_rows("synth-ring", "random", seed, {"UrbanCLIP": 0.5, "PCA": 0.25}),
+                    {"city": "synth-ring", "split": "random"}, seed, "full", 10.0, tmp_path)
+    tr = [{"city": "synth-ring", "model": "A", "task": "synth-grid/gdp", "metric": "R2_mean", "value": 0.3}]
+    append_rows("transfer", "synth-ring-s0", tr, {"source": "synth-ring"}, 0, "full", 5.0, tmp_path)
+    return tmp_path
+
+
+def test_tier_rows_unpack_tasks_and_keep_probe_means(stored):
+    b = tier_rows("benchmark", stored)
+    assert set(b["metric"]) == {"R2"} and set(b["split"]) == {"random"}
+    assert sorted(b["seed"].unique()) == [0, 2] and set(b["indicator"]) == {"population", "gdp"}
+    assert b[(b["seed"] == 2) & (b["model"] == "PCA")]["value"].tolist() == [2.25, 2.25]
+    t = tier_rows("transfer", stored)
+    assert t.loc[0, ["city", "target", "indicator", "value"]].tolist() == ["synth-ring", "synth-grid", "gdp", 0.3]
+    assert tier_rows("ablations", stored).empty
+
+
+def test_coverage_marks_exactly_the_stored_units(stored):
+    cov = coverage("benchmark", results_dir=stored).set_index("unit")
+    assert cov["stored"].sum() == 2
+    assert cov.loc["synth-ring-random-s0", "stored"] and not cov.loc["synth-ring-random-s1", "stored"]
+    assert cov.loc["synth-ring-random-s2", "wall_s"] == 10.0
+    grid = coverage_grid("benchmark", results_dir=stored)
+    assert grid.loc[("synth-ring", "random")].tolist() == ["✓", "·", "✓"]
+    assert grid.loc[("synth-grid", "blocked")].tolist() == ["·", "·", "·"]
+    prov = provenance_summary("benchmark", stored)
+    assert prov["units stored"] == 2 and prov["total wall time (h)"] == round(20 / 3600, 2)
+
+
+def test_ablation_summary_averages_indicators_then_seeds():
+    rows = pd.DataFrame([{"model": m, "indicator": i, "metric": "R2", "value": v, "seed": s}
+                         for m, base in (("full", 0.6), ("w/o x", 0.4)) for s in range(3)
+                         for i, v in (("a", base + 0.1 * s), ("b", base - 0.1 * s + 0.2))])
+    g = ablation_summary(rows, ["full", "w/o x", "missing"])
+    assert np.isclose(g.loc["full", "mean"], 0.7) and np.isclose(g.loc["w/o x", "mean"], 0.5)
+    assert g.loc["full", "n"] == 3 and np.isclose(g.loc["full", "std"], 0.0)
+    assert np.isnan(g.loc["missing", "mean"])
+    fig = plot_ablation_bars(rows, ["full", "w/o x"])
+    assert len(fig.axes[0].patches) == 2
+    with pytest.raises(ValueError, match="seed"):
+        ablation_summary(rows.drop(columns="seed"), ["full"])
+
+
+@pytest.mark.notebooks
+def test_results_page_renders_stored_units(stored, tmp_path, monkeypatch):
+    """The book's results page shows the stored benchmark table and ablation bars and no errors."""
+    from pathlib import Path
+
+    import nbformat
+    import papermill as pm
+
+    from urbanlib.analysis.ablations import FIGURES
+
+    for seed in (0, 1, 2):
+        rows = _unit_rows("synth-ring", "random", seed, {m: 0.5 - 0.01 * k for k, m in
+                                                         enumerate(FIGURES["UrbanCLIP (Fig. 4)"])})
+        append_rows("ablations", f"synth-ring-s{seed}", rows, {"city": "synth-ring"}, seed, "full", 1.0, stored)
+    monkeypatch.setenv("URBANLIB_RESULTS", str(stored))
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "results.ipynb"
+    pm.execute_notebook(str(repo / "notebooks" / "results.ipynb"), str(out), parameters={"scale": "smoke"},
+                        kernel_name="python3", progress_bar=False, cwd=str(repo / "notebooks"))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "synth-ring, random split, full tier" in html  # the benchmark table of the stored city
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1  # the ablation bars
