@@ -48,3 +48,31 @@ def test_notebook_runs_at_smoke_scale(notebook, params, shared_cache, tmp_path, 
     assert any(o.output_type in ("execute_result", "display_data") for o in outputs)  # it showed something
     warnings = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
     assert not warnings, f"warnings leaked into the page: {warnings[:2]}"
+
+
+@pytest.mark.notebooks
+def test_benchmark_notebook_runs_on_the_urbanclip_release_layout(tmp_path, monkeypatch):
+    """`-p data_dir ... -p layout urbanclip`: models that lack inputs become n/a rows, the rest run."""
+    import importlib.util
+
+    import nbformat
+    import papermill as pm
+
+    spec = importlib.util.spec_from_file_location("uc_fixture", REPO / "tests/data/urbanclip/make_fixture.py")
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    release = fixture.make(tmp_path / "release", image_size=64, xs=range(12659, 12665), ys=range(4736, 4741))
+    monkeypatch.setenv("URBANLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("URBANLIB_NUM_THREADS", "1")
+    out = tmp_path / "benchmark.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks/benchmark.ipynb"), str(out), kernel_name="python3",
+                        parameters={"city": "Beijing", "scale": "smoke", "data_dir": str(release),
+                                    "layout": "urbanclip"},
+                        progress_bar=False, cwd=str(REPO / "notebooks"))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "Beijing" in html and "UrbanCLIP" in html
+    for reason in ("needs human-mobility flows", "no long captions", "no street images"):
+        assert reason in html, reason  # the n/a rows say why

@@ -70,8 +70,17 @@ def baseline_features(city: City, name: str, progress: bool = False) -> Features
     return Features(name, out.features, {**info, "cached": False}, pd.DataFrame(out.history) if out.history else None)
 
 
+def _has_captions(city: City, style: str) -> bool:
+    caps = city.ds.captions
+    return caps is not None and not caps.empty and bool((caps["style"] == style).any())
+
+
 def encoder_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
-    """Features of one model of the benchmark, by table name (ours, a baseline, or a text model)."""
+    """Features of one model of the benchmark, by table name (ours, a baseline, or a text model).
+
+    A model whose inputs the dataset lacks (no long captions, no street views) is an explicit
+    :class:`NotAvailable` with the reason, so a real dataset gets a table of what could run.
+    """
     if name == "UrbanCLIP":
         from .urbanclip import pretrain_urbanclip
 
@@ -86,6 +95,9 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
         has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
         if not has:
             return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
+        if not _has_captions(city, "long"):
+            return NotAvailable(name, "n/a: UrbanLN trains on long captions and this dataset has none "
+                                      "(write them with urbanlib.captions.batch and a captioner backend)")
         run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
                                imagery=imagery, progress=progress)
         return Features(name, run_features(run, city.tensors, imagery=imagery),
@@ -95,6 +107,8 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
         from urbanlib.eval.text_features import region_text_features
 
         style = "short" if "short" in name else "long"
+        if not _has_captions(city, style):
+            return NotAvailable(name, f"n/a: this dataset has no {style} captions")
         unit = "sentence" if style == "long" else "caption"  # long captions: embed distinct sentences (cheaper)
         return Features(name, region_text_features(city.ds, style=style, unit=unit, progress=progress),
                         {"note": "MiniLM sentence embeddings, mean over the region's captions"})
@@ -103,6 +117,8 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
 
         img = encoder_features(city, "UrbanCLIP", progress)
         txt = encoder_features(city, "Captions only (MiniLM, short)", progress)
+        if isinstance(txt, NotAvailable):
+            return NotAvailable(name, txt.reason)
         return Features(name, fuse(img.features, txt.features, train_idx=city.split.train),
                         {"note": "standardised UrbanCLIP features ++ caption embeddings"})
     if name in BASELINES:

@@ -35,8 +35,8 @@ def image_name(x: int, y: int, city: str = CITY) -> str:
     return f"{city}/16_{x}_{y}_s.jpg"
 
 
-def make(out_dir, seed: int = 0, city: str = CITY, image_size: int = 256) -> Path:
-    """Write the fixture under ``out_dir`` and return it."""
+def make(out_dir, seed: int = 0, city: str = CITY, image_size: int = 256, xs=XS, ys=YS) -> Path:
+    """Write the fixture under ``out_dir`` and return it (``xs``/``ys``: a larger grid of tiles, if wanted)."""
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     (out / "labels").mkdir(parents=True, exist_ok=True)
@@ -45,10 +45,10 @@ def make(out_dir, seed: int = 0, city: str = CITY, image_size: int = 256) -> Pat
     lines = ['"",satellite_img_name,BD09 coordinate,WGS84 coordinate,carbon_emissions (ton),population (unit),'
              'gdp (million yuan)']
     captions = []
-    for i, (x, y) in enumerate((x, y) for y in YS for x in XS):
+    for i, (x, y) in enumerate((x, y) for y in ys for x in xs):
         name = image_name(x, y, city)
-        lat = 39.80 + (y - YS[0]) * 0.0071 + rng.normal(0, 1e-5)  # SW corner, WGS84
-        lon = 116.40 + (x - XS[0]) * 0.0092 + rng.normal(0, 1e-5)
+        lat = 39.80 + (y - ys[0]) * 0.0071 + rng.normal(0, 1e-5)  # SW corner, WGS84
+        lon = 116.40 + (x - xs[0]) * 0.0092 + rng.normal(0, 1e-5)
         carbon = 0.0 if (x, y) in ZERO_CARBON else float(np.round(rng.lognormal(8, 1), 3))
         pop = float(np.round(rng.lognormal(9, 1), 2))
         gdp = GDP_CAP if (x, y) in CAPPED_GDP else float(np.round(rng.uniform(10, 9000), 3))
