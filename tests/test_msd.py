@@ -130,6 +130,19 @@ def test_same_region_masking():
     torch.testing.assert_close(loss_with_duplicate_region(0), reference)  # same region: masked
     assert loss_with_duplicate_region(9).item() > reference.item() + 0.1  # other region: a negative
 
+    # Unmasked (the plain queue): the stale copy is a negative and is counted as a false negative.
+    q = FeatureQueue(2, 4)
+    q.enqueue(torch.cat([v, other_i]), torch.cat([t, other_t]), torch.tensor([0, 5]))
+    unmasked = msd_loss(v, t, scale, region, v, t, q, mu=0.0, mask_same_region=False)
+    masked = msd_loss(v, t, scale, region, v, t, q, mu=0.0)
+    assert unmasked["n_false_negatives"].item() == 1.0 and masked["n_false_negatives"].item() == 1.0
+    assert masked["n_masked"].item() == 1.0 and unmasked["n_masked"].item() == 0.0
+    # by hand: candidates are [positive, its stale copy, the other region]; the copy scores like the positive
+    s10 = 10.0
+    i2t = torch.log_softmax(s10 * v @ torch.cat([t, t, other_t]).T, dim=1)[0, 0]
+    t2i = torch.log_softmax(s10 * t @ torch.cat([v, v, other_i]).T, dim=1)[0, 0]
+    assert unmasked["loss"].item() == pytest.approx(-0.5 * (i2t + t2i).item(), abs=1e-5)
+
     # In-batch pairs of one region are not negatives of each other either.
     v2, t2 = F.normalize(torch.randn(2, 4), dim=1), F.normalize(torch.randn(2, 4), dim=1)
     same = msd_loss(v2, t2, scale, torch.tensor([3, 3]), mu=0.0)["loss"]

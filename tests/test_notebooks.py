@@ -22,6 +22,7 @@ NOTEBOOKS = [
     ("similarity.ipynb", {"city": "synth-ring"}),
     ("transfer.ipynb", {}),
     ("efficiency.ipynb", {"batch_size": 8, "repeats": 2}),
+    ("msd_sweeps.ipynb", {"city": "synth-ring", "noise_levels": [0.0, 2.0], "queue_fractions": [2.0]}),
 ]
 
 

@@ -61,3 +61,40 @@ def plot_ablation_bars(rows: pd.DataFrame, order: Sequence[str], replicate: str 
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_msd_noise_sweep(metrics: pd.DataFrame, metric: str = "R2"):
+    """MSD's benefit against caption noise: R² with and without MSD per noise level, and their gap.
+
+    Args:
+        metrics: tidy probe rows of :func:`urbanlib.pipeline.msd_sweeps.msd_noise_sweep` (``noise``,
+            ``rho``, ``model``, ``indicator``, ``probe_seed``, ``metric``, ``value``).
+        metric: which metric to plot.
+    """
+    r = metrics[metrics["metric"] == metric]
+    per = r.groupby(["noise", "rho", "model", "probe_seed"])["value"].mean().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for model, color in (("with MSD", "C0"), ("w/o MSD", "C7")):
+        g = per[per["model"] == model].groupby(["noise", "rho"])["value"].agg(["mean", "std"]).reset_index()
+        for rho, gg in g.groupby("rho"):
+            style = "-o" if len(gg) > 1 else "s"
+            axes[0].errorbar(gg["noise"], gg["mean"], yerr=gg["std"], fmt=style, color=color, capsize=3,
+                             label=f"{model} (ρ={rho:g})")
+    axes[0].set_xlabel("caption noise (× each captioner's error rates)")
+    axes[0].set_ylabel(f"{metric} (mean over indicators)")
+    axes[0].legend(fontsize=8)
+    wide = per.pivot_table(index=["noise", "rho", "probe_seed"], columns="model", values="value").reset_index()
+    wide["gap"] = wide["with MSD"] - wide["w/o MSD"]
+    g = wide.groupby(["noise", "rho"])["gap"].agg(["mean", "std"]).reset_index()
+    for rho, gg in g.groupby("rho"):
+        axes[1].errorbar(gg["noise"], gg["mean"], yerr=gg["std"], fmt="-o" if len(gg) > 1 else "s", capsize=3,
+                         label=f"ρ={rho:g}")
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].set_xlabel("caption noise (× each captioner's error rates)")
+    axes[1].set_ylabel(f"{metric}: with MSD − w/o MSD")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle("Momentum self-distillation against caption noise (error bars: std over probe seeds)")
+    fig.tight_layout()
+    return fig

@@ -138,6 +138,7 @@ def msd_loss(
     teacher_text: torch.Tensor | None = None,
     queue: FeatureQueue | None = None,
     mu: float = 0.5,
+    mask_same_region: bool = True,
 ) -> dict[str, torch.Tensor]:
     """UrbanLN pre-training loss, Eq. (3)-(6).
 
@@ -151,13 +152,17 @@ def msd_loss(
         teacher_text: (B, D) normalised momentum text features, or None.
         queue: teacher feature queue appended to the candidates (None or empty: batch only).
         mu: weight μ of the distillation term (0 = contrastive only).
+        mask_same_region: mask same-region candidates (default). False keeps them as negatives,
+            the plain MoCo/ALBEF queue, for the false-negative sweep.
 
     Without teacher features the candidates are the student's own batch features (gathered across
     ranks with gradient): with ``mu=0`` this is the plain in-batch CLIP loss ("w/o MSD").
 
     Returns:
         dict with ``loss`` (Eq. 6), ``contrastive_loss`` (Eq. 4), ``distill_loss`` (Eq. 5, 0 without
-        a teacher), ``n_candidates`` and ``n_masked`` (mean masked candidates per query).
+        a teacher), ``n_candidates``, ``n_masked`` (mean masked candidates per query) and
+        ``n_false_negatives`` (mean candidates per query from the query's own region other than its
+        positive: masked when ``mask_same_region``, treated as negatives otherwise).
     """
     if (teacher_image is None) != (teacher_text is None):
         raise ValueError("give both teacher_image and teacher_text, or neither")
@@ -179,8 +184,10 @@ def msd_loss(
     rows = torch.arange(b, device=image.device)
     positive = rank() * b + rows  # (B,) index of each query's pair among the candidates
     cols = torch.arange(cand_region.shape[0], device=image.device)
-    same_region = region.unsqueeze(1) == cand_region.unsqueeze(0)  # (B, N + K)
-    masked = (same_region | (cand_region < 0).unsqueeze(0)) & (cols.unsqueeze(0) != positive.unsqueeze(1))
+    not_positive = cols.unsqueeze(0) != positive.unsqueeze(1)
+    empty = (cand_region < 0).unsqueeze(0)
+    false_negative = (region.unsqueeze(1) == cand_region.unsqueeze(0)) & ~empty & not_positive  # (B, N + K)
+    masked = (empty & not_positive) | (false_negative if mask_same_region else torch.zeros_like(false_negative))
 
     scale = logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
     neg_inf = torch.finfo(image.dtype).min
@@ -206,6 +213,7 @@ def msd_loss(
         "distill_loss": distill,
         "n_candidates": torch.tensor(float(cand_region.shape[0]), device=image.device),
         "n_masked": masked.float().sum(dim=1).mean().detach(),
+        "n_false_negatives": false_negative.float().sum(dim=1).mean().detach(),
     }
 
 
@@ -224,6 +232,7 @@ class MomentumSelfDistillation(nn.Module):
         queue_size: int = 4096,
         momentum: float = 0.995,
         mu: float = 0.5,
+        mask_same_region: bool = True,
     ):
         """Copy ``student`` into the teacher and create a queue of ``queue_size`` slots."""
         super().__init__()
@@ -231,6 +240,7 @@ class MomentumSelfDistillation(nn.Module):
             raise ValueError(f"momentum={momentum} must lie in [0, 1]")
         self.momentum = float(momentum)
         self.mu = float(mu)
+        self.mask_same_region = bool(mask_same_region)
         self.teacher = copy.deepcopy(student)
         self.teacher.requires_grad_(False)
         self.queue = FeatureQueue(queue_size, embed_dim)
@@ -250,4 +260,5 @@ class MomentumSelfDistillation(nn.Module):
         logit_scale: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Eq. (6) against this module's queue; see :func:`msd_loss`."""
-        return msd_loss(image, text, logit_scale, region, teacher_image, teacher_text, self.queue, self.mu)
+        return msd_loss(image, text, logit_scale, region, teacher_image, teacher_text, self.queue, self.mu,
+                        self.mask_same_region)

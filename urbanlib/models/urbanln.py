@@ -39,6 +39,8 @@ class UrbanLNConfig:
     momentum: float = 0.995  # EMA momentum of the teacher (paper: 0.995)
     queue_size: int = 4096  # requested queue length K (paper: 4096)
     n_train_pairs: int | None = None  # if given, K is capped by msd.effective_queue_size
+    queue_max_fraction: float = 0.5  # the cap: K <= this fraction of the training pairs
+    mask_same_region: bool = True  # mask queue/batch entries of the query's own region (false negatives)
     lr: float = 1e-7  # AdamW learning rate; the paper's 1e-7 assumes a pretrained CLIP
     weight_decay: float = 0.2  # AdamW weight decay (open_clip's default; not given in the paper)
 
@@ -126,12 +128,13 @@ class UrbanLN(nn.Module):
         self.embed_dim = int(clip.visual.output_dim)
         self.queue_size_requested = config.queue_size
         self.queue_size = (
-            effective_queue_size(config.queue_size, config.n_train_pairs)
+            effective_queue_size(config.queue_size, config.n_train_pairs, config.queue_max_fraction)
             if config.n_train_pairs is not None
             else config.queue_size
         )
         self.msd = (
-            MomentumSelfDistillation(clip, self.embed_dim, self.queue_size, config.momentum, config.mu)
+            MomentumSelfDistillation(clip, self.embed_dim, self.queue_size, config.momentum, config.mu,
+                                     config.mask_same_region)
             if config.use_msd
             else None
         )
@@ -209,7 +212,7 @@ class UrbanLN(nn.Module):
         txt = self.encode_text(text)
         scale = self.clip.logit_scale
         if self.msd is None:
-            out = msd_loss(img, txt, scale, region, mu=0.0)
+            out = msd_loss(img, txt, scale, region, mu=0.0, mask_same_region=self.config.mask_same_region)
         else:
             with torch.no_grad():
                 img_m = self._image_embedding(self.msd.teacher, image, mask)
