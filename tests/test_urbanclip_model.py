@@ -48,6 +48,17 @@ def test_shapes():
     assert losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
 
 
+def test_one_forward_pass_per_step_yields_both_losses():
+    """UrbanCLIP's claim for the causal decoder (UC28): each tower runs once for both loss terms."""
+    model = create_model("urbanclip-tiny")
+    calls = {"visual.transformer": 0, "text": 0, "decoder": 0}
+    for name in calls:
+        model.get_submodule(name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    losses = model(_batch())
+    assert calls == {"visual.transformer": 1, "text": 1, "decoder": 1}
+    assert losses["contrastive_loss"] > 0 and losses["caption_loss"] > 0
+
+
 @pytest.mark.parametrize("pooler", ["learned"])
 def test_learned_pooler_option(pooler):
     model = create_model("urbanclip-tiny", contrastive_pooler=pooler, multimodal_pooler=pooler, pooler_queries=5)

@@ -98,3 +98,27 @@ def test_caption_sets_one_caption_per_image(tmp_path, monkeypatch):
     b = select_long_captions(long, consensus=False, seed=1)
     assert a["image"].is_unique and set(a["image"]) == set(long["image"])
     assert not np.array_equal(a.index, b.index)  # the random choice follows the seed
+
+
+def _transfer_rows(seed: int, gap: dict) -> list[dict]:
+    rows = []
+    for target in ("synth-ring", "synth-grid", "synth-coast"):
+        for ind in ("population", "gdp", "carbon"):
+            for model in ("UrbanCLIP", "PG-SimCLR"):
+                g = gap.get((target, ind), 0.05) if model == "UrbanCLIP" else 0.0
+                rows.append({"city": "synth-ring", "model": model, "task": f"{target}/{ind}", "metric": "R2_mean",
+                             "value": 0.3 + g + 0.01 * seed + {"carbon": 0.2, "population": 0.1, "gdp": 0}[ind]})
+    return rows
+
+
+def test_transfer_claims_compare_every_cross_city_pair(tmp_path):
+    claims = load_claims()
+    for seed in range(3):
+        append_rows("transfer", f"s{seed}", _transfer_rows(seed, {("synth-grid", "gdp"): -0.04 - 0.01 * seed}),
+                    {"source": "synth-ring"}, seed, "full", 1.0, tmp_path)
+    table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
+    comps = table.loc["UC21", "comparisons"]
+    assert comps.count("synth-ring->") == 6 and "synth-ring->synth-ring" not in comps  # 2 targets x 3 indicators
+    assert table.loc["UC21", "verdict"] == "contradicted"  # one pair reversed on every seed
+    assert table.loc["UC26", "verdict"] == "supported"  # carbon > population > GDP for both models
+    assert table.loc["LN27", "verdict"] == "not testable here" and "248" in table.loc["LN27", "reason"]

@@ -194,6 +194,10 @@ def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level
         results, verdicts, labels, reasons = [], [], [], []
         for i, m in ms.iterrows():
             label = str(m.get("comparison", "") or f"comparison {len(labels) + 1}")
+            if _blank(m["a"]) and _blank(m["b"]) and isinstance(m.get("reason"), str) and m.get("reason"):
+                reasons.append(m["reason"])  # nothing measured, and the measurement says why
+                verdicts.append("not testable here")
+                continue
             explicit = m.get("direction") if "direction" in ms.columns else None
             if isinstance(explicit, str) and explicit:
                 try:
