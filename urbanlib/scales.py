@@ -5,9 +5,9 @@
   per city, so about 20 training runs (pretraining, baselines, ablations) fit; a demonstration of
   every page, with test splits of about 50 regions, too few for conclusions.
 - ``full``: the ``make results`` tier: the default's cities and models, but three pretraining seeds
-  and both splits (random and spatially blocked); about 8 CPU-hours here. A 32 x 32 grid would
-  cost about four times that (roughly 40 CPU-min per benchmark unit), more than this CPU can give,
-  so ``get_scale("full", grid=32)`` is left for machines with a GPU.
+  and both splits (random and spatially blocked); many CPU-hours here (see the README). A 32 x 32
+  grid would cost about four times that (an estimated 35-40 CPU-min per benchmark unit), so
+  ``get_scale("full", grid=32)`` is left for machines with a GPU.
 - ``paper``: the papers' sizes (224/256 px tiles, ViT-B/16); for a GPU.
 """
 
