@@ -34,15 +34,15 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     for name, exp in load_all().items():
         if only and name not in only:
             continue
-        todo = pending_units(exp, scale, results_dir)
-        if units:
-            todo = [t for t in todo if fnmatch.fnmatchcase(t[0], units)]
+        pending = pending_units(exp, scale, results_dir)
+        todo = [t for t in pending if not units or fnmatch.fnmatchcase(t[0], units)]
         for unit, config, seed in tqdm(todo, desc=name, unit="unit"):
             t0 = time.perf_counter()
             rows = exp.run(config, seed, scale)
             append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir)
             n += 1
-        log(f"{name}: {len(todo)} unit(s) ran, {len(exp.plan(scale)) - len(todo)} already stored")
+        skipped = f", {len(pending) - len(todo)} pending left out by --units" if units else ""
+        log(f"{name}: {len(todo)} unit(s) ran, {len(exp.plan(scale)) - len(pending)} already stored{skipped}")
     return n
 
 
