@@ -16,7 +16,7 @@ import pandas as pd
 FIGURES: dict[str, list[str]] = {
     "UrbanCLIP (Fig. 4)": ["UrbanCLIP", "UrbanViT", "w/o refined text", "Text-SimCLR", "w/o L_LM", "w/o L_Con"],
     "UrbanLN (Fig. 3)": ["UrbanLN", "w/o Refinement", "w/o Consensus", "w/o IPSI", "w/o MSD",
-                         "one captioner (sim-qwen)"],
+                         "one captioner (sim-qwen)", "stage 0 only (reference)"],
     "UrbanLN mu sweep (Table 4)": ["mu=0.5", "mu=0.3", "mu=0.4", "mu=0.6"],
 }
 

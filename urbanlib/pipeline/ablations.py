@@ -36,6 +36,9 @@ URBANLN_VARIANTS: dict[str, dict] = {
     "one captioner (sim-qwen)": {"sources": ["sim-qwen"]},
 }
 MU_SWEEP = (0.3, 0.4, 0.5, 0.6)  # UrbanLN Table 4
+# Not a paper ablation: the stage-0 CLIP every UrbanLN variant starts from, probed as it is. It says how
+# far UrbanLN's fine-tuning moves the representation; when it barely does, the variants cannot differ much.
+STAGE0_REFERENCE = "stage 0 only (reference)"
 
 
 def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features:
@@ -54,6 +57,12 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
     """Features of one UrbanLN ablation or of ``"mu=0.3"``-style sweep points."""
+    if name == STAGE0_REFERENCE:
+        from .urbanln import pretrain_stage0
+
+        base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress)
+        return Features(name, run_features(base, city.tensors, imagery=imagery),
+                        {"wall_s": base.wall_s, "cached": base.cached}, base.history)
     if name.startswith("mu="):
         spec = {"config": {"mu": float(name[3:])}}
     elif name in URBANLN_VARIANTS:
@@ -81,7 +90,8 @@ def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[
     from .benchmark import probe_config
 
     urbanclip = list(URBANCLIP_VARIANTS) + URBANCLIP_BASELINE_VARIANTS if urbanclip is None else urbanclip
-    urbanln = list(URBANLN_VARIANTS) + [f"mu={m}" for m in MU_SWEEP] if urbanln is None else urbanln
+    urbanln = (list(URBANLN_VARIANTS) + [STAGE0_REFERENCE] + [f"mu={m}" for m in MU_SWEEP] if urbanln is None
+               else urbanln)
     feats = {**{n: urbanclip_variant(city, n, progress) for n in urbanclip},
              **{n: urbanln_variant(city, n, imagery, progress) for n in urbanln}}
     rows = []
