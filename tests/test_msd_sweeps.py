@@ -53,3 +53,10 @@ def test_sweeps_refuse_real_data(city):
     real = replace(city, ds=replace(city.ds, meta={**city.ds.meta, "generator": "release"}))
     with pytest.raises(ValueError, match="need SynthCity"):
         noisy_long_captions(real, 1.0)
+
+
+def test_queue_sweep_refuses_a_non_positive_cap(city):
+    from urbanlib.pipeline.msd_sweeps import queue_false_negative_sweep
+
+    with pytest.raises(ValueError, match="queue fractions must be > 0"):
+        queue_false_negative_sweep(city, fractions=(0.5, 0.0))

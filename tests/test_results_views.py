@@ -44,6 +44,8 @@ def test_coverage_marks_exactly_the_stored_units(stored):
     grid = coverage_grid("benchmark", results_dir=stored)
     assert grid.loc[("synth-ring", "random")].tolist() == ["✓", "·", "✓"]
     assert grid.loc[("synth-grid", "blocked")].tolist() == ["·", "·", "·"]
+    with pytest.raises(KeyError, match="registered"):
+        coverage("benchmarks", results_dir=stored)
     prov = provenance_summary("benchmark", stored)
     assert prov["units stored"] == 2 and prov["total wall time (h)"] == round(20 / 3600, 2)
 

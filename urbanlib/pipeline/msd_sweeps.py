@@ -147,6 +147,9 @@ def queue_false_negative_sweep(city: City, fractions=QUEUE_FRACTIONS, progress: 
         per setting with the queue length used and the mean false negatives per query over training
         (same-region candidates other than the positive, from the run's loss log).
     """
+    bad = [f for f in fractions if not float(f) > 0]
+    if bad:
+        raise ValueError(f"queue fractions must be > 0 (a cap relative to the training pairs), got {bad}")
     rows, info = [], []
     for frac in fractions:
         for masked in (True, False):

@@ -45,7 +45,10 @@ def coverage(experiment: str, scale: str = "full", results_dir: Path | None = No
     """Which planned units are stored: one row per planned unit, with its config, seed and status."""
     from .runner import pending_units
 
-    exp = load_all()[experiment]
+    known = load_all()
+    if experiment not in known:
+        raise KeyError(f"no results-tier experiment {experiment!r}; registered: {sorted(known)}")
+    exp = known[experiment]
     pending = {u for u, _, _ in pending_units(exp, scale, results_dir)}
     stored = read_results(experiment, results_dir)
     wall = stored.groupby("unit")["wall_s"].first().to_dict() if not stored.empty else {}
