@@ -32,8 +32,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-results: $(STAMP)
+results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results/pages/default/); both resumable
 	$(BIN)/python -m urbanlib.results run --scale full
+	$(BIN)/python -m urbanlib.book store --scale default
 
 lint: $(STAMP)
 	$(BIN)/ruff check urbanlib tests notebooks

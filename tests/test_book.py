@@ -55,18 +55,105 @@ def test_build_renders_computed_output(tmp_path):
     (root / "book" / "intro.md").write_text("# Test book\n\nIntro.\n")
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     (root / "nbs").mkdir()
-    manifest = make_notebook.write(root / "nbs")
-    proc = subprocess.run([sys.executable, "-m", "urbanlib.book", "build", "--scale", "smoke",
-                           "--manifest", str(manifest), "--root", str(root)],
-                          capture_output=True, text=True, timeout=600)
+    manifest = make_notebook.write(root / "nbs", stored=[5])
+    (root / "nbs" / "runs.yml").write_text(manifest.read_text() + "    stored_scales: [smoke]\n")
+    cli = [sys.executable, "-m", "urbanlib.book"]
+    where = ["--scale", "smoke", "--manifest", str(manifest), "--root", str(root)]
+    proc = subprocess.run([*cli, "store", *where], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (root / "results" / "pages" / "smoke" / "square__5.ipynb").is_file()
+    proc = subprocess.run([*cli, "build", *where], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     pages = list((root / "_build" / "html" / "book" / "generated").glob("*.html"))
     html = "\n".join(p.read_text() for p in pages)
     assert "square of 7 is 49" in html and "square of 12 is 144" in html
+    assert "square of 5 is 25" in html and "Stored page, not executed by this build" in html
+    assert "Square of 5 (stored)" in (root / "_toc.yml").read_text()
     timings = json.loads((root / ".cache" / "book_timings.json").read_text())
-    assert set(v["status"] for v in timings.values()) == {"ran"}
+    assert sorted(v["status"] for v in timings.values()) == ["ran", "ran", "stored"]
     # a second run with nothing changed is served from the cache
-    proc = subprocess.run([sys.executable, "-m", "urbanlib.book", "run", "--scale", "smoke",
-                           "--manifest", str(manifest), "--root", str(root)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*cli, "run", *where], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "2 cached" in proc.stdout
+
+
+def test_manifest_stored_sets_are_flagged_and_limited_to_their_scales(tmp_path):
+    manifest = make_notebook.write(tmp_path, stored=[5])
+    entries = load_manifest(manifest, scale="default")
+    assert [(e.params["x"], e.stored) for e in entries] == [(7, False), (12, False), (5, True)]
+    # stored pages belong to the default scale unless `stored_scales` says otherwise
+    assert [e.params["x"] for e in load_manifest(manifest, scale="smoke")] == [7, 12]
+    bad = manifest.read_text().replace("title: 'Square of {x}'", "title: 'Square of {y}'")
+    manifest.write_text(bad)
+    with pytest.raises(ManifestError, match=r"square.*title names parameter 'y'"):
+        load_manifest(manifest, scale="default")
+
+
+def test_store_then_place_labels_provenance_and_staleness(tmp_path):
+    import nbformat
+
+    from urbanlib.book.stored import META_KEY, place_stored, store_entries
+
+    manifest = make_notebook.write(tmp_path, stored=[5, 6])
+    stored = [e for e in load_manifest(manifest, scale="default") if e.stored]
+    root = tmp_path / "site"
+    store_entries(stored[:1], root, "default", log=lambda *_: None)  # x=6 is never stored
+    path = root / "results" / "pages" / "default" / f"{stored[0].slug}.ipynb"
+    meta = nbformat.read(path, as_version=4).metadata[META_KEY]
+    assert meta["params"] == {"x": 5, "scale": "default"} and meta["seconds"] > 0
+    # resumable: a second store keeps the page (same notebook and parameters)
+    log = []
+    store_entries(stored[:1], root, "default", log=log.append)
+    assert log and log[0].startswith("kept")
+
+    placed = place_stored(stored, root, "default", tmp_path / "out")
+    assert [r.status for r in placed] == ["stored", "missing"]
+    page = nbformat.read(placed[0].output, as_version=4)
+    text = "\n".join(c.source for c in page.cells)
+    assert "square of 5 is 25" in "".join(str(o) for c in page.cells for o in c.get("outputs", []))
+    assert "Stored page, not executed by this build" in text and meta["commit"] in text
+    assert page.cells[0].source == "# Square" and "Stored page" in page.cells[1].source  # banner under the title
+    assert "has changed since" not in page.cells[1].source.split("library")[0]
+    assert "Not stored yet" in nbformat.read(placed[1].output, as_version=4).cells[0].source
+    # editing the notebook marks the stored page as coming from an earlier version
+    nb = (tmp_path / "square.ipynb").read_text().replace("square of", "the square of")
+    (tmp_path / "square.ipynb").write_text(nb)
+    again = place_stored(stored[:1], root, "default", tmp_path / "out")
+    assert "`square.ipynb` has changed since" in nbformat.read(again[0].output, as_version=4).cells[1].source
+
+
+def test_damaged_stored_page_names_the_file(tmp_path):
+    from urbanlib.book.stored import read_provenance
+
+    bad = tmp_path / "page.ipynb"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="page.ipynb"):
+        read_provenance(bad)
+
+
+def test_library_hash_ignores_book_tooling_but_not_models(tmp_path):
+    from urbanlib.book.stored import library_hash
+
+    pkg = tmp_path / "pkg"
+    for rel in ("book/a.py", "models/m.py"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text("x = 1\n")
+    h = library_hash(pkg)
+    (pkg / "book" / "a.py").write_text("x = 2\n")
+    assert library_hash(pkg) == h
+    (pkg / "models" / "m.py").write_text("x = 2\n")
+    assert library_hash(pkg) != h
+
+
+def test_default_book_has_every_profile_live_or_stored():
+    """Issues 5, 6 and 8: every SynthCity profile gets these pages at the default scale."""
+    from urbanlib.data.synthcity import PROFILES
+
+    entries = load_manifest(REPO / "notebooks" / "runs.yml", "default")
+    pages = {(e.experiment, e.params.get("city"), e.params.get("imagery")) for e in entries}
+    for city in PROFILES:
+        assert ("benchmark", city, None) in pages
+        assert ("clusters", city, None) in pages and ("similarity", city, None) in pages
+        for imagery in ("satellite", "street"):
+            assert ("pretrain_urbanln", city, imagery) in pages
+    live = [e for e in entries if not e.stored]
+    assert all(e.params.get("city") in (None, "synth-ring") for e in live if e.experiment == "benchmark")

@@ -1,8 +1,9 @@
-"""``python -m urbanlib.book run|build`` — execute the manifest and build the HTML book.
+"""``python -m urbanlib.book run|build|store`` — execute the manifest and build the HTML book.
 
 Examples:
     python -m urbanlib.book build --scale default        # what `make book` runs
     python -m urbanlib.book run --only data --force       # re-execute one experiment
+    python -m urbanlib.book store --only benchmark        # execute and commit-ready store the stored pages
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 
 from .manifest import ManifestError, load_manifest
 from .runner import NotebookFailed, run_entries
+from .stored import place_stored, store_entries
 from .toc import write_toc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +30,9 @@ def main(argv=None) -> int:
     """Command-line entry point; returns the process exit code."""
     ap = argparse.ArgumentParser(prog="python -m urbanlib.book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "build"], help="run: execute notebooks; build: run + jupyter-book")
+    ap.add_argument("command", choices=["run", "build", "store"],
+                    help="run: execute the live pages; build: run + place the stored pages + jupyter-book; "
+                         "store: execute the manifest's stored pages into results/pages/<scale>/")
     ap.add_argument("--scale", default="default", help="scale preset passed to every notebook (smoke/default/full/paper)")
     ap.add_argument("--manifest", default=str(REPO / "notebooks" / "runs.yml"))
     ap.add_argument("--root", default=str(REPO), help="book root holding _config.yml (and where _toc.yml is written)")
@@ -50,18 +54,36 @@ def main(argv=None) -> int:
     doc = yaml.safe_load(Path(args.manifest).read_text())
     parts_of = {(x.get("key") or Path(x["notebook"]).stem): x.get("part", x.get("key") or Path(x["notebook"]).stem)
                 for x in doc["experiments"]}
+    live = [e for e in entries if not e.stored]
+    stored = [e for e in entries if e.stored]
+    if args.command == "store":
+        try:
+            store_entries(stored, root, args.scale, force=args.force)
+        except NotebookFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"{len(stored)} stored page(s) under {root / 'results' / 'pages' / args.scale} "
+              f"({time.perf_counter() - t0:.0f} s)")
+        return 0
     try:
-        results = run_entries(entries, root / "book" / "generated", root / ".cache" / "book", force=args.force,
-                              jobs=args.jobs)
+        ran = run_entries(live, root / "book" / "generated", root / ".cache" / "book", force=args.force,
+                          jobs=args.jobs)
     except NotebookFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    placed = place_stored(stored, root, args.scale, root / "book" / "generated")
+    by_slug = {r.entry.slug: r for r in ran + placed}
+    results = [by_slug[e.slug] for e in entries]
+    missing = [r.entry.slug for r in placed if r.status == "missing"]
+    if missing:
+        print(f"note: {len(missing)} stored page(s) not stored yet (run `make results`): {', '.join(missing)}")
     write_toc(results, root, parts_of=parts_of)
     timings = {r.entry.slug: {"status": r.status, "seconds": round(r.seconds, 1)} for r in results}
     (root / ".cache").mkdir(exist_ok=True)
     (root / ".cache" / "book_timings.json").write_text(json.dumps(timings, indent=2))
     print(f"executed {sum(r.status == 'ran' for r in results)} notebook(s), "
-          f"{sum(r.status == 'cached' for r in results)} cached, in {time.perf_counter() - t0:.0f} s")
+          f"{sum(r.status == 'cached' for r in results)} cached, "
+          f"{sum(r.status == 'stored' for r in results)} stored, in {time.perf_counter() - t0:.0f} s")
     if args.command == "run":
         return 0
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(root / "_toc.yml"),

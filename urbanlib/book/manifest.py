@@ -1,8 +1,10 @@
 """The experiment manifest: which notebook runs with which parameters, at which scale.
 
 ``notebooks/runs.yml`` lists experiments; each has a notebook, a title and parameter sets.
-A parameter set may use ``{profile}`` expansion over ``profiles`` so that one line yields one
-page per SynthCity city. ``scales`` restricts an experiment to some scale presets.
+A list value expands into one page per value. ``params`` are executed by every build; ``stored``
+parameter sets are executed once by ``python -m urbanlib.book store`` (part of ``make results``) and
+the book shows the committed pages (:mod:`urbanlib.book.stored`). ``scales`` restricts an
+experiment to some scale presets; ``stored_scales`` the stored sets (default: ``[default]``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Entry:
     notebook: Path  # source notebook (no outputs)
     title: str  # page title in the table of contents
     params: dict = field(default_factory=dict)  # papermill parameters (scale included)
+    stored: bool = False  # executed by `python -m urbanlib.book store`, shown as stored by the book
 
     @property
     def slug(self) -> str:
@@ -64,15 +67,21 @@ def load_manifest(path: str | Path, scale: str) -> list[Entry]:
         nb = (root / exp["notebook"]).resolve()
         if not nb.is_file():
             raise ManifestError(f"{where} ({key}): notebook {nb} does not exist")
-        grids = exp.get("params") or [{}]
-        for j, grid in enumerate(grids):
+        sets = [("params", g, False) for g in (exp.get("params") or [{}])]
+        if scale in exp.get("stored_scales", ["default"]):
+            sets += [("stored", g, True) for g in (exp.get("stored") or [])]
+        for j, (field_name, grid, stored) in enumerate(sets):
             if not isinstance(grid, dict):
-                raise ManifestError(f"{where}.params[{j}]: expected a mapping of parameter -> value or list")
+                raise ManifestError(f"{where}.{field_name}: expected a mapping of parameter -> value or list, "
+                                    f"got {grid!r}")
             axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
             for combo in itertools.product(*axes.values()) if axes else [()]:
                 params = {**defaults, **dict(zip(axes, combo, strict=True)), "scale": scale}
-                title = exp.get("title", key).format(**params)
-                entries.append(Entry(key, nb, title, params))
+                try:
+                    title = exp.get("title", key).format(**params)
+                except KeyError as e:
+                    raise ManifestError(f"{where} ({key}): title names parameter {e} that {field_name} lacks") from None
+                entries.append(Entry(key, nb, title, params, stored))
     slugs = [e.slug for e in entries]
     dupes = sorted({s for s in slugs if slugs.count(s) > 1})
     if dupes:

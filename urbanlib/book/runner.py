@@ -32,7 +32,7 @@ class RunResult:
 
     entry: Entry
     output: Path
-    status: str  # "ran" or "cached"
+    status: str  # "ran", "cached", "stored" (copied from results/pages) or "missing" (not stored yet)
     seconds: float
 
 
@@ -96,17 +96,10 @@ def run_entries(entries: list[Entry], out_dir: Path, cache_dir: Path, force: boo
     return [results[e.slug] for e in entries]
 
 
-def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
-             log) -> RunResult:
+def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3") -> None:
+    """Execute one entry with papermill into ``output``; NotebookFailed names the cell on error."""
     import papermill as pm
 
-    output = out_dir / f"{entry.slug}.ipynb"
-    key = cache_key(entry, tree)
-    stamp = cache_dir / f"{entry.slug}.key"
-    if not force and output.is_file() and stamp.is_file() and stamp.read_text() == key:
-        return RunResult(entry, output, "cached", 0.0)
-    stamp.unlink(missing_ok=True)
-    t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(entry.notebook), str(output), parameters=entry.params,
                             kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent))
@@ -117,6 +110,18 @@ def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: boo
             f"(execution count {e.exec_count}: {first[0] if first else ''!r}): {e.ename}: {e.evalue}\n"
             f"The executed notebook with the traceback is {output}"
         ) from None
+
+
+def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
+             log) -> RunResult:
+    output = out_dir / f"{entry.slug}.ipynb"
+    key = cache_key(entry, tree)
+    stamp = cache_dir / f"{entry.slug}.key"
+    if not force and output.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return RunResult(entry, output, "cached", 0.0)
+    stamp.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    execute_entry(entry, output, kernel_name)
     dt = time.perf_counter() - t0
     stamp.write_text(key)
     log(f"ran {entry.slug} in {dt:.1f} s")

@@ -19,7 +19,8 @@ def write_toc(results: list[RunResult], root: Path, intro: str = "book/intro",
     for r in results:
         caption = (parts_of or {}).get(r.entry.experiment, r.entry.experiment)
         rel = r.output.resolve().relative_to(root.resolve()).with_suffix("").as_posix()
-        parts.setdefault(caption, []).append({"file": rel, "title": r.entry.title})
+        title = r.entry.title + (" (stored)" if r.entry.stored else "")
+        parts.setdefault(caption, []).append({"file": rel, "title": title})
     toc = {"format": "jb-book", "root": intro,
            "parts": [{"caption": c, "chapters": ch} for c, ch in parts.items()] + list(extra_parts or [])}
     path = root / "_toc.yml"

@@ -1,0 +1,165 @@
+"""Stored pages: manifest entries executed once by ``make results`` and shown as stored by the book.
+
+A 2-core CPU cannot run every SynthCity profile's UrbanLN, benchmark and analysis pages inside
+``make book``'s 45 minutes. The manifest therefore splits each such experiment into ``params``
+(executed live by every build) and ``stored`` (executed by ``python -m urbanlib.book store``, the
+executed notebook committed under ``results/pages/<scale>/``). The book copies a stored page in
+unchanged, under a banner that says when, at which commit and on which machine it ran, and whether
+the notebook or the library has changed since. A stored page that was never executed becomes a
+page saying so; nothing is filled in.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+
+from .manifest import Entry
+from .runner import PACKAGE_ROOT, SOURCE_SUFFIXES, RunResult, execute_entry
+
+META_KEY = "urbanlib_stored"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def stored_dir(root: Path, scale: str) -> Path:
+    """Where the stored pages of one scale preset live (committed)."""
+    return Path(root) / "results" / "pages" / scale
+
+
+def library_hash(root: Path = PACKAGE_ROOT) -> str:
+    """Hash of the urbanlib code a page's numbers depend on: everything except the book and results tooling."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if (p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in rel.parts
+                and rel.parts[0] not in ("book", "results")):
+            h.update(rel.as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _provenance(entry: Entry, seconds: float, threads: str) -> dict:
+    dirty = _git("status", "--porcelain", "urbanlib", "notebooks")
+    return {"commit": _git("rev-parse", "--short=10", "HEAD") + ("+dirty" if dirty else ""),
+            "executed": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(seconds, 1), "machine": f"{platform.machine()}, {_cpu_count()} CPU, {threads} torch thread(s)",
+            "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
+            "library": library_hash()}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = False,
+                  kernel_name: str = "python3", log=print) -> list[Path]:
+    """Execute stored entries one at a time into ``results/pages/<scale>/<slug>.ipynb``.
+
+    Resumable: a page already stored for the same notebook bytes, parameters and library code
+    (:func:`library_hash`) is kept unless ``force``. Returns the paths written or kept.
+    """
+    import os
+
+    out_dir = stored_dir(root, scale)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, lib = [], library_hash()
+    for entry in entries:
+        path = out_dir / f"{entry.slug}.ipynb"
+        meta = read_provenance(path)
+        if (not force and meta and meta.get("notebook_sha") == _sha(entry.notebook.read_bytes())
+                and meta.get("params") == json.loads(json.dumps(entry.params)) and meta.get("library") == lib):
+            log(f"kept {entry.slug} (stored {meta['executed']} at {meta['commit']})")
+            paths.append(path)
+            continue
+        tmp = out_dir / f".{entry.slug}.running.ipynb"
+        t0 = time.perf_counter()
+        execute_entry(entry, tmp, kernel_name)
+        nb = nbformat.read(tmp, as_version=4)
+        nb.metadata[META_KEY] = _provenance(entry, time.perf_counter() - t0,
+                                            os.environ.get("URBANLIB_NUM_THREADS", "all"))
+        nbformat.write(nb, tmp)
+        tmp.replace(path)
+        log(f"stored {entry.slug} in {time.perf_counter() - t0:.0f} s")
+        paths.append(path)
+    return paths
+
+
+def read_provenance(path: Path) -> dict | None:
+    """The provenance a stored page carries, or None if the file is missing or was not stored by us."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return nbformat.read(path, as_version=4).metadata.get(META_KEY)
+    except Exception as e:  # a damaged file is an error the user must see, with its name
+        raise ValueError(f"{path}: not a readable stored notebook ({e})") from None
+
+
+def banner(meta: dict, entry: Entry, tree: str | None = None) -> str:
+    """The note shown at the top of a stored page: what ran, where, when, and what changed since."""
+    changed = []
+    if meta["notebook_sha"] != _sha(entry.notebook.read_bytes()):
+        changed.append(f"the notebook `{entry.notebook.name}` has changed since")
+    if tree is not None and meta.get("library") != tree:
+        changed.append("the urbanlib library has changed since (re-run `make results` to refresh)")
+    params = ", ".join(f"{k}={v}" for k, v in meta["params"].items())
+    text = (f"**Stored page, not executed by this build.** `python -m urbanlib.book store` ran it at commit "
+            f"`{meta['commit']}` on {meta['executed']} ({meta['machine']}, {meta['seconds']:.0f} s), with "
+            f"{params}. Every number below comes from that run. The book runs its live pages for a subset of "
+            f"the cities so that `make book` fits its time budget; the rest are stored.")
+    if changed:
+        text += "\n\n**Note:** " + "; ".join(changed) + "."
+    return text
+
+
+def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) -> list[RunResult]:
+    """Copy each stored entry's page into ``out_dir`` with its banner (or a page saying it is missing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tree = library_hash()
+    results = []
+    for entry in entries:
+        src = stored_dir(root, scale) / f"{entry.slug}.ipynb"
+        dst = out_dir / f"{entry.slug}.ipynb"
+        meta = read_provenance(src)
+        if meta is None:
+            nb = nbformat.v4.new_notebook()
+            nb.cells = [nbformat.v4.new_markdown_cell(
+                f"# {entry.title}\n\n**Not stored yet.** This page is not executed by `make book` at the "
+                f"`{scale}` scale; `make results` stores it (`python -m urbanlib.book store --scale {scale}`), "
+                f"and no result of it exists in this checkout.")]
+            status = "missing"
+        else:
+            nb = copy.deepcopy(nbformat.read(src, as_version=4))
+            nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(banner(meta, entry, tree)))
+            status = "stored"
+        nbformat.write(nb, dst)
+        results.append(RunResult(entry, dst, status, 0.0))
+    return results
+
+
+def _after_title(nb) -> int:
+    """Index just after the first markdown cell that opens with a heading (so the banner sits under it)."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("#"):
+            return i + 1
+    return 0
