@@ -157,3 +157,16 @@ def test_default_book_has_every_profile_live_or_stored():
             assert ("pretrain_urbanln", city, imagery) in pages
     live = [e for e in entries if not e.stored]
     assert all(e.params.get("city") in (None, "synth-ring") for e in live if e.experiment == "benchmark")
+
+
+def test_store_goes_on_after_a_failing_page_and_reports_it(tmp_path):
+    from urbanlib.book.stored import store_entries
+
+    manifest = make_notebook.write(tmp_path, stored=[5, 6])
+    nb = (tmp_path / "square.ipynb").read_text().replace("x * x", "x * x if x != 5 else undefined_name")
+    (tmp_path / "square.ipynb").write_text(nb)
+    stored = [e for e in load_manifest(manifest, scale="default") if e.stored]
+    with pytest.raises(NotebookFailed, match=r"(?s)1 of 2 stored page.*square.ipynb.*'x': 5.*NameError"):
+        store_entries(stored, tmp_path / "site", "default", log=lambda *_: None)
+    pages = sorted(p.name for p in (tmp_path / "site" / "results" / "pages" / "default").glob("*.ipynb"))
+    assert pages == [".square__5.running.ipynb", "square__6.ipynb"]  # the failed run kept for its traceback

@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 
 from .manifest import Entry
-from .runner import PACKAGE_ROOT, SOURCE_SUFFIXES, RunResult, execute_entry
+from .runner import PACKAGE_ROOT, SOURCE_SUFFIXES, NotebookFailed, RunResult, execute_entry
 
 META_KEY = "urbanlib_stored"
 _REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +76,7 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
                   kernel_name: str = "python3", log=print) -> list[Path]:
     """Execute stored entries one at a time into ``results/pages/<scale>/<slug>.ipynb``.
 
+    A failing page does not stop the others; NotebookFailed lists every failure at the end.
     Resumable: a page already stored for the same notebook bytes, parameters and library code
     (:func:`library_hash`) is kept unless ``force``. Returns the paths written or kept.
     """
@@ -83,7 +84,7 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
 
     out_dir = stored_dir(root, scale)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths, lib = [], library_hash()
+    paths, failures, lib = [], [], library_hash()
     for entry in entries:
         path = out_dir / f"{entry.slug}.ipynb"
         meta = read_provenance(path)
@@ -94,7 +95,12 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
             continue
         tmp = out_dir / f".{entry.slug}.running.ipynb"
         t0 = time.perf_counter()
-        execute_entry(entry, tmp, kernel_name)
+        try:
+            execute_entry(entry, tmp, kernel_name)
+        except NotebookFailed as e:  # go on with the other pages; report every failure at the end
+            failures.append(str(e))
+            log(f"FAILED {entry.slug}: {e}")
+            continue
         nb = nbformat.read(tmp, as_version=4)
         nb.metadata[META_KEY] = _provenance(entry, time.perf_counter() - t0,
                                             os.environ.get("URBANLIB_NUM_THREADS", "all"))
@@ -102,6 +108,9 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
         tmp.replace(path)
         log(f"stored {entry.slug} in {time.perf_counter() - t0:.0f} s")
         paths.append(path)
+    if failures:
+        raise NotebookFailed(f"{len(failures)} of {len(entries)} stored page(s) failed; the others are stored:\n"
+                             + "\n".join(failures))
     return paths
 
 
