@@ -114,11 +114,17 @@ def test_store_then_place_labels_provenance_and_staleness(tmp_path):
     assert page.cells[0].source == "# Square" and "Stored page" in page.cells[1].source  # banner under the title
     assert "has changed since" not in page.cells[1].source.split("library")[0]
     assert "Not stored yet" in nbformat.read(placed[1].output, as_version=4).cells[0].source
+    from urbanlib.book.stored import stored_index
+
+    index = stored_index(manifest, root, "default")
+    assert index["stored"].tolist() == [True, False] and index["commit"].iloc[0] == meta["commit"]
+    assert not index["notebook changed since"].iloc[0] and index["seconds"].iloc[0] == meta["seconds"]
     # editing the notebook marks the stored page as coming from an earlier version
     nb = (tmp_path / "square.ipynb").read_text().replace("square of", "the square of")
     (tmp_path / "square.ipynb").write_text(nb)
     again = place_stored(stored[:1], root, "default", tmp_path / "out")
     assert "`square.ipynb` has changed since" in nbformat.read(again[0].output, as_version=4).cells[1].source
+    assert stored_index(manifest, root, "default")["notebook changed since"].iloc[0]
 
 
 def test_damaged_stored_page_names_the_file(tmp_path):

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,3 +91,5 @@ def test_results_page_renders_stored_units(stored, tmp_path, monkeypatch):
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "synth-ring, random split, full tier" in html  # the benchmark table of the stored city
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1  # the ablation bars
+    md = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert re.search(r"\d+ of 24 stored pages present", md)  # the stored-page index of the real manifest

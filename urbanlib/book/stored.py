@@ -172,3 +172,27 @@ def _after_title(nb) -> int:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("#"):
             return i + 1
     return 0
+
+
+def stored_index(manifest: str | Path, root: Path, scale: str = "default"):
+    """One row per stored page of the manifest: whether it is stored, and its provenance.
+
+    Columns: page, stored (bool), commit, executed, seconds, notebook changed since, library
+    changed since. Shown on the Results page so a reader sees what the book copies in.
+    """
+    import pandas as pd
+
+    from .manifest import load_manifest
+
+    lib = library_hash()
+    rows = []
+    for entry in (e for e in load_manifest(manifest, scale) if e.stored):
+        meta = read_provenance(stored_dir(root, scale) / f"{entry.slug}.ipynb")
+        row = {"page": entry.title, "stored": meta is not None}
+        if meta:
+            row.update(commit=meta["commit"], executed=meta["executed"], seconds=meta["seconds"],
+                       **{"notebook changed since": meta["notebook_sha"] != _sha(entry.notebook.read_bytes()),
+                          "library changed since": meta.get("library") != lib})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["page", "stored", "commit", "executed", "seconds",
+                                       "notebook changed since", "library changed since"])
