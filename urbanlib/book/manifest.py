@@ -70,7 +70,7 @@ def load_manifest(path: str | Path, scale: str) -> list[Entry]:
         sets = [("params", g, False) for g in (exp.get("params") or [{}])]
         if scale in exp.get("stored_scales", ["default"]):
             sets += [("stored", g, True) for g in (exp.get("stored") or [])]
-        for j, (field_name, grid, stored) in enumerate(sets):
+        for field_name, grid, stored in sets:
             if not isinstance(grid, dict):
                 raise ManifestError(f"{where}.{field_name}: expected a mapping of parameter -> value or list, "
                                     f"got {grid!r}")

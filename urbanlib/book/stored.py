@@ -17,7 +17,7 @@ import json
 import platform
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -60,8 +60,9 @@ def _git(*args: str) -> str:
 def _provenance(entry: Entry, seconds: float, threads: str) -> dict:
     dirty = _git("status", "--porcelain", "urbanlib", "notebooks")
     return {"commit": _git("rev-parse", "--short=10", "HEAD") + ("+dirty" if dirty else ""),
-            "executed": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "seconds": round(seconds, 1), "machine": f"{platform.machine()}, {_cpu_count()} CPU, {threads} torch thread(s)",
+            "executed": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(seconds, 1),
+            "machine": f"{platform.machine()}, {_cpu_count()} CPU, {threads} torch thread(s)",
             "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
             "library": library_hash()}
 
