@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -62,15 +63,9 @@ def _provenance(entry: Entry, seconds: float, threads: str) -> dict:
     return {"commit": _git("rev-parse", "--short=10", "HEAD") + ("+dirty" if dirty else ""),
             "executed": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": round(seconds, 1),
-            "machine": f"{platform.machine()}, {_cpu_count()} CPU, {threads} torch thread(s)",
+            "machine": f"{platform.machine()}, {os.cpu_count() or 1} CPU, {threads} torch thread(s)",
             "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
             "library": library_hash()}
-
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = False,
@@ -81,8 +76,6 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
     Resumable: a page already stored for the same notebook bytes, parameters and library code
     (:func:`library_hash`) is kept unless ``force``. Returns the paths written or kept.
     """
-    import os
-
     out_dir = stored_dir(root, scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, failures, lib = [], [], library_hash()
