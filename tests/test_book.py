@@ -136,18 +136,51 @@ def test_damaged_stored_page_names_the_file(tmp_path):
         read_provenance(bad)
 
 
-def test_library_hash_ignores_book_tooling_but_not_models(tmp_path):
-    from urbanlib.book.stored import library_hash
+def test_import_closure_follows_imports_relative_lazy_and_parents(tmp_path):
+    import nbformat
 
-    pkg = tmp_path / "pkg"
-    for rel in ("book/a.py", "models/m.py"):
+    from urbanlib.book.stored import import_closure, library_hash
+
+    pkg = tmp_path / "urbanlib"
+    files = {
+        "__init__.py": "",
+        "a/__init__.py": "",
+        "a/one.py": "from .two import f\n",
+        "a/two.py": "def f():\n    import urbanlib.b.three\n",  # an import inside a function counts
+        "b/__init__.py": "",
+        "b/three.py": "x = 1\n",
+        "lazy/__init__.py": "from importlib import import_module\ndef get(n):\n    return import_module(n)\n",
+        "lazy/plug.py": "y = 1\n",
+        "unused.py": "z = 1\n",
+        "data.json": "{}",
+    }
+    for rel, text in files.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
-        (pkg / rel).write_text("x = 1\n")
-    h = library_hash(pkg)
-    (pkg / "book" / "a.py").write_text("x = 2\n")
-    assert library_hash(pkg) == h
-    (pkg / "models" / "m.py").write_text("x = 2\n")
-    assert library_hash(pkg) != h
+        (pkg / rel).write_text(text)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%matplotlib inline\nfrom urbanlib.a.one import f\nimport urbanlib.lazy")]
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    got = {p.relative_to(pkg).as_posix() for p in import_closure(tmp_path / "page.ipynb", pkg)}
+    assert got == {"__init__.py", "a/__init__.py", "a/one.py", "a/two.py", "b/__init__.py", "b/three.py",
+                   "lazy/__init__.py", "lazy/plug.py"}
+    h = library_hash(tmp_path / "page.ipynb", pkg)
+    (pkg / "unused.py").write_text("z = 2\n")  # outside the closure: the page is not stale
+    assert library_hash(tmp_path / "page.ipynb", pkg) == h
+    for rel in ("b/three.py", "data.json"):  # inside the closure, or package data
+        (pkg / rel).write_text((pkg / rel).read_text() + " ")
+        assert library_hash(tmp_path / "page.ipynb", pkg) != h
+        h = library_hash(tmp_path / "page.ipynb", pkg)
+
+
+def test_real_stored_pages_do_not_depend_on_the_verdict_code():
+    """Editing the verdicts or the results tooling must not mark the stored pages stale."""
+    from urbanlib.book.stored import import_closure
+
+    for name in ("benchmark", "pretrain_urbanln", "similarity", "clusters", "captions"):
+        rel = {p.relative_to(REPO / "urbanlib").as_posix() for p in import_closure(REPO / "notebooks" / f"{name}.ipynb")}
+        assert "models/__init__.py" in rel or name == "captions"
+        assert not {r for r in rel if "verdicts" in r or r.startswith(("book/", "results/"))}, name
+
 
 
 def test_default_book_has_every_profile_live_or_stored():

@@ -35,15 +35,79 @@ def stored_dir(root: Path, scale: str) -> Path:
     return Path(root) / "results" / "pages" / scale
 
 
-def library_hash(root: Path = PACKAGE_ROOT) -> str:
-    """Hash of the urbanlib code a page's numbers depend on: everything except the book and results tooling."""
+def import_closure(notebook: Path, root: Path = PACKAGE_ROOT) -> list[Path]:
+    """The urbanlib source files a notebook can run: its ``urbanlib`` imports, followed transitively.
+
+    Static (every ``import`` statement, also those inside functions), so it over-approximates what
+    one execution loads. A file that calls ``import_module`` (a lazy registry) pulls in every module
+    of its package. Parent packages' ``__init__.py`` are included, as Python runs them.
+    """
+    import ast
+
+    def module_file(name: str) -> Path | None:
+        parts = name.split(".")
+        if parts[0] != root.name:
+            return None
+        base = root.joinpath(*parts[1:])
+        for cand in (base.with_suffix(".py"), base / "__init__.py"):
+            if cand.is_file():
+                return cand
+        return None
+
+    def imports(tree: ast.AST, package: str) -> set[str]:
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                names.add(mod)
+                names |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import submodule`
+        return names
+
+    nb = nbformat.read(notebook, as_version=4)
+    src = "\n".join(line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+                    if not line.lstrip().startswith(("%", "!")))
+    todo, seen = list(imports(ast.parse(src), "")), set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # the module and every parent package
+            mod = ".".join(parts[:i])
+            path = module_file(mod)
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+            text = path.read_text()
+            todo += imports(ast.parse(text), package)
+            if "import_module(" in text:  # a lazy registry: any module beside it may run
+                todo += [f"{package}.{q.stem}" for q in path.parent.glob("*.py")]
+    return sorted(seen)
+
+
+def library_hash(notebook: Path | None = None, root: Path = PACKAGE_ROOT) -> str:
+    """Hash of the urbanlib code a page's numbers depend on.
+
+    With a notebook: the files of its :func:`import_closure` plus the package's data files
+    (profiles, paper tables). Without: every source file except the book and results tooling.
+    """
+    if notebook is not None:
+        files = set(import_closure(notebook, root))
+        files |= {p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES - {".py"}
+                  and "__pycache__" not in p.parts}
+    else:
+        files = {p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES
+                 and "__pycache__" not in p.relative_to(root).parts
+                 and p.relative_to(root).parts[0] not in ("book", "results")}
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if (p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in rel.parts
-                and rel.parts[0] not in ("book", "results")):
-            h.update(rel.as_posix().encode())
-            h.update(p.read_bytes())
+    for p in sorted(files):
+        h.update(p.relative_to(root).as_posix().encode())
+        h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -65,7 +129,7 @@ def _provenance(entry: Entry, seconds: float, threads: str) -> dict:
             "seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {os.cpu_count() or 1} CPU, {threads} torch thread(s)",
             "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
-            "library": library_hash()}
+            "library": library_hash(entry.notebook)}
 
 
 def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = False,
@@ -78,12 +142,14 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
     """
     out_dir = stored_dir(root, scale)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths, failures, lib = [], [], library_hash()
+    paths, failures = [], []
     for entry in entries:
         path = out_dir / f"{entry.slug}.ipynb"
         meta = read_provenance(path)
-        if (not force and meta and meta.get("notebook_sha") == _sha(entry.notebook.read_bytes())
-                and meta.get("params") == json.loads(json.dumps(entry.params)) and meta.get("library") == lib):
+        same = (meta and meta.get("notebook_sha") == _sha(entry.notebook.read_bytes())
+                and meta.get("params") == json.loads(json.dumps(entry.params))
+                and meta.get("library") == library_hash(entry.notebook))
+        if same and not force:
             log(f"kept {entry.slug} (stored {meta['executed']} at {meta['commit']})")
             paths.append(path)
             continue
@@ -118,13 +184,13 @@ def read_provenance(path: Path) -> dict | None:
         raise ValueError(f"{path}: not a readable stored notebook ({e})") from None
 
 
-def banner(meta: dict, entry: Entry, tree: str | None = None) -> str:
+def banner(meta: dict, entry: Entry, library: str | None = None) -> str:
     """The note shown at the top of a stored page: what ran, where, when, and what changed since."""
     changed = []
     if meta["notebook_sha"] != _sha(entry.notebook.read_bytes()):
         changed.append(f"the notebook `{entry.notebook.name}` has changed since")
-    if tree is not None and meta.get("library") != tree:
-        changed.append("the urbanlib library has changed since (re-run `make results` to refresh)")
+    if library is not None and meta.get("library") != library:
+        changed.append("urbanlib code this notebook imports has changed since (re-run `make results` to refresh)")
     params = ", ".join(f"{k}={v}" for k, v in meta["params"].items())
     text = (f"**Stored page, not executed by this build.** `python -m urbanlib.book store` ran it at commit "
             f"`{meta['commit']}` on {meta['executed']} ({meta['machine']}, {meta['seconds']:.0f} s), with "
@@ -138,7 +204,6 @@ def banner(meta: dict, entry: Entry, tree: str | None = None) -> str:
 def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) -> list[RunResult]:
     """Copy each stored entry's page into ``out_dir`` with its banner (or a page saying it is missing)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tree = library_hash()
     results = []
     for entry in entries:
         src = stored_dir(root, scale) / f"{entry.slug}.ipynb"
@@ -153,7 +218,8 @@ def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) ->
             status = "missing"
         else:
             nb = copy.deepcopy(nbformat.read(src, as_version=4))
-            nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(banner(meta, entry, tree)))
+            nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(
+                banner(meta, entry, library_hash(entry.notebook))))
             status = "stored"
         nbformat.write(nb, dst)
         results.append(RunResult(entry, dst, status, 0.0))
@@ -178,7 +244,6 @@ def stored_index(manifest: str | Path, root: Path, scale: str = "default"):
 
     from .manifest import load_manifest
 
-    lib = library_hash()
     rows = []
     for entry in (e for e in load_manifest(manifest, scale) if e.stored):
         meta = read_provenance(stored_dir(root, scale) / f"{entry.slug}.ipynb")
@@ -186,7 +251,7 @@ def stored_index(manifest: str | Path, root: Path, scale: str = "default"):
         if meta:
             row.update(commit=meta["commit"], executed=meta["executed"], seconds=meta["seconds"],
                        **{"notebook changed since": meta["notebook_sha"] != _sha(entry.notebook.read_bytes()),
-                          "library changed since": meta.get("library") != lib})
+                          "library changed since": meta.get("library") != library_hash(entry.notebook)})
         rows.append(row)
     return pd.DataFrame(rows, columns=["page", "stored", "commit", "executed", "seconds",
                                        "notebook changed since", "library changed since"])
