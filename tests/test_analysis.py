@@ -492,6 +492,10 @@ def test_verdict_table_lists_every_claim():
         {"claim_id": "UC08", "a": [0.6, 0.6, 0.6], "b": [0.59, 0.62, 0.6], "direction": "a>b",
          "comparison": "vs Tile2Vec"},
         {"claim_id": "LN27", "a": [1.0, 1.0, 1.0], "b": [1.0, 1.0, 1.0]},
+        # one wide, inconclusive comparison with a very low bound and one narrow contradiction:
+        # the row is contradicted, so the contradicting comparison's numbers are the ones shown
+        {"claim_id": "UC09", "a": [0.1, 0.9, -0.5], "b": [0.5, 0.4, 0.5], "direction": "a>b", "comparison": "wide"},
+        {"claim_id": "UC09", "a": [0.4, 0.41, 0.4], "b": [0.5, 0.5, 0.52], "direction": "a>b", "comparison": "narrow"},
     ])
     table = verdicts.verdict_table(claims, m)
     assert list(table["claim_id"]) == list(claims["claim_id"])
@@ -506,6 +510,8 @@ def test_verdict_table_lists_every_claim():
     assert "vs Tile2Vec" in v.loc["UC08", "comparisons"]
     assert v.loc["UC08", "mean_diff"] == pytest.approx(-0.01 / 3)  # the weakest comparison is shown
     assert v.loc["LN27", "verdict"] == "not testable here" and "two-quantity" in v.loc["LN27", "reason"]
+    assert v.loc["UC09", "verdict"] == "contradicted" and v.loc["UC09", "ci_high"] < 0
+    assert v.loc["UC09", "mean_diff"] == pytest.approx((0.4 + 0.41 + 0.4 - 0.5 - 0.5 - 0.52) / 3)
     untouched = v.loc["UC01"]
     assert untouched["verdict"] == "not testable here" and untouched["reason"].startswith("not measured")
     assert set(table["verdict"]) <= set(verdicts.VERDICTS)

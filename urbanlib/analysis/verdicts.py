@@ -159,8 +159,9 @@ def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level
 
     Returns:
         DataFrame with columns :data:`TABLE_COLUMNS`, in register order, ALL claims. For a
-        claim with several comparisons the numbers are those of the weakest comparison (the
-        smallest margin on the claimed side) and ``comparisons`` lists them all.
+        claim with several comparisons the numbers are those of the comparison that decides the
+        verdict: among the comparisons whose own verdict is the row's, the weakest (smallest
+        margin on the claimed side); ``comparisons`` lists them all.
 
     Raises:
         ValueError: naming the measurement row whose ``claim_id`` is not in the register, or
@@ -232,7 +233,11 @@ def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level
                 m = ci["ci_low"] if ci["direction"] == "a>b" else -ci["ci_high"]
                 return m if not math.isnan(m) else math.inf
 
-            _, weakest = min(results, key=margin)
+            # show the comparison that decides the verdict: the weakest among those with the row's
+            # verdict (a contradicting one for "contradicted"); otherwise the weakest of all
+            deciding = [r for r, v in zip(results, [verdict(ci) for _, ci in results], strict=True)
+                        if v == base["verdict"]] or results
+            _, weakest = min(deciding, key=margin)
             base.update(n_seeds=weakest["n_seeds"], mean_diff=weakest["mean_diff"], ci_low=weakest["ci_low"],
                         ci_high=weakest["ci_high"], relative_diff_pct=weakest["relative_diff_pct"])
             base["comparisons"] = "; ".join(
