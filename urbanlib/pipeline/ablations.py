@@ -80,14 +80,21 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
                      "captions_truncated": run.info["captions_truncated"]}, run.history)
 
 
+def probe_features(city: City, features):
+    """Probe rows (``probe_seed``, indicator, metrics) of one representation on the city's split."""
+    from urbanlib.eval.probe import fit_probes
+
+    from .benchmark import probe_config
+
+    res = fit_probes(features, city.ds.log_targets(), city.split, list(range(city.scale.probe_seeds)),
+                     probe_config(city.scale), indicators=city.ds.indicators)
+    return res.metrics.rename(columns={"seed": "probe_seed"})
+
+
 def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[str] | None = None,
                   imagery: str = "satellite", progress: bool = False):
     """Probe every variant on the city's split; returns (tidy metrics with a ``model`` column, features)."""
     import pandas as pd
-
-    from urbanlib.eval.probe import fit_probes
-
-    from .benchmark import probe_config
 
     urbanclip = list(URBANCLIP_VARIANTS) + URBANCLIP_BASELINE_VARIANTS if urbanclip is None else urbanclip
     urbanln = (list(URBANLN_VARIANTS) + [STAGE0_REFERENCE] + [f"mu={m}" for m in MU_SWEEP] if urbanln is None
@@ -96,9 +103,7 @@ def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[
              **{n: urbanln_variant(city, n, imagery, progress) for n in urbanln}}
     rows = []
     for name, f in feats.items():
-        res = fit_probes(f.features, city.ds.log_targets(), city.split, list(range(city.scale.probe_seeds)),
-                         probe_config(city.scale), indicators=city.ds.indicators)
-        m = res.metrics.rename(columns={"seed": "probe_seed"})
+        m = probe_features(city, f.features)
         m.insert(0, "model", name)
         m.insert(1, "family", "UrbanCLIP" if name in urbanclip else "UrbanLN")
         rows.append(m)

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
 from urbanlib.models.urbanln import UrbanLNConfig
 
+from .ablations import probe_features
 from .city import City
 from .features import run_features
 
@@ -84,22 +84,12 @@ def _region_texts(city: City, chosen: pd.DataFrame) -> list[list[str]]:
     return [list(by_region.get(r, [])) for r in city.ds.region_ids]
 
 
-def _probe(city: City, features: np.ndarray) -> pd.DataFrame:
-    from urbanlib.eval.probe import fit_probes
-
-    from .benchmark import probe_config
-
-    res = fit_probes(features, city.ds.log_targets(), city.split, list(range(city.scale.probe_seeds)),
-                     probe_config(city.scale), indicators=city.ds.indicators)
-    return res.metrics.rename(columns={"seed": "probe_seed"})
-
-
 def _train_and_probe(city: City, texts, config: UrbanLNConfig, progress: bool):
     from .urbanln import pretrain_urbanln
 
     run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
                            imagery="satellite", config=config, texts=texts, progress=progress)
-    return run, _probe(city, run_features(run, city.tensors, imagery="satellite"))
+    return run, probe_features(city, run_features(run, city.tensors, imagery="satellite"))
 
 
 def msd_noise_sweep(city: City, noise_levels=NOISE_LEVELS, rhos=(), progress: bool = False):
