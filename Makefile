@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  ?= book,dev,captions
 SCALE   ?= default
 
-.PHONY: book test test-all results lint install wordnet clean
+.PHONY: book test test-all results pages lint install wordnet clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; urbanlib needs Python 3.11 (set PY=...)"; exit 1; }
@@ -34,6 +34,9 @@ test-all: $(STAMP)
 
 results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results/pages/default/); both resumable
 	$(BIN)/python -m urbanlib.results run --scale full
+	$(BIN)/python -m urbanlib.book store --scale default
+
+pages: $(STAMP)  # only the stored pages (about 35 min on 2 cores); pages already stored for this code are kept
 	$(BIN)/python -m urbanlib.book store --scale default
 
 lint: $(STAMP)
