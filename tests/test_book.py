@@ -88,7 +88,7 @@ def test_manifest_stored_sets_are_flagged_and_limited_to_their_scales(tmp_path):
         load_manifest(manifest, scale="default")
 
 
-def test_store_then_place_labels_provenance_and_staleness(tmp_path):
+def test_store_then_place_labels_provenance_and_staleness(tmp_path, monkeypatch):
     import nbformat
 
     from urbanlib.book.stored import META_KEY, place_stored, store_entries
@@ -112,7 +112,7 @@ def test_store_then_place_labels_provenance_and_staleness(tmp_path):
     assert "square of 5 is 25" in "".join(str(o) for c in page.cells for o in c.get("outputs", []))
     assert "Stored page, not executed by this build" in text and meta["commit"] in text
     assert page.cells[0].source == "# Square" and "Stored page" in page.cells[1].source  # banner under the title
-    assert "has changed since" not in page.cells[1].source.split("library")[0]
+    assert "changed since" not in page.cells[1].source  # neither the notebook nor its code changed
     assert "Not stored yet" in nbformat.read(placed[1].output, as_version=4).cells[0].source
     from urbanlib.book.stored import stored_index
 
@@ -125,6 +125,14 @@ def test_store_then_place_labels_provenance_and_staleness(tmp_path):
     again = place_stored(stored[:1], root, "default", tmp_path / "out")
     assert "`square.ipynb` has changed since" in nbformat.read(again[0].output, as_version=4).cells[1].source
     assert stored_index(manifest, root, "default")["notebook changed since"].iloc[0]
+    # a change in the code the page imports is flagged too
+    import urbanlib.book.stored as stored_mod
+
+    monkeypatch.setattr(stored_mod, "library_hash", lambda notebook, root=None: "edited-code")
+    again = place_stored(stored[:1], root, "default", tmp_path / "out")
+    banner = nbformat.read(again[0].output, as_version=4).cells[1].source
+    assert "urbanlib code this notebook imports has changed" in banner
+    assert stored_index(manifest, root, "default")["library changed since"].iloc[0]
 
 
 def test_damaged_stored_page_names_the_file(tmp_path):
@@ -145,10 +153,16 @@ def test_import_closure_follows_imports_relative_lazy_and_parents(tmp_path):
     files = {
         "__init__.py": "",
         "a/__init__.py": "",
-        "a/one.py": "from .two import f\n",
+        "a/one.py": "from .two import f\nfrom . import sub\n",
         "a/two.py": "def f():\n    import urbanlib.b.three\n",  # an import inside a function counts
         "b/__init__.py": "",
         "b/three.py": "x = 1\n",
+        "b/rules.json": "{}",  # data beside a module in the closure
+        "a/sub/__init__.py": "from ...c import four\n",  # three levels up: urbanlib.c
+        "c/__init__.py": "",
+        "c/four.py": "",
+        "d/__init__.py": "",
+        "d/table.csv": "a\n1\n",  # data of a package the page never imports
         "lazy/__init__.py": "from importlib import import_module\ndef get(n):\n    return import_module(n)\n",
         "lazy/plug.py": "y = 1\n",
         "unused.py": "z = 1\n",
@@ -161,25 +175,49 @@ def test_import_closure_follows_imports_relative_lazy_and_parents(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("%matplotlib inline\nfrom urbanlib.a.one import f\nimport urbanlib.lazy")]
     nbformat.write(nb, tmp_path / "page.ipynb")
     got = {p.relative_to(pkg).as_posix() for p in import_closure(tmp_path / "page.ipynb", pkg)}
-    assert got == {"__init__.py", "a/__init__.py", "a/one.py", "a/two.py", "b/__init__.py", "b/three.py",
-                   "lazy/__init__.py", "lazy/plug.py"}
+    assert got == {"__init__.py", "a/__init__.py", "a/one.py", "a/two.py", "a/sub/__init__.py", "b/__init__.py",
+                   "b/three.py", "c/__init__.py", "c/four.py", "lazy/__init__.py", "lazy/plug.py"}
     h = library_hash(tmp_path / "page.ipynb", pkg)
-    (pkg / "unused.py").write_text("z = 2\n")  # outside the closure: the page is not stale
-    assert library_hash(tmp_path / "page.ipynb", pkg) == h
-    for rel in ("b/three.py", "data.json"):  # inside the closure, or package data
+    for rel in ("unused.py", "d/table.csv"):  # outside the closure: the page is not stale
+        (pkg / rel).write_text((pkg / rel).read_text() + " ")
+        assert library_hash(tmp_path / "page.ipynb", pkg) == h
+    for rel in ("b/three.py", "b/rules.json", "data.json"):  # in the closure, data beside it, top-level data
         (pkg / rel).write_text((pkg / rel).read_text() + " ")
         assert library_hash(tmp_path / "page.ipynb", pkg) != h
         h = library_hash(tmp_path / "page.ipynb", pkg)
 
 
-def test_real_stored_pages_do_not_depend_on_the_verdict_code():
-    """Editing the verdicts or the results tooling must not mark the stored pages stale."""
+def test_a_cell_that_is_not_python_names_the_notebook_and_cell(tmp_path):
+    import nbformat
+
     from urbanlib.book.stored import import_closure
 
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%%bash\necho skipped"), nbformat.v4.new_code_cell("x = (")]
+    nbformat.write(nb, tmp_path / "odd.ipynb")
+    with pytest.raises(ValueError, match=r"odd.ipynb: code cell 1 is not plain Python"):
+        import_closure(tmp_path / "odd.ipynb")
+
+
+def test_real_stored_pages_do_not_depend_on_the_verdict_code(tmp_path):
+    """Editing the verdict code or the results tooling keeps the stored pages fresh."""
+    import shutil
+
+    from urbanlib.book.stored import import_closure, library_hash
+
+    pkg = shutil.copytree(REPO / "urbanlib", tmp_path / "urbanlib", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("benchmark", "pretrain_urbanln", "similarity", "clusters", "captions"):
-        rel = {p.relative_to(REPO / "urbanlib").as_posix() for p in import_closure(REPO / "notebooks" / f"{name}.ipynb")}
+        nb = REPO / "notebooks" / f"{name}.ipynb"
+        rel = {p.relative_to(pkg).as_posix() for p in import_closure(nb, pkg)}
         assert "models/__init__.py" in rel or name == "captions"
         assert not {r for r in rel if "verdicts" in r or r.startswith(("book/", "results/"))}, name
+    nb = REPO / "notebooks" / "benchmark.ipynb"
+    before = library_hash(nb, pkg)
+    for rel in ("pipeline/verdicts.py", "analysis/verdicts.py", "results/views.py"):
+        (pkg / rel).write_text((pkg / rel).read_text() + "\n# edited\n")
+    assert library_hash(nb, pkg) == before
+    (pkg / "models" / "msd.py").write_text((pkg / "models" / "msd.py").read_text() + "\n# edited\n")
+    assert library_hash(nb, pkg) != before
 
 
 

@@ -70,9 +70,16 @@ def import_closure(notebook: Path, root: Path = PACKAGE_ROOT) -> list[Path]:
         return names
 
     nb = nbformat.read(notebook, as_version=4)
-    src = "\n".join(line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
-                    if not line.lstrip().startswith(("%", "!")))
-    todo, seen = list(imports(ast.parse(src), "")), set()
+    todo, seen = [], set()
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or cell.source.lstrip().startswith("%%"):  # cell magics: not Python
+            continue
+        src = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            todo += imports(ast.parse(src), "")
+        except SyntaxError as e:
+            raise ValueError(f"{notebook}: code cell {i} is not plain Python ({e.msg}, line {e.lineno}); "
+                             "stored pages need cells whose imports can be read statically") from None
     while todo:
         name = todo.pop()
         parts = name.split(".")
@@ -90,20 +97,18 @@ def import_closure(notebook: Path, root: Path = PACKAGE_ROOT) -> list[Path]:
     return sorted(seen)
 
 
-def library_hash(notebook: Path | None = None, root: Path = PACKAGE_ROOT) -> str:
+def library_hash(notebook: Path, root: Path = PACKAGE_ROOT) -> str:
     """Hash of the urbanlib code a page's numbers depend on.
 
-    With a notebook: the files of its :func:`import_closure` plus the package's data files
-    (profiles, paper tables). Without: every source file except the book and results tooling.
+    The files of the notebook's :func:`import_closure`, plus the data files (profiles, paper tables,
+    caption rules) in the folders of those modules: editing code or data the page cannot reach does
+    not make it stale.
     """
-    if notebook is not None:
-        files = set(import_closure(notebook, root))
-        files |= {p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES - {".py"}
-                  and "__pycache__" not in p.parts}
-    else:
-        files = {p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES
-                 and "__pycache__" not in p.relative_to(root).parts
-                 and p.relative_to(root).parts[0] not in ("book", "results")}
+    files = set(import_closure(notebook, root))
+    dirs = {f.parent for f in files if f.parent != root}
+    files |= {p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES - {".py"}
+              and "__pycache__" not in p.parts
+              and (p.parent == root or any(p.parent == d or d in p.parent.parents for d in dirs))}
     h = hashlib.sha256()
     for p in sorted(files):
         h.update(p.relative_to(root).as_posix().encode())
@@ -122,11 +127,11 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def _provenance(entry: Entry, seconds: float, threads: str) -> dict:
+def _provenance(entry: Entry) -> dict:
     dirty = _git("status", "--porcelain", "urbanlib", "notebooks")
+    threads = os.environ.get("URBANLIB_NUM_THREADS", "all")
     return {"commit": _git("rev-parse", "--short=10", "HEAD") + ("+dirty" if dirty else ""),
             "executed": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {os.cpu_count() or 1} CPU, {threads} torch thread(s)",
             "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
             "library": library_hash(entry.notebook)}
@@ -154,6 +159,7 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
             paths.append(path)
             continue
         tmp = out_dir / f".{entry.slug}.running.ipynb"
+        prov = _provenance(entry)  # before the run: what it runs with, even if files change meanwhile
         t0 = time.perf_counter()
         try:
             execute_entry(entry, tmp, kernel_name)
@@ -162,8 +168,7 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
             log(f"FAILED {entry.slug}: {e}")
             continue
         nb = nbformat.read(tmp, as_version=4)
-        nb.metadata[META_KEY] = _provenance(entry, time.perf_counter() - t0,
-                                            os.environ.get("URBANLIB_NUM_THREADS", "all"))
+        nb.metadata[META_KEY] = {**prov, "seconds": round(time.perf_counter() - t0, 1)}
         nbformat.write(nb, tmp)
         tmp.replace(path)
         log(f"stored {entry.slug} in {time.perf_counter() - t0:.0f} s")
