@@ -90,3 +90,21 @@ def test_a_committed_unit_reproduces():
 def test_a_committed_training_unit_reproduces():
     """The same for experiments that train models (minutes per unit on a CPU)."""
     _verify_random_unit(cheap=False)
+
+
+def _append_many(args):
+    from urbanlib.results.store import append_rows
+
+    worker, folder = args
+    for i in range(15):
+        rows = [{"city": "c", "model": "m", "task": "t", "metric": "R2", "value": float(i)}]
+        append_rows("concurrent", f"w{worker}-u{i}", rows, {"w": worker, "i": i}, 0, "smoke", 0.0, folder)
+
+
+def test_two_workers_appending_together_lose_no_unit(tmp_path):
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_append_many, [(0, tmp_path), (1, tmp_path)])
+    units = set(read_results("concurrent", tmp_path)["unit"])
+    assert units == {f"w{w}-u{i}" for w in (0, 1) for i in range(15)}

@@ -7,6 +7,7 @@ number in the book can always be traced to the code and settings that produced i
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -89,12 +90,16 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     missing = [c for c in ROW_COLUMNS if c not in new.columns]
     if missing:
         raise ValueError(f"result rows of {experiment}/{unit} lack column(s) {missing}")
-    old = read_results(experiment, results_dir)
-    old = old[old["unit"] != unit]
-    out = pd.concat([old, new[ROW_COLUMNS + PROVENANCE_COLUMNS]], ignore_index=True)
     path = results_path(experiment, results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
+    # two `make results` workers finishing units of one experiment together: the second waits, then
+    # re-reads, so neither drops the other's unit
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = read_results(experiment, results_dir)
+        old = old[old["unit"] != unit]
+        out = pd.concat([old, new[ROW_COLUMNS + PROVENANCE_COLUMNS]], ignore_index=True)
+        tmp = path.with_name(path.name + ".tmp")
+        out.to_csv(tmp, index=False)
+        os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
     return out
