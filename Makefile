@@ -36,7 +36,7 @@ results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results
 	$(BIN)/python -m urbanlib.results run --scale full
 	$(BIN)/python -m urbanlib.book store --scale default
 
-pages: $(STAMP)  # only the stored pages (about 35 min on 2 cores); pages already stored for this code are kept
+pages: $(STAMP)  # only the stored pages (41 min measured); pages stored for the same notebook and code are kept
 	$(BIN)/python -m urbanlib.book store --scale default
 
 lint: $(STAMP)

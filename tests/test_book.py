@@ -247,3 +247,21 @@ def test_store_goes_on_after_a_failing_page_and_reports_it(tmp_path):
         store_entries(stored, tmp_path / "site", "default", log=lambda *_: None)
     pages = sorted(p.name for p in (tmp_path / "site" / "results" / "pages" / "default").glob("*.ipynb"))
     assert pages == [".square__5.running.ipynb", "square__6.ipynb"]  # the failed run kept for its traceback
+
+
+def test_committed_stored_pages_match_the_manifest_and_ran_cleanly():
+    """Every committed stored page belongs to a stored entry, carries its parameters, and has no error output."""
+    import nbformat
+
+    from urbanlib.book.stored import META_KEY, stored_dir
+
+    entries = {e.slug: e for e in load_manifest(REPO / "notebooks" / "runs.yml", "default") if e.stored}
+    pages = sorted(stored_dir(REPO, "default").glob("[!.]*.ipynb"))
+    if not pages:
+        pytest.skip("no stored page committed in this checkout")
+    for page in pages:
+        assert page.stem in entries, f"{page.name} is not a stored entry of notebooks/runs.yml"
+        nb = nbformat.read(page, as_version=4)
+        assert nb.metadata[META_KEY]["params"] == entries[page.stem].params, page.name
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors, f"{page.name}: {errors[0].get('ename')}"
