@@ -123,6 +123,7 @@ def test_store_then_place_labels_provenance_and_staleness(tmp_path, monkeypatch)
     nb = (tmp_path / "square.ipynb").read_text().replace("square of", "the square of")
     (tmp_path / "square.ipynb").write_text(nb)
     again = place_stored(stored[:1], root, "default", tmp_path / "out")
+    assert again[0].status == "stale"
     assert "`square.ipynb` has changed since" in nbformat.read(again[0].output, as_version=4).cells[1].source
     assert stored_index(manifest, root, "default")["notebook changed since"].iloc[0]
     # a change in the code the page imports is flagged too

@@ -76,14 +76,18 @@ def main(argv=None) -> int:
     results = [by_slug[e.slug] for e in entries]
     missing = [r.entry.slug for r in placed if r.status == "missing"]
     if missing:
-        print(f"note: {len(missing)} stored page(s) not stored yet (run `make results`): {', '.join(missing)}")
+        print(f"note: {len(missing)} stored page(s) not stored yet (run `make pages`): {', '.join(missing)}")
+    stale = [r.entry.slug for r in placed if r.status == "stale"]
+    if stale:
+        print(f"note: {len(stale)} stored page(s) ran with an earlier notebook or library code; their banners say "
+              f"so (run `make pages` to refresh): {', '.join(stale)}")
     write_toc(results, root, parts_of=parts_of)
     timings = {r.entry.slug: {"status": r.status, "seconds": round(r.seconds, 1)} for r in results}
     (root / ".cache").mkdir(exist_ok=True)
     (root / ".cache" / "book_timings.json").write_text(json.dumps(timings, indent=2))
     print(f"executed {sum(r.status == 'ran' for r in results)} notebook(s), "
           f"{sum(r.status == 'cached' for r in results)} cached, "
-          f"{sum(r.status == 'stored' for r in results)} stored, in {time.perf_counter() - t0:.0f} s")
+          f"{sum(r.status in ('stored', 'stale') for r in results)} stored, in {time.perf_counter() - t0:.0f} s")
     if args.command == "run":
         return 0
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(root / "_toc.yml"),

@@ -207,7 +207,11 @@ def banner(meta: dict, entry: Entry, library: str | None = None) -> str:
 
 
 def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) -> list[RunResult]:
-    """Copy each stored entry's page into ``out_dir`` with its banner (or a page saying it is missing)."""
+    """Copy each stored entry's page into ``out_dir`` with its banner (or a page saying it is missing).
+
+    Status per page: ``stored``; ``stale`` when the notebook or code it imports changed since it ran
+    (the banner says so); ``missing`` when it was never stored.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for entry in entries:
@@ -223,9 +227,9 @@ def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) ->
             status = "missing"
         else:
             nb = copy.deepcopy(nbformat.read(src, as_version=4))
-            nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(
-                banner(meta, entry, library_hash(entry.notebook))))
-            status = "stored"
+            text = banner(meta, entry, library_hash(entry.notebook))
+            nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(text))
+            status = "stale" if "**Note:**" in text else "stored"
         nbformat.write(nb, dst)
         results.append(RunResult(entry, dst, status, 0.0))
     return results
