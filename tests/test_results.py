@@ -42,6 +42,24 @@ def test_units_glob_runs_only_matching_units(toy, tmp_path):
     assert calls == [0, 2] and [u for u, _, _ in pending_units(exp, "full", tmp_path)] == ["s1"]
 
 
+def test_a_unit_stored_meanwhile_by_another_worker_is_skipped(toy, tmp_path):
+    from urbanlib.results.store import append_rows
+
+    exp, calls = toy
+    inner = exp.run
+
+    def run(config, seed, scale):  # while this worker runs s0, another one stores s1
+        if seed == 0:
+            append_rows("toy", "s1", inner(config, 1, scale), config, 1, scale, 0.0, tmp_path)
+        return inner(config, seed, scale)
+
+    exp.run = run
+    log = []
+    assert run_all("full", results_dir=tmp_path, log=log.append) == 2
+    assert calls == [1, 0, 2]  # s1 ran once, in the "other worker"
+    assert any("s1 was stored meanwhile" in m for m in log) and pending_units(exp, "full", tmp_path) == []
+
+
 def test_redefining_a_scale_preset_marks_its_units_pending(toy, tmp_path, monkeypatch):
     from dataclasses import replace
 

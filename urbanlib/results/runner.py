@@ -28,7 +28,8 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
             log=print, units: str | None = None) -> int:
     """Run every pending unit of every registered experiment; returns how many units ran.
 
-    ``only`` names experiments; ``units`` is a glob over unit ids (``"synth-ring-*"``).
+    ``only`` names experiments; ``units`` is a glob over unit ids (``"synth-ring-*"``). Each unit is
+    checked again just before it runs, so several workers can share one ``results/`` folder.
     """
     n = 0
     for name, exp in load_all().items():
@@ -37,6 +38,9 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
         pending = pending_units(exp, scale, results_dir)
         todo = [t for t in pending if not units or fnmatch.fnmatchcase(t[0], units)]
         for unit, config, seed in tqdm(todo, desc=name, unit="unit"):
+            if (unit, config, seed) not in pending_units(exp, scale, results_dir):
+                log(f"{name}: {unit} was stored meanwhile (another worker); skipped")
+                continue
             t0 = time.perf_counter()
             rows = exp.run(config, seed, scale)
             append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir)
