@@ -82,6 +82,11 @@ def test_manifest_stored_sets_are_flagged_and_limited_to_their_scales(tmp_path):
     assert [(e.params["x"], e.stored) for e in entries] == [(7, False), (12, False), (5, True)]
     # stored pages belong to the default scale unless `stored_scales` says otherwise
     assert [e.params["x"] for e in load_manifest(manifest, scale="smoke")] == [7, 12]
+    text = manifest.read_text()
+    manifest.write_text(text + "    stored_scales: default\n")  # a string, not a list
+    with pytest.raises(ManifestError, match=r"square.*'stored_scales' must be a list"):
+        load_manifest(manifest, scale="default")
+    manifest.write_text(text)
     bad = manifest.read_text().replace("title: 'Square of {x}'", "title: 'Square of {y}'")
     manifest.write_text(bad)
     with pytest.raises(ManifestError, match=r"square.*title names parameter 'y'"):

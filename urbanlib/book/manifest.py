@@ -67,6 +67,9 @@ def load_manifest(path: str | Path, scale: str) -> list[Entry]:
         nb = (root / exp["notebook"]).resolve()
         if not nb.is_file():
             raise ManifestError(f"{where} ({key}): notebook {nb} does not exist")
+        for field_name in ("params", "stored", "stored_scales"):
+            if field_name in exp and not isinstance(exp[field_name], list):
+                raise ManifestError(f"{where} ({key}): '{field_name}' must be a list, got {exp[field_name]!r}")
         sets = [("params", g, False) for g in (exp.get("params") or [{}])]
         if scale in exp.get("stored_scales", ["default"]):
             sets += [("stored", g, True) for g in (exp.get("stored") or [])]

@@ -32,7 +32,7 @@ class RunResult:
 
     entry: Entry
     output: Path
-    status: str  # "ran", "cached", "stored" (copied from results/pages) or "missing" (not stored yet)
+    status: str  # "ran", "cached", "stored" (copied from results/pages), "stale" (stored, older code) or "missing"
     seconds: float
 
 

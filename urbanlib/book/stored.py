@@ -195,7 +195,7 @@ def banner(meta: dict, entry: Entry, library: str | None = None) -> str:
     if meta["notebook_sha"] != _sha(entry.notebook.read_bytes()):
         changed.append(f"the notebook `{entry.notebook.name}` has changed since")
     if library is not None and meta.get("library") != library:
-        changed.append("urbanlib code this notebook imports has changed since (re-run `make results` to refresh)")
+        changed.append("urbanlib code this notebook imports has changed since (re-run `make pages` to refresh)")
     params = ", ".join(f"{k}={v}" for k, v in meta["params"].items())
     text = (f"**Stored page, not executed by this build.** `python -m urbanlib.book store` ran it at commit "
             f"`{meta['commit']}` on {meta['executed']} ({meta['machine']}, {meta['seconds']:.0f} s), with "
