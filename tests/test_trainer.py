@@ -214,3 +214,119 @@ def test_ddp_gloo_two_processes_match_single_process(tmp_path):
         for key in ("loss", "contrastive_loss", "caption_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)
     assert math.isfinite(single.history[-1]["loss"])
+
+
+# ---- validation, early stopping, plateau schedule ------------------------------------------------
+class _Linear(torch.nn.Module):
+    """y = w x + b with a squared loss: converges in a few dozen steps, then the validation loss plateaus."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, batch):
+        err = self.lin(batch["x"]).squeeze(-1) - batch["y"]
+        return {"loss": (err ** 2).mean(), "abs_loss": err.abs().mean()}
+
+
+class _Points:
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.3 * torch.randn(n, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _es_cfg(**kw):
+    base = dict(max_steps=400, batch_size=8, lr=0.05, warmup_steps=2, progress=False, seed=1, evals_per_epoch=2,
+                patience=5, schedule="plateau", checkpoint_every=7, weight_decay=0.0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _val_rows(path):
+    with (path / "val.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path):
+    tr = Trainer(_Linear(), _Points(64, 0), _es_cfg(), tmp_path, val_dataset=_Points(24, 1))
+    tr.fit()
+    st = tr.stop
+    assert st.stopped_by == "patience" and st.finished
+    assert tr.step < 400  # stopped well before the cap
+    rows = _val_rows(tmp_path)
+    steps = [int(r["step"]) for r in rows]
+    assert steps[0] == 0 and steps == sorted(steps) and all(b - a == 4 for a, b in zip(steps, steps[1:]))  # 8 steps/epoch
+    vals = [float(r["val_loss"]) for r in rows]
+    best = min(range(len(vals)), key=vals.__getitem__)
+    assert steps[best] == st.best_step and vals[best] == pytest.approx(st.best_val)
+    # patience: 5 evaluations, but at least 2 epochs = 4 evaluations at 2 per epoch -> 5; the run ran them
+    assert tr.patience == 5 and (tr.step - st.best_step) // tr.eval_interval >= tr.patience
+    # the plateau schedule cut the lr before stopping
+    assert float(rows[-1]["lr_scale"]) < 1.0 and tr.history[-1]["lr"] < 0.05
+    # the model holds the best evaluation's weights, and its validation loss is the best one
+    assert tr.evaluate() == pytest.approx(st.best_val, rel=1e-6)
+
+
+def test_patience_spans_at_least_two_epochs(tmp_path):
+    tr = Trainer(_Linear(), _Points(64, 0), _es_cfg(evals_per_epoch=8, patience=5), tmp_path, val_dataset=_Points(24, 1))
+    assert tr.eval_interval == 1 and tr.patience == 16  # 2 epochs of 8 evaluations each
+
+
+def test_early_stopped_run_resumes_to_the_same_stop_and_is_not_rewritten(tmp_path):
+    straight = Trainer(_Linear(), _Points(64, 0), _es_cfg(), tmp_path / "a", val_dataset=_Points(24, 1))
+    straight.fit()
+
+    class Killed(Exception):
+        pass
+
+    model = _Linear()
+    calls = {"n": 0}
+
+    def die_at_step_23(step):
+        calls["n"] += 1
+        if step == 22:  # 0-based index: after the checkpoint at 21, before the one at 28
+            raise Killed
+
+    model.after_optimizer_step = die_at_step_23
+    first = Trainer(model, _Points(64, 0), _es_cfg(), tmp_path / "b", val_dataset=_Points(24, 1))
+    with pytest.raises(Killed):
+        first.fit()
+    del model.after_optimizer_step
+    second = Trainer(_Linear(), _Points(64, 0), _es_cfg(), tmp_path / "b", val_dataset=_Points(24, 1))
+    second.fit()
+    assert second.step == straight.step and second.stop == straight.stop
+    assert _val_rows(tmp_path / "a") == _val_rows(tmp_path / "b")  # no duplicate or stale validation rows
+    for p, q in zip(straight.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    final = latest_checkpoint(tmp_path / "b")
+    mtime = (final / "model.safetensors").stat().st_mtime_ns
+    again = Trainer(_Linear(), _Points(64, 0), _es_cfg(), tmp_path / "b", val_dataset=_Points(24, 1))
+    assert again.fit() == [] and again.step == straight.step
+    assert (final / "model.safetensors").stat().st_mtime_ns == mtime  # a finished run is not rewritten
+
+
+def test_validation_does_not_change_the_training_stream(tmp_path):
+    plain = Trainer(_Linear(), _Points(64, 0), _es_cfg(max_steps=12, patience=0, evals_per_epoch=0,
+                                                      schedule="cosine"), tmp_path / "a")
+    with_val = Trainer(_Linear(), _Points(64, 0), _es_cfg(max_steps=12, patience=0, schedule="cosine",
+                                                         restore_best=False), tmp_path / "b",
+                       val_dataset=_Points(24, 1))
+    assert [r["loss"] for r in plain.fit()] == [r["loss"] for r in with_val.fit()]
+    assert with_val.stop.stopped_by == "cap" and len(_val_rows(tmp_path / "b")) == 1 + 12 // 4
+
+
+def test_validation_settings_need_a_val_dataset_and_a_known_key(tmp_path):
+    with pytest.raises(ValueError, match="val_dataset"):
+        Trainer(_Linear(), _Points(64, 0), _es_cfg(), tmp_path)
+    with pytest.raises(ValueError, match="schedule"):
+        Trainer(_Linear(), _Points(64, 0), _es_cfg(schedule="step"), tmp_path, val_dataset=_Points(24, 1))
+    tr = Trainer(_Linear(), _Points(64, 0), _es_cfg(val_key="nope"), tmp_path, val_dataset=_Points(24, 1))
+    with pytest.raises(KeyError, match="nope"):
+        tr.fit()

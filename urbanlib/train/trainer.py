@@ -1,8 +1,16 @@
 """The trainer shared by every model that follows the protocol in ``notes/GUIDE.md``.
 
 ``model(batch) -> {"loss": ..., "<name>_loss": ...}``; optional ``model.after_optimizer_step(step)``.
-AdamW, linear warmup + cosine decay, gradient clipping, optional autocast (bf16/fp16 on CUDA, bf16
-on CPU), per-step CSV log, atomic safetensors checkpoints, exact resume, DDP under ``torchrun``.
+AdamW (fused), linear warmup then cosine decay over the step cap or a plateau schedule, gradient
+clipping, optional autocast (bf16/fp16 on CUDA, bf16 on CPU), per-step CSV log, atomic safetensors
+checkpoints, exact resume, DDP under ``torchrun``.
+
+Training length is decided on data when a validation set is given: the validation loss is computed
+``evals_per_epoch`` times per epoch (and once at step 0); the run stops when it has not improved for
+``patience`` evaluations spanning at least ``patience_epochs`` epochs, or at the step cap, and the
+weights of the best evaluation are the run's result. With ``schedule="plateau"`` the learning rate
+follows that length: it is cut by ``plateau_factor`` after ``plateau_patience`` evaluations without
+improvement (a cosine over the cap that stops early would never have decayed).
 
 Data order is a pure function of ``(seed, epoch)``: each epoch draws a permutation from its own
 generator, and the global batch ``perm[i*B:(i+1)*B]`` is split across ranks, so a resumed run —
@@ -12,7 +20,10 @@ and an N-rank run — sees exactly the batches of the uninterrupted single-proce
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -22,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -30,6 +42,7 @@ from .distributed import is_distributed, rank, world_size
 from .schedule import lr_at
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("cosine", "plateau")
 
 
 @dataclass
@@ -50,6 +63,30 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints (0 = only at the end)
     progress: bool = True  # tqdm bar on rank 0
     num_threads: int = 0  # torch intra-op threads (0 = leave as is); 1 avoids OpenMP thrash on a busy CPU
+    schedule: str = "cosine"  # "cosine" over the step cap | "plateau": warmup, then cut on validation plateaus
+    evals_per_epoch: int = 0  # validation passes per epoch (0 = no validation; needs a val_dataset)
+    patience: int = 0  # stop after this many evaluations without improvement (0 = always run to the cap)
+    patience_epochs: float = 2.0  # ... and the patience window spans at least this many epochs
+    plateau_patience: int = 2  # evaluations without improvement before the lr is cut (schedule="plateau")
+    plateau_factor: float = 0.5  # lr multiplier at each plateau
+    min_delta: float = 1e-3  # relative decrease of the validation loss that counts as an improvement
+    val_key: str = "loss"  # which term of ``model(batch)`` is the validation loss
+    restore_best: bool = True  # the run's final weights are those of its best evaluation
+    fused_adamw: bool = True  # torch's fused AdamW kernel (fewer passes over the parameters)
+
+
+@dataclass
+class EarlyStopState:
+    """Validation bookkeeping, saved in every checkpoint so that a resumed run stops where the straight one does."""
+
+    evals: int = 0  # evaluations so far (step 0 included)
+    best_val: float | None = None  # lowest validation loss seen
+    best_step: int = 0  # the step it was seen at (the run's result with restore_best)
+    bad_evals: int = 0  # evaluations since the last improvement
+    bad_since_cut: int = 0  # ... since the last learning-rate cut
+    lr_scale: float = 1.0  # product of the plateau cuts
+    stopped_by: str | None = None  # "patience" | "cap" once the run has stopped
+    finished: bool = False  # the final checkpoint is written
 
 
 def init_distributed_from_env() -> bool:
@@ -86,13 +123,20 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Path,
-                 collate: Callable = default_collate, device: str | torch.device | None = None):
+                 collate: Callable = default_collate, device: str | torch.device | None = None,
+                 val_dataset: Any = None):
         if config.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {config.precision!r}")
+        if config.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+        if (config.evals_per_epoch or config.patience or config.schedule == "plateau") and val_dataset is None:
+            raise ValueError("evals_per_epoch, patience and schedule='plateau' need a val_dataset")
+        if val_dataset is not None and len(val_dataset) == 0:
+            raise ValueError("val_dataset is empty")
         init_distributed_from_env()
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        self.config, self.dataset, self.collate = config, dataset, collate
+        self.config, self.dataset, self.collate, self.val_dataset = config, dataset, collate, val_dataset
         self.out_dir = Path(out_dir)
         if device is None:
             device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
@@ -110,7 +154,8 @@ class Trainer:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         groups = [{"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": config.weight_decay},
                   {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+        fused = config.fused_adamw and self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.ddp = None
         if is_distributed():
@@ -118,6 +163,11 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        evals = config.evals_per_epoch or (1 if val_dataset is not None else 0)
+        self.eval_interval = max(1, self.steps_per_epoch // evals) if evals else 0
+        self.patience = (max(config.patience, math.ceil(config.patience_epochs * self.steps_per_epoch
+                                                        / self.eval_interval)) if config.patience else 0)
+        self.stop = EarlyStopState()
 
     # ---- data ---------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> torch.Tensor:
@@ -142,7 +192,7 @@ class Trainer:
         path = None
         if self.rank == 0:
             extra = {"train_config": asdict(self.config), "history_len": len(self.history),
-                     "scaler": self.scaler.state_dict() if self.scaler else None}
+                     "scaler": self.scaler.state_dict() if self.scaler else None, "early_stop": asdict(self.stop)}
             cfg = getattr(self.model, "cfg", None)
             if cfg is not None and hasattr(cfg, "to_dict"):
                 extra["model_config"] = cfg.to_dict()
@@ -160,7 +210,95 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        if state.get("early_stop"):
+            self.stop = EarlyStopState(**state["early_stop"])
         return True
+
+    # ---- validation -------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean validation loss (``config.val_key``) over fixed, unaugmented-by-epoch batches.
+
+        Batches are the validation set in order, ``batch_size`` at a time (one batch of all of it when
+        it is smaller), split across ranks like training batches; the RNG is forked so evaluating
+        does not change the training run's random stream.
+        """
+        cfg, n = self.config, len(self.val_dataset)
+        size = min(cfg.batch_size, n) if self.world == 1 else cfg.batch_size
+        if n < size:
+            raise ValueError(f"val_dataset has {n} samples, fewer than one batch of {size} across {self.world} ranks")
+        net = self.ddp or self.model
+        net.eval()
+        total, count = torch.zeros((), dtype=torch.float64), 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 7919)
+            per_rank = size // self.world
+            for start in range(0, n - size + 1, size):
+                idx = range(start + self.rank * per_rank, start + (self.rank + 1) * per_rank)
+                batch = {k: v.to(self.device) for k, v in self.collate([self.val_dataset[i] for i in idx]).items()}
+                with self._autocast():
+                    out = net(batch)
+                if cfg.val_key not in out:
+                    raise KeyError(f"val_key {cfg.val_key!r} is not a term of {type(self.model).__name__}.forward "
+                                   f"(terms: {sorted(out)})")
+                total += float(out[cfg.val_key]) * size
+                count += size
+        net.train()
+        if is_distributed():
+            dist.all_reduce(total)
+            total /= self.world
+        return float(total) / count
+
+    def _after_eval(self, val: float) -> None:
+        """Track the best validation loss, cut the lr on a plateau, decide whether to stop."""
+        st, cfg = self.stop, self.config
+        st.evals += 1
+        improved = st.best_val is None or val < st.best_val - cfg.min_delta * abs(st.best_val)
+        if improved:
+            st.best_val, st.best_step, st.bad_evals, st.bad_since_cut = val, self.step, 0, 0
+            if cfg.restore_best and self.rank == 0:
+                self._save_best()
+        else:
+            st.bad_evals += 1
+            st.bad_since_cut += 1
+            if cfg.schedule == "plateau" and st.bad_since_cut >= cfg.plateau_patience:
+                st.lr_scale *= cfg.plateau_factor
+                st.bad_since_cut = 0
+        if self.patience and st.bad_evals >= self.patience:
+            st.stopped_by = "patience"
+        if self.rank == 0:
+            path = self.out_dir / "val.csv"
+            new = not path.exists()
+            with path.open("a", newline="") as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(["step", "epoch", "val_loss", "best_val_loss", "lr_scale"])
+                w.writerow([self.step, self.step / self.steps_per_epoch, val, st.best_val, st.lr_scale])
+
+    def _save_best(self) -> None:
+        best = self.out_dir / "best"
+        best.mkdir(parents=True, exist_ok=True)
+        tmp = best / f".model.tmp{os.getpid()}"
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, str(tmp))
+        tmp.replace(best / "model.safetensors")
+        (best / "step.json").write_text(json.dumps({"step": self.step, "val_loss": self.stop.best_val}))
+
+    def _trim_val_log(self) -> None:
+        """Drop validation rows logged after the resumed step (a killed run may have written them)."""
+        path = self.out_dir / "val.csv"
+        if path.exists():
+            with path.open() as f:
+                rows = list(csv.reader(f))
+            keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= self.step]
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerows(keep)
+
+    def _lr(self) -> float:
+        cfg = self.config
+        if cfg.schedule == "cosine":
+            return lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        warm = (self.step + 1) / cfg.warmup_steps if cfg.warmup_steps and self.step < cfg.warmup_steps else 1.0
+        return cfg.lr * warm * self.stop.lr_scale
 
     # ---- logging ------------------------------------------------------------------------
     def _open_log(self, fields: list[str]):
@@ -176,8 +314,23 @@ class Trainer:
         return f, writer
 
     # ---- loop ---------------------------------------------------------------------------
+    def _finish(self) -> None:
+        """Mark the run finished, put the best evaluation's weights in place, write the final checkpoint."""
+        st = self.stop
+        st.stopped_by = st.stopped_by or "cap"
+        st.finished = True
+        best = self.out_dir / "best" / "model.safetensors"
+        if self.config.restore_best and self.eval_interval:
+            if is_distributed():
+                dist.barrier()
+            if best.exists() and st.best_step != self.step:
+                self.model.load_state_dict(load_file(str(best)))
+        self.save()
+
     def fit(self, resume: bool = True) -> list[dict[str, float]]:
-        """Train until ``total_steps``; with ``resume`` continue from the latest checkpoint.
+        """Train until early stopping or ``total_steps``; with ``resume`` continue from the latest checkpoint.
+
+        A finished run (its final checkpoint says so) is loaded, not trained further or rewritten.
 
         Returns:
             One dict per step of this call: ``step`` (1-based), ``epoch``, ``lr`` and the loss terms.
@@ -186,6 +339,18 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not (resume and self.resume()):
             torch.manual_seed(cfg.seed)
+            if self.rank == 0:
+                for stale in ("val.csv", "best"):
+                    p = self.out_dir / stale
+                    if p.is_dir():
+                        shutil.rmtree(p)
+                    elif p.exists():
+                        p.unlink()
+        elif self.rank == 0:
+            self._trim_val_log()
+        if self.stop.finished and (self.stop.stopped_by == "patience" or self.step >= self.total_steps):
+            return self.history  # finished: never trained further or rewritten
+        self.stop.finished, self.stop.stopped_by = False, None  # a larger cap than the finished run's
         net = self.ddp or self.model
         net.train()
         log_file = writer = None
@@ -193,13 +358,15 @@ class Trainer:
                    desc="train", dynamic_ncols=True)
         epoch, order = -1, None
         try:
-            while self.step < self.total_steps:
+            if self.eval_interval and self.stop.evals == 0:
+                self._after_eval(self.evaluate())  # step 0: the loss at initialisation, the curve's start
+            while self.step < self.total_steps and self.stop.stopped_by is None:
                 e, i = divmod(self.step, self.steps_per_epoch)
                 if e != epoch:
                     epoch, order = e, self._epoch_order(e)
                     if hasattr(self.dataset, "set_epoch"):
                         self.dataset.set_epoch(epoch)
-                lr = lr_at(self.step, cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+                lr = self._lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 batch = self._batch(order, i)
@@ -234,9 +401,13 @@ class Trainer:
                     log_file.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                if self.eval_interval and self.step % self.eval_interval == 0:
+                    self._after_eval(self.evaluate())
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", val=f"{self.stop.best_val:.4f}")
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps
+                        and self.stop.stopped_by is None):
                     self.save()
-            self.save()
+            self._finish()
         finally:
             bar.close()
             if log_file is not None:
