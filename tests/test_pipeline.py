@@ -96,36 +96,67 @@ def test_pairs_are_pure_functions_of_seed_epoch_index(city):
     assert not torch.equal(views0, torch.stack([a[i]["image"] for i in range(64)]))  # new augmentation
 
 
-def test_urbanclip_run_is_cached_and_never_sees_test(city):
+def test_urbanclip_run_is_cached_and_trains_on_the_protocol_tiles(city):
+    from urbanlib.pipeline.runs import validation_curve
     from urbanlib.pipeline.urbanclip import pretrain_urbanclip, retrieval
 
-    run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False)
+    run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
+                             val_idx=city.pretrain_val_idx)
     assert not run.cached and len(run.history) == run.info["steps"]
     key = json.loads((run.run_dir / "done.json").read_text())["key"]
-    assert set(key["regions"]).isdisjoint(city.split.test.tolist())
-    assert set(key["regions"]) <= set(city.pretrain_idx.tolist())
+    # "all-tiles": every tile but the held-out validation tiles, test tiles included (label-free)
+    assert set(key["regions"]) == set(city.pretrain_idx.tolist())
+    assert set(key["regions"]).isdisjoint(key["val_regions"]) and key["val_regions"] == city.pretrain_val_idx.tolist()
+    assert set(city.split.test.tolist()) & set(key["regions"])
+    curve = validation_curve(run)
+    assert curve["step"].iloc[0] == 0 and len(curve) >= 2 and run.info["stopped_by"] in ("cap", "patience")
+    assert run.info["best_val_loss"] == curve["val_loss"].min()
     f1 = run_features(run, city.tensors)
-    again = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False)
+    again = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
+                               val_idx=city.pretrain_val_idx)
     assert again.cached and again.run_dir == run.run_dir
     assert np.array_equal(run_features(again, city.tensors), f1)
     other = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
-                               lambda_lm=0.0)
+                               val_idx=city.pretrain_val_idx, lambda_lm=0.0)
     assert other.run_dir != run.run_dir  # an ablation is a different run
     r = retrieval(run.model, city.tensors, region_texts(city.ds), city.split.test)
     assert r["n_images"] == len(city.split.test) and 0 <= r["i2t_R@1"] <= r["i2t_R@5"] <= r["i2t_R@10"] <= 100
 
 
+def test_protocols_choose_the_pretraining_tiles(city):
+    from dataclasses import replace
+
+    blocked = open_city("synth-ring", "smoke", seed=0, split="blocked", progress=False)
+    # "all-tiles": one pretraining set per seed, whatever the split
+    assert np.array_equal(city.pretrain_idx, blocked.pretrain_idx)
+    assert np.array_equal(city.pretrain_val_idx, blocked.pretrain_val_idx)
+    n = len(city.ds.regions)
+    assert len(city.pretrain_val_idx) == round(0.15 * n)
+    assert np.array_equal(np.union1d(city.pretrain_idx, city.pretrain_val_idx), np.arange(n))
+    strict = replace(city, protocol="train-only")
+    assert set(strict.pretrain_idx.tolist()).isdisjoint(city.split.test.tolist())
+    assert np.array_equal(strict.pretrain_val_idx, city.split.val)
+    assert np.array_equal(city.label_idx, city.split.train)  # supervised baselines: probe train labels only
+    with pytest.raises(ValueError, match="protocol"):
+        replace(city, protocol="everything")
+
+
 def test_urbanln_street_run_reports_truncation_and_queue(city):
+    from urbanlib.data.synthcity import PROFILES
     from urbanlib.pipeline.urbanln import pretrain_urbanln
 
     run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, imagery="street",
-                           progress=False)
+                           progress=False, val_idx=city.pretrain_val_idx)
     assert run.info["context_length"] == 248
     assert run.info["captions_truncated"] >= 1 and run.info["max_caption_tokens"] > 248
+    assert run.info["pairs"] == len(np.unique(city.pretrain_idx))  # one street view per region per epoch
+    assert run.info["view_pairs"] > run.info["pairs"]
     assert run.info["queue_size"] <= run.info["pairs"] // 2 < run.info["queue_size_requested"]
-    assert "synth-ring" not in run.info["stage0"]["profiles"]
+    assert run.info["stage0"]["profiles"] == list(PROFILES)  # all-tiles: one stage 0 for every city
+    assert 0.5 < run.info["momentum"] < 0.995  # scaled to the run: a half-life of one epoch
     f = run_features(run, city.tensors, imagery="street")
-    assert np.isnan(f[~city.tensors.has_street]).all() and not np.isnan(f[city.tensors.has_street]).any()
+    assert city.tensors.has_street.all()  # SynthCity 1.2: every region has street views
+    assert not np.isnan(f).any()
 
 
 def test_recall_at_k_hand_case():

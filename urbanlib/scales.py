@@ -4,11 +4,17 @@
 - ``default``: what ``make book`` runs on a 2-core CPU within its 45-minute budget: 16 x 16 regions
   per city, so about 20 training runs (pretraining, baselines, ablations) fit; a demonstration of
   every page, with test splits of about 50 regions, too few for conclusions.
-- ``full``: the ``make results`` tier: the default's cities and models, but three pretraining seeds
-  and both splits (random and spatially blocked); many CPU-hours here (see the README). A 32 x 32
-  grid would cost about four times that (an estimated 35-40 CPU-min per benchmark unit), so
-  ``get_scale("full", grid=32)`` is left for machines with a GPU.
+- ``full``: the ``make results`` tier: the default's models on 32 x 32 cities (about 200 test
+  regions a city), three pretraining seeds, both splits (random and spatially blocked), and
+  pretraining that runs until its validation loss stops improving (within a step cap) with the
+  learning rate cut on plateaus; many CPU-hours here (see the README).
 - ``paper``: the papers' sizes (224/256 px tiles, ViT-B/16); for a GPU.
+
+Every pretraining run holds out ``pretrain_val_fraction`` of its tiles (label-free) and evaluates
+its loss on them ``evals_per_epoch`` times an epoch; ``patience`` > 0 stops it when that loss has not
+improved for ``patience`` evaluations spanning at least two epochs. ``pretrain_epochs`` is the cap.
+The ``default`` scale keeps a short cap (six epochs) to fit ``make book``'s budget, so its runs
+mostly stop by the cap, and its pages say so.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ class Scale:
     pretrain_seeds: int  # independent pretraining runs (each with its own split)
     probe_seeds: int  # MLP-probe seeds per pretraining run
     model_size: str = "cpu"  # suffix of the named model configs: "tiny" | "cpu" | "paper"
-    pretrain_epochs: int = 6  # epochs of every image(-text) pretraining run (UrbanCLIP, UrbanLN, UrbanViT, ...)
+    pretrain_epochs: int = 6  # step cap of every image(-text) pretraining run, in epochs (UrbanCLIP, UrbanLN, ...)
+    lr_schedule: str = "cosine"  # "cosine" over the cap (short capped runs) | "plateau" (cut on validation plateaus)
+    patience: int = 5  # evaluations without a validation improvement before a run stops (0 = run to the cap)
+    evals_per_epoch: int = 2  # validation-loss evaluations per epoch
+    pretrain_val_fraction: float = 0.1  # tiles held out of pretraining to decide its length (label-free)
 
     def to_dict(self) -> dict:
         """Plain dict, for provenance columns and JSON."""
@@ -37,7 +47,8 @@ class Scale:
     def data_dict(self) -> dict:
         """The fields that shape a SynthCity city (its cache key); model and run sizes excluded."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("name", "model_size", "pretrain_epochs", "pretrain_seeds", "probe_seeds")}
+                if k not in ("name", "model_size", "pretrain_epochs", "pretrain_seeds", "probe_seeds", "lr_schedule",
+                             "patience", "evals_per_epoch", "pretrain_val_fraction")}
 
     def run_dict(self) -> dict:
         """The fields that shape one training run (part of its cache key).
@@ -50,13 +61,13 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale("smoke", grid=8, tile_px=32, street_px=32, max_street_views=2, pretrain_seeds=1, probe_seeds=2,
-                   model_size="tiny", pretrain_epochs=2),
-    "default": Scale("default", grid=16, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=1, probe_seeds=5,
+                   model_size="tiny", pretrain_epochs=2, pretrain_val_fraction=0.15),
+    "default": Scale("default", grid=16, tile_px=64, street_px=64, max_street_views=8, pretrain_seeds=1, probe_seeds=5,
                      model_size="cpu", pretrain_epochs=6),
-    "full": Scale("full", grid=16, tile_px=64, street_px=64, max_street_views=4, pretrain_seeds=3, probe_seeds=5,
-                  model_size="cpu", pretrain_epochs=6),
-    "paper": Scale("paper", grid=32, tile_px=224, street_px=224, max_street_views=4, pretrain_seeds=3, probe_seeds=5,
-                   model_size="paper", pretrain_epochs=10),
+    "full": Scale("full", grid=32, tile_px=64, street_px=64, max_street_views=8, pretrain_seeds=3, probe_seeds=5,
+                  model_size="cpu", pretrain_epochs=40, lr_schedule="plateau", patience=6),
+    "paper": Scale("paper", grid=32, tile_px=224, street_px=224, max_street_views=8, pretrain_seeds=3, probe_seeds=5,
+                   model_size="paper", pretrain_epochs=30, lr_schedule="plateau", patience=6),
 }
 
 

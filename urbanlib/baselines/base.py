@@ -1,8 +1,10 @@
 """What every baseline receives and returns, so the benchmark can treat them alike.
 
 A baseline is a function ``fit(inputs: BaselineInputs, config=None) -> FittedEncoder | NotAvailable``
-in its own module. It may train only on ``inputs.train_idx`` (the probe's train + validation
-regions; test regions are unseen by every stage) and returns frozen features for *all* regions.
+in its own module. It trains label-free on ``inputs.train_idx`` (the City's pretraining regions; see
+:mod:`urbanlib.pipeline.city` for the protocol), may decide its length on ``inputs.val_idx``, reads
+labels only of ``inputs.label_idx`` (supervised baselines), and returns frozen features for *all*
+regions.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class BaselineInputs:
         seed: seed of everything random in the baseline.
         scale: size preset; baselines size their epochs from ``scale.name``.
         progress: show progress bars.
+        val_idx: held-out regions whose (label-free) loss may decide a baseline's training length.
+        label_idx: regions whose labels a supervised baseline may read (the probe's train regions);
+            None for label-free baselines, which then read ``train_idx``'s labels nowhere.
     """
 
     ds: UrbanDataset
@@ -35,6 +40,8 @@ class BaselineInputs:
     seed: int = 0
     scale: Scale | None = None
     progress: bool = True
+    val_idx: np.ndarray | None = None
+    label_idx: np.ndarray | None = None
 
 
 @dataclass

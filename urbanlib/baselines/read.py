@@ -10,8 +10,9 @@ Our datasets have no such human labels, so this module keeps the method and swap
   satellite proxy of economic scale (READ's own motivation, and it is recorded for every SynthCity
   region), and tertiles of it play the role of READ's uninhabited/rural/urban classes. If the
   indicator is missing (real data), the first available of ``LABEL_FALLBACKS`` is used.
-- **Labelled subset**: a random ``label_fraction`` of the *training* regions with that label
-  (drawn by seed); all other training regions are "unlabelled" — their labels are never read.
+- **Labelled subset**: a random ``label_fraction`` of the training regions with that label, drawn
+  by seed among ``inputs.label_idx`` (the probe's train regions) when given; all other training
+  regions are "unlabelled" — their labels are never read.
   Test regions are never touched. Note: this gives READ supervision on one downstream indicator
   (train regions only, the same labels the probe sees), which is what a semi-supervised baseline is.
 - **Teacher**: the shared small conv net (:class:`~urbanlib.baselines._common.ConvEncoder`) +
@@ -144,7 +145,8 @@ def split_labelled(inputs: BaselineInputs, cfg: READConfig) -> tuple[str, np.nda
     col = label_column(inputs, cfg)
     idx = train_positions(inputs)
     y = inputs.ds.regions[col].to_numpy(float)
-    has = idx[~np.isnan(y[idx])]
+    pool = idx if inputs.label_idx is None else np.intersect1d(idx, inputs.label_idx)  # labels: probe train only
+    has = pool[~np.isnan(y[pool])]
     rng = np.random.default_rng([inputs.seed, 3])
     n_lab = min(len(has), max(2 * cfg.n_classes, round(cfg.label_fraction * len(idx))))
     labelled = np.sort(rng.choice(has, n_lab, replace=False))

@@ -9,6 +9,11 @@ region representation z_i for the downstream MLP heads.
 Implements the urbanlib trainer protocol: ``forward(batch) -> {"loss", "contrastive_loss",
 "distill_loss", ...}`` and ``after_optimizer_step(step)`` (EMA update, then enqueue). Teacher,
 queues, queue pointer and temperature are parameters/buffers, so ``state_dict`` holds them all.
+
+Speed: the CLIP's transformers are converted in place to :mod:`urbanlib.models.blocks` (same
+parameter objects and ``state_dict`` keys) and the text is encoded by
+:func:`urbanlib.models.towers.encode_text` (``is_causal`` attention, sequences cut after the batch's
+last end token). The teacher is a copy of the converted student and runs under ``no_grad``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from urbanlib.models import towers
+from urbanlib.models.blocks import convert
 from urbanlib.models.ipsi import stretch_clip, stretched_length
 from urbanlib.models.msd import MomentumSelfDistillation, effective_queue_size, msd_loss
 
@@ -122,6 +129,7 @@ class UrbanLN(nn.Module):
         """Stretch ``clip`` if asked, then build the EMA teacher and queues from it."""
         super().__init__()
         self.config = config = config or UrbanLNConfig()
+        convert(clip)  # fast blocks, in place, parameters shared (before the teacher copy below)
         if config.use_ipsi and not hasattr(clip, "ipsi_config"):
             stretch_clip(clip, keep=config.keep, ratio=config.ratio, freeze_kept=config.freeze_kept)
         self.clip = clip
@@ -156,9 +164,9 @@ class UrbanLN(nn.Module):
     ) -> torch.Tensor:
         """Normalised CLIP image embedding (B, D); street views are averaged per region first."""
         if image.ndim == 4:
-            return F.normalize(clip.encode_image(image), dim=-1)
+            return F.normalize(towers.encode_image(clip, image), dim=-1)
         b, v = image.shape[:2]
-        feats = clip.encode_image(image.flatten(0, 1))  # (B*V, D)
+        feats = towers.encode_image(clip, image.flatten(0, 1))  # (B*V, D)
         return F.normalize(_region_mean(feats, mask, b, v), dim=-1)
 
     def encode_image_features(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,7 +188,7 @@ class UrbanLN(nn.Module):
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """Normalised CLIP text embedding (B, D) of (B, context_length) token ids."""
-        return F.normalize(self.clip.encode_text(text), dim=-1)
+        return F.normalize(towers.encode_text(self.clip, text), dim=-1)
 
     # ---------------------------------------------------------------- training
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -192,7 +200,9 @@ class UrbanLN(nn.Module):
 
         Returns:
             ``loss``, ``contrastive_loss``, ``distill_loss`` (0 without MSD), ``logit_scale``,
-            ``n_candidates``, ``n_masked``.
+            ``n_candidates``, ``n_masked``; in eval mode also ``inbatch_contrastive_loss``, the
+            student's plain in-batch loss (with MSD, ``contrastive_loss`` ranks the student against
+            the teacher's features and the queue, so it grows as the queue fills).
         """
         for key in ("image", "text", "region_index"):
             if key not in batch:
@@ -216,10 +226,13 @@ class UrbanLN(nn.Module):
         else:
             with torch.no_grad():
                 img_m = self._image_embedding(self.msd.teacher, image, mask)
-                txt_m = F.normalize(self.msd.teacher.encode_text(text), dim=-1)
+                txt_m = F.normalize(towers.encode_text(self.msd.teacher, text), dim=-1)
             out = self.msd.loss(img, txt, img_m, txt_m, region, scale)
             if self.training and torch.is_grad_enabled():
                 self._pending.append((img_m, txt_m, region.detach()))
+        if not self.training:  # validation: the student's in-batch CLIP loss, comparable across steps
+            out["inbatch_contrastive_loss"] = msd_loss(img, txt, scale, region, mu=0.0,
+                                                       mask_same_region=self.config.mask_same_region)["contrastive_loss"]
         out["logit_scale"] = scale.detach().exp()
         return out
 

@@ -51,7 +51,7 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
     from .urbanclip import pretrain_urbanclip
 
     run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, progress=progress,
-                             **URBANCLIP_VARIANTS[name])
+                             val_idx=city.pretrain_val_idx, **URBANCLIP_VARIANTS[name])
     return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached}, run.history)
 
 
@@ -60,7 +60,8 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
     if name == STAGE0_REFERENCE:
         from .urbanln import pretrain_stage0
 
-        base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress)
+        base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
+                               protocol=city.protocol)
         return Features(name, run_features(base, city.tensors, imagery=imagery),
                         {"wall_s": base.wall_s, "cached": base.cached}, base.history)
     if name.startswith("mu="):
@@ -74,7 +75,8 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
     kwargs = {k: v for k, v in spec.items() if k != "config"}
     config = replace(UrbanLNConfig(), **spec.get("config", {}))
     run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, imagery=imagery,
-                           config=config, progress=progress, **kwargs)
+                           config=config, progress=progress, val_idx=city.pretrain_val_idx, protocol=city.protocol,
+                           **kwargs)
     return Features(name, run_features(run, city.tensors, imagery=imagery),
                     {"wall_s": run.wall_s, "cached": run.cached, "context_length": run.info["context_length"],
                      "captions_truncated": run.info["captions_truncated"]}, run.history)

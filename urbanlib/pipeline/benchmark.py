@@ -1,9 +1,13 @@
 """The benchmark: every encoder's frozen region features, probed the same way.
 
 ``encoder_features(city, name)`` gives one model's (N, F) features (training or loading the cached
-encoder); ``run_benchmark(city, names)`` probes them all on ln(y+1) with the same split and probe
-seeds and returns tidy metric rows. Baseline features are cached like pretraining runs: keyed by
-the baseline, the data, the training regions, the seed and the code.
+encoder); ``run_benchmark(city, names)`` probes them all on ln(y+1) with the same split, the same
+test regions and probe seeds and returns tidy metric rows. Baseline features are cached like
+pretraining runs: keyed by the baseline, the data, the training regions, the seed and the code.
+
+Controls: each learned encoder family has a random-init twin probed the same way
+(:data:`RANDOM_INIT_TWIN`): the weights of the very run at initialisation (UrbanCLIP's ViT, the
+stage-0 CLIP), and UrbanLN's starting point, stage 0 alone.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from urbanlib.cache import cache_dir, stable_hash
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 
 from .city import City
-from .features import run_features
+from .features import init_features, run_features
 from .runs import code_hash
 
 OURS = ["UrbanCLIP", "UrbanLN (satellite)", "UrbanLN (street)"]
+CONTROLS = ["UrbanCLIP (random init)", "CLIP (random init, satellite)", "CLIP (random init, street)",
+            "UrbanLN stage 0 (satellite)", "UrbanLN stage 0 (street)"]
 TEXT = ["Captions only (MiniLM, short)", "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"]
 BASELINE_ORDER = ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "PG-SimCLR", "MuseCL", "RemoteCLIP", "UrbanVLP", "UrbanViT", "Text-SimCLR"]
-BENCHMARK_MODELS = BASELINE_ORDER + TEXT + OURS  # the rows of the main table, in the papers' order
+BENCHMARK_MODELS = BASELINE_ORDER + TEXT + OURS + CONTROLS  # the rows of the main table, in the papers' order
+SUPERVISED = {"READ": "supervised on the probe's train labels (night light)"}  # label-reading baselines
 
 
 @dataclass
@@ -42,8 +49,12 @@ class Features:
 
 def baseline_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
     """Fit (or load the cached) baseline ``name`` on the city's pretraining regions."""
-    inputs = BaselineInputs(city.ds, city.tensors, city.pretrain_idx, city.seed, city.scale, progress)
+    label_idx = city.label_idx if name in SUPERVISED else None
+    inputs = BaselineInputs(city.ds, city.tensors, city.pretrain_idx, city.seed, city.scale, progress,
+                            val_idx=city.pretrain_val_idx, label_idx=label_idx)
     key = stable_hash({"baseline": name, "data": city.tensors.key, "regions": city.pretrain_idx.tolist(),
+                       "val": city.pretrain_val_idx.tolist(),
+                       "labels": None if label_idx is None else label_idx.tolist(),
                        "seed": city.seed, "scale": city.scale.run_dict(),
                        "code": code_hash(("models", "train", "pipeline", "baselines"))})
     path = cache_dir("baselines") / f"{name.replace(' ', '_').replace('/', '_')}-{key}.npz"
@@ -81,25 +92,36 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     A model whose inputs the dataset lacks (no long captions, no street views) is an explicit
     :class:`NotAvailable` with the reason, so a real dataset gets a table of what could run.
     """
-    if name == "UrbanCLIP":
+    if name in ("UrbanCLIP", "UrbanCLIP (random init)"):
         from .urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
-                                 progress=progress)
+                                 progress=progress, val_idx=city.pretrain_val_idx)
+        if name == "UrbanCLIP (random init)":
+            return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
+                            "run's weights at initialisation", "parameters": run.info["parameters"]})
         return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
                                                                 "parameters": run.info["parameters"]}, run.history)
-    if name.startswith("UrbanLN ("):
-        from .urbanln import pretrain_urbanln
+    if name.startswith(("UrbanLN", "CLIP (random init")):
+        from .urbanln import pretrain_stage0, pretrain_urbanln
 
-        imagery = name[len("UrbanLN ("):-1]
+        imagery = "street" if "street" in name else "satellite"
         has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
         if not has:
             return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
+        if name.startswith("CLIP (random init"):
+            stage0 = pretrain_stage0(city.name, city.scale, city.seed, progress, protocol=city.protocol)
+            return Features(name, init_features(stage0, city.tensors, imagery),
+                            {"cached": stage0.cached, "note": "stage 0's CLIP at initialisation"})
         if not _has_captions(city, "long"):
             return NotAvailable(name, "n/a: UrbanLN trains on long captions and this dataset has none "
                                       "(write them with urbanlib.captions.batch and a captioner backend)")
         run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
-                               imagery=imagery, progress=progress)
+                               imagery=imagery, progress=progress, val_idx=city.pretrain_val_idx,
+                               protocol=city.protocol)
+        if name.startswith("UrbanLN stage 0"):  # the fine-tuning run's starting weights: stage 0 (+ IPSI)
+            return Features(name, init_features(run, city.tensors, imagery),
+                            {"cached": run.cached, "note": "UrbanLN's starting point, stage 0 alone"})
         return Features(name, run_features(run, city.tensors, imagery=imagery),
                         {"wall_s": run.wall_s + run.info["stage0_wall_s"], "cached": run.cached,
                          "parameters": run.info["student_total"]}, run.history)
@@ -133,7 +155,10 @@ def probe_config(scale) -> ProbeConfig:
 
 def run_benchmark(city: City, names: list[str], progress: bool = False,
                   log=print) -> tuple[pd.DataFrame, dict[str, Features | NotAvailable], dict]:
-    """Probe every model in ``names`` on the city's split.
+    """Probe every model in ``names`` on the city's split, all on the same test regions.
+
+    The regions every available model has features for (and only those) are probed, so the rows of
+    one table are scored on one test set; the dropped regions are logged.
 
     Returns:
         ``(metrics, features, probes)``: tidy rows (model, indicator, probe_seed, metric, value, n_test,
@@ -142,22 +167,42 @@ def run_benchmark(city: City, names: list[str], progress: bool = False,
     """
     targets = city.ds.log_targets()
     seeds = list(range(city.scale.probe_seeds))
-    rows, feats, probes = [], {}, {}
+    feats, times = {}, {}
     for name in names:
         start = time.perf_counter()
         f = encoder_features(city, name, progress)
         feats[name] = f
+        times[name] = time.perf_counter() - start
         if isinstance(f, NotAvailable):
             log(f"{name}: {f.reason}")
+    have = [f for f in feats.values() if not isinstance(f, NotAvailable)]
+    split = common_split(city.split, [f.features for f in have], log)
+    rows, probes = [], {}
+    for name, f in feats.items():
+        if isinstance(f, NotAvailable):
             continue
-        res = fit_probes(f.features, targets, city.split, seeds, probe_config(city.scale),
-                         indicators=city.ds.indicators)
+        start = time.perf_counter()
+        res = fit_probes(f.features, targets, split, seeds, probe_config(city.scale), indicators=city.ds.indicators)
         probes[name] = res
         m = res.metrics.rename(columns={"seed": "probe_seed"})
         m.insert(0, "model", name)
         rows.append(m)
-        log(f"{name}: {time.perf_counter() - start:.1f} s"
+        log(f"{name}: {times[name] + time.perf_counter() - start:.1f} s"
             f"{' (cached encoder)' if f.info.get('cached') else ''}")
     metrics = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     metrics["pretrain_seed"], metrics["split"], metrics["city"] = city.seed, city.split.name, city.name
     return metrics, feats, probes
+
+
+def common_split(split, features: list[np.ndarray], log=print):
+    """``split`` restricted to the regions every feature matrix has a finite row for (one test set per table)."""
+    from dataclasses import replace
+
+    if not features:
+        return split
+    ok = np.logical_and.reduce([np.isfinite(f).all(1) for f in features])
+    parts = {side: split[side][ok[split[side]]] for side in ("train", "val", "test")}
+    dropped = {side: len(split[side]) - len(parts[side]) for side in parts}
+    if any(dropped.values()):
+        log(f"regions without features for every model, left out of every row: {dropped}")
+    return replace(split, **parts)

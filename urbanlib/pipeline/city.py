@@ -4,6 +4,18 @@
 data_dir=..., layout="urbanclip")`` loads a real dataset. The seed is the *pretraining* seed: it
 draws the split (so each seed has its own test regions) and seeds every model; the SynthCity city
 itself is always generated with seed 0, so seeds vary the models, not the benchmark.
+
+Which tiles pretraining sees is the ``protocol``:
+
+- ``"all-tiles"`` (default; both papers' protocol): label-free pretraining on every tile of the
+  city, so one pretraining run per (model, city, seed) serves both splits, the benchmark, the
+  ablations and transfer; only the probe's split separates regions, and no label reaches
+  pretraining. A seeded ``Scale.pretrain_val_fraction`` of the tiles, drawn independently of the
+  split, is held out of pretraining to decide its length.
+- ``"train-only"``: stricter; pretraining never sees the probe's test tiles: it trains on the
+  probe's train regions and decides its length on the probe's validation regions.
+
+Supervised baselines (READ) read labels of the probe's train regions only (:attr:`City.label_idx`).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from urbanlib.scales import Scale, get_scale
 from .tensors import RegionTensors, load_tensors
 
 SPLITS = ("random", "blocked")
+PROTOCOLS = ("all-tiles", "train-only")
 
 
 @dataclass
@@ -35,6 +48,7 @@ class City:
         split: train/val/test regions.
         scale: the size preset.
         seed: pretraining (and split) seed.
+        protocol: which tiles pretraining sees (``"all-tiles"`` or ``"train-only"``; module docstring).
     """
 
     name: str
@@ -43,16 +57,42 @@ class City:
     split: Split
     scale: Scale
     seed: int
+    protocol: str = "all-tiles"
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+    @property
+    def pretrain_val_idx(self) -> np.ndarray:
+        """Regions whose tiles decide pretraining's length (label-free validation pairs), never trained on."""
+        if self.protocol == "train-only":
+            return np.sort(self.split.val)
+        return pretrain_holdout(len(self.ds.regions), self.scale.pretrain_val_fraction, self.seed)
 
     @property
     def pretrain_idx(self) -> np.ndarray:
-        """Regions pretraining may see: the probe's train and validation regions (never test)."""
-        return np.sort(np.concatenate([self.split.train, self.split.val]))
+        """Regions whose tiles (and captions) pretraining trains on; the same for both splits under "all-tiles"."""
+        if self.protocol == "train-only":
+            return np.sort(self.split.train)
+        return np.setdiff1d(np.arange(len(self.ds.regions)), self.pretrain_val_idx)
+
+    @property
+    def label_idx(self) -> np.ndarray:
+        """Regions whose labels a supervised baseline may read: the probe's train regions."""
+        return np.sort(self.split.train)
 
     @property
     def is_synthetic(self) -> bool:
         """True for SynthCity (hidden truth such as ``zone`` is available for evaluation only)."""
         return self.ds.meta.get("generator") == "synthcity"
+
+
+def pretrain_holdout(n_regions: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of the ``fraction`` of regions held out of "all-tiles" pretraining (by seed only)."""
+    n_val = max(1, round(fraction * n_regions)) if fraction > 0 else 0
+    rng = np.random.default_rng([seed, 20261201])
+    return np.sort(rng.choice(n_regions, n_val, replace=False)) if n_val else np.zeros(0, int)
 
 
 def set_threads() -> int:
@@ -64,7 +104,8 @@ def set_threads() -> int:
 
 
 def open_city(city: str = "synth-ring", scale: str | Scale = "default", seed: int = 0, data_dir: str = "",
-              layout: str = "urbanlib", split: str = "random", progress: bool = True) -> City:
+              layout: str = "urbanlib", split: str = "random", progress: bool = True,
+              protocol: str = "all-tiles") -> City:
     """Load a city, decode its images and draw its split.
 
     Args:
@@ -75,6 +116,7 @@ def open_city(city: str = "synth-ring", scale: str | Scale = "default", seed: in
         layout: ``urbanlib`` | ``urbanclip`` | ``generic`` (see :func:`urbanlib.data.load`).
         split: ``"random"`` (the papers' 6:2:2) or ``"blocked"`` (spatial blocks).
         progress: progress bars.
+        protocol: ``"all-tiles"`` (the papers': label-free pretraining on every tile) or ``"train-only"``.
     """
     set_threads()
     sc = get_scale(scale) if isinstance(scale, str) else scale
@@ -91,4 +133,4 @@ def open_city(city: str = "synth-ring", scale: str | Scale = "default", seed: in
     tensors = load_tensors(ds, sc.tile_px, sc.street_px, sc.max_street_views, progress=progress)
     sp = random_split(ds, seed=seed) if split == "random" else blocked_split(ds, seed=seed)
     name = city or (ds.cities[0] if ds.cities else "dataset")
-    return City(name, ds, tensors, sp, sc, seed)
+    return City(name, ds, tensors, sp, sc, seed, protocol)

@@ -76,3 +76,17 @@ def run_features(run: RunResult, tensors: RegionTensors, imagery: str = "satelli
     fn = satellite_features if imagery == "satellite" else street_features
     return cached_array(run, f"features-{imagery}-{which}-{tensors.key}", lambda: fn(encode, tensors,
                                                                                     progress=progress))
+
+
+def init_features(run: RunResult, tensors: RegionTensors, imagery: str = "satellite") -> np.ndarray:
+    """Cached features of the run's model at initialisation (its random-init twin), read out like :func:`run_features`."""
+    import copy
+
+    from .runs import init_model
+
+    def compute():
+        model = init_model(run, copy.deepcopy(run.model))
+        fn = satellite_features if imagery == "satellite" else street_features
+        return fn(model.encode_image_features, tensors)
+
+    return cached_array(run, f"init-features-{imagery}-{tensors.key}", compute)

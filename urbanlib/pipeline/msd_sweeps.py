@@ -88,7 +88,8 @@ def _train_and_probe(city: City, texts, config: UrbanLNConfig, progress: bool):
     from .urbanln import pretrain_urbanln
 
     run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
-                           imagery="satellite", config=config, texts=texts, progress=progress)
+                           imagery="satellite", config=config, texts=texts, progress=progress,
+                           val_idx=city.pretrain_val_idx, protocol=city.protocol)
     return run, probe_features(city, run_features(run, city.tensors, imagery="satellite"))
 
 

@@ -69,7 +69,7 @@ def run_dir_for(name: str, key_obj: dict[str, Any]) -> Path:
 
 
 def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfig, key_obj: dict[str, Any],
-                  info: dict | None = None, collate=None) -> RunResult:
+                  info: dict | None = None, collate=None, val_dataset=None) -> RunResult:
     """Train ``model`` on ``dataset`` unless an identical finished run is cached; resume a partial one.
 
     Args:
@@ -80,11 +80,12 @@ def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfi
         key_obj: JSON-able description of everything else that determines the result.
         info: facts to store in ``done.json`` and return.
         collate: optional collate function for the trainer.
+        val_dataset: held-out pairs whose loss decides the run's length (see :class:`TrainConfig`).
     """
     run_dir = run_dir_for(name, {**key_obj, "train": asdict(config)})
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir / ".lock"):  # two notebooks asking for one run: the second waits, then loads it
-        return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate)
+        return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset)
 
 
 @contextmanager
@@ -98,7 +99,7 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate) -> RunResult:
+def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset) -> RunResult:
     done = run_dir / "done.json"
     if done.exists():
         meta = json.loads(done.read_text())
@@ -106,16 +107,49 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
         model.eval()
         return RunResult(name, run_dir, model, _history(run_dir), meta["wall_s"], True, meta["info"])
     kwargs = {"collate": collate} if collate is not None else {}
-    trainer = Trainer(model, dataset, config, run_dir, **kwargs)
+    if not (run_dir / "init.safetensors").exists():  # the weights at initialisation: the random-init twin
+        from safetensors.torch import save_file
+
+        tmp = run_dir / f".init.tmp{os.getpid()}"
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+        tmp.replace(run_dir / "init.safetensors")
+    trainer = Trainer(model, dataset, config, run_dir, val_dataset=val_dataset, **kwargs)
     start = time.perf_counter()
+    cpu0 = _cpu_seconds()
     trainer.fit(resume=True)
-    wall = time.perf_counter() - start
-    info = {**(info or {}), "steps": trainer.total_steps, "pairs": len(dataset)}
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+    st = trainer.stop
+    info = {**(info or {}), "steps": trainer.step, "step_cap": trainer.total_steps, "pairs": len(dataset),
+            "val_pairs": len(val_dataset) if val_dataset is not None else 0, "lr": config.lr,
+            "best_step": st.best_step, "best_val_loss": st.best_val, "stopped_by": st.stopped_by,
+            "epochs_run": trainer.step / trainer.steps_per_epoch, "cpu_s": cpu}
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps({"wall_s": wall, "info": info, "key": key_obj}, indent=1, default=str))
     tmp.replace(done)
     model.eval()
     return RunResult(name, run_dir, model, _history(run_dir), wall, False, info)
+
+
+def _cpu_seconds() -> float:
+    """Process CPU time (user + system) of this process, the budget's unit."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def validation_curve(run: RunResult) -> pd.DataFrame:
+    """The run's validation evaluations (step, epoch, val_loss, best_val_loss, lr_scale); empty without."""
+    path = run.run_dir / "val.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
+def init_model(run: RunResult, model: torch.nn.Module) -> torch.nn.Module:
+    """Load the run's weights at initialisation (saved beside it) into ``model``: the random-init twin."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(run.run_dir / "init.safetensors")))
+    return model.eval()
 
 
 def _history(run_dir: Path) -> pd.DataFrame:

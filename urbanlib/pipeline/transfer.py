@@ -57,14 +57,15 @@ def _our_features(source: City, target: City, name: str) -> np.ndarray:
         from .urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(source.ds, source.tensors, source.pretrain_idx, source.scale, seed=source.seed,
-                                 progress=False)
+                                 progress=False, val_idx=source.pretrain_val_idx)
         imagery = "satellite"
     else:
         from .urbanln import pretrain_urbanln
 
         imagery = name[len("UrbanLN ("):-1]
         run = pretrain_urbanln(source.ds, source.tensors, source.pretrain_idx, source.scale, seed=source.seed,
-                               imagery=imagery, progress=False)
+                               imagery=imagery, progress=False, val_idx=source.pretrain_val_idx,
+                               protocol=source.protocol)
     if target is source:
         return run_features(run, source.tensors, imagery)
     fn = satellite_features if imagery == "satellite" else street_features

@@ -1,7 +1,8 @@
 """Pretraining UrbanCLIP on one dataset: the regions, texts and settings the book uses.
 
-Pretraining sees only the probe's train and validation regions (``train_idx``); test regions are
-unseen by every stage, which is stricter than both papers (they pretrain on all tiles). The
+Pretraining is label-free on the tiles ``train_idx`` and decides its length on the held-out tiles
+``val_idx`` (:class:`~urbanlib.pipeline.city.City` gives both for its protocol: by default every
+tile of the city, as in both papers, less a seeded validation share). The
 training text is the short (UrbanCLIP-style) captions of each tile after the rule-based refinement
 (:mod:`urbanlib.captions.refine_rules`), one drawn per epoch from the available captioners
 (``text_mode="sample"``; ``"concat"`` joins them). The LM head is restricted
@@ -29,16 +30,21 @@ from .texts import region_texts
 
 
 def train_config(scale: Scale, seed: int, progress: bool = True, n_pairs: int | None = None,
-                 **overrides) -> TrainConfig:
+                 validate: bool = True, **overrides) -> TrainConfig:
     """The optimiser settings every image(-text) pretraining run of a scale shares.
 
-    Warmup is 20 steps, or a tenth of the run when ``n_pairs`` makes it shorter than 200 steps.
+    ``scale.pretrain_epochs`` is the step cap; with ``validate`` the run evaluates its validation
+    loss ``scale.evals_per_epoch`` times an epoch and stops after ``scale.patience`` evaluations
+    without improvement (spanning at least two epochs), with ``scale.lr_schedule``.
+    Warmup is 20 steps, or a tenth of the cap when ``n_pairs`` makes it shorter than 200 steps.
     """
     batch = 16 if scale.model_size == "tiny" else 32
     epochs = overrides.get("epochs", scale.pretrain_epochs)
     warmup = 20 if n_pairs is None else max(1, min(20, epochs * (n_pairs // batch) // 10))
     base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": 5e-4, "warmup_steps": warmup,
             "weight_decay": 0.05, "seed": seed, "progress": progress, "checkpoint_every": 100}
+    if validate:
+        base.update(schedule=scale.lr_schedule, patience=scale.patience, evals_per_epoch=scale.evals_per_epoch)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -53,13 +59,16 @@ def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.n
                        seed: int = 0, text_mode: str = "sample", caption_style: str = "short",
                        caption_sources: list[str] | None = None, texts: list[list[str]] | None = None,
                        model_name: str | None = None, train_overrides: dict | None = None,
-                       refined: bool = True, progress: bool = True, **model_overrides) -> RunResult:
-    """Pretrain (or load the cached) UrbanCLIP on the train regions of ``ds``.
+                       refined: bool = True, progress: bool = True, val_idx: np.ndarray | None = None,
+                       **model_overrides) -> RunResult:
+    """Pretrain (or load the cached) UrbanCLIP on the tiles ``train_idx`` of ``ds``.
 
     Args:
         ds: dataset.
         tensors: its images (:func:`~urbanlib.pipeline.tensors.load_tensors`).
-        train_idx: positions of the regions pretraining may see (probe train + validation).
+        train_idx: positions of the regions pretraining trains on (``City.pretrain_idx``).
+        val_idx: positions of the held-out regions whose loss decides the run's length
+            (``City.pretrain_val_idx``); None trains to the cap without validation.
         scale: size preset (model config ``urbanclip-<scale.model_size>``, epochs).
         seed: seed of initialisation, data order, caption draws and augmentation.
         text_mode: ``"sample"`` (default) or ``"concat"``.
@@ -89,13 +98,19 @@ def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.n
     model = create_model(model_name, vocab=vocab, **model_overrides)
     data = AugmentedPairs(tensors.satellite[idx], train_texts, idx, lambda t: tokenize(t, ctx), text_mode,
                           augment=True, seed=seed)
-    cfg = train_config(scale, seed, progress, n_pairs=len(idx), **(train_overrides or {}))
+    val = None
+    vidx = trainable_regions(val_idx, tensors, texts) if val_idx is not None else np.zeros(0, int)
+    if len(vidx):
+        val = AugmentedPairs(tensors.satellite[vidx], [texts[i] for i in vidx], vidx, lambda t: tokenize(t, ctx),
+                             text_mode, augment=False, seed=seed)
+    cfg = train_config(scale, seed, progress, n_pairs=len(idx), validate=val is not None, **(train_overrides or {}))
     key = {"method": "urbanclip", "model": model.cfg.to_dict(), "data": tensors.key, "regions": idx.tolist(),
-           "texts": stable_hash(train_texts), "text_mode": text_mode, "seed": seed}
+           "texts": stable_hash(train_texts), "text_mode": text_mode, "seed": seed,
+           "val_regions": vidx.tolist(), "val_texts": stable_hash([texts[i] for i in vidx])}
     info = {"model": model_name, "vocab_size": len(vocab), "train_regions": len(idx), "text_mode": text_mode,
             "parameters": sum(p.numel() for p in model.parameters())}
     city = "+".join(map(str, ds.cities))
-    return train_or_load(f"urbanclip-{city}", model, data, cfg, key, info)
+    return train_or_load(f"urbanclip-{city}", model, data, cfg, key, info, val_dataset=val)
 
 
 @torch.no_grad()

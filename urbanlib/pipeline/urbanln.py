@@ -6,15 +6,24 @@ stand-ins for SAM and OWLv2).
 
 UrbanLN fine-tunes a *pretrained* CLIP; at random init IPSI's reason to keep the first 20
 positions, the paper's 1e-7 learning rate and the "fewer trainable parameters" comparison mean
-nothing. No hub weights are reachable here, so stage 0 pretrains a 77-token CLIP on the satellite
-tiles and short captions of the *other* SynthCity profiles (never the target city) with the
-in-batch CLIP loss. Both imagery types start from it (as a web-image CLIP would be used for street
-views). Stage 1 loads it, stretches the text positions to 248 (IPSI) and trains with
-(1 - mu) L_C + mu L_D on the target city's train regions and long captions.
+nothing. No hub weights are reachable here, so stage 0 pretrains a 77-token CLIP with the in-batch
+CLIP loss on the satellite tiles and short captions of SynthCity profiles, until its validation
+loss stops improving: under the papers' "all-tiles" protocol one stage 0 per seed on every profile
+(label-free, like web pretraining that happens to include the city), under "train-only" the other
+profiles only (never the target city). Both imagery types start from it (as a web-image CLIP
+would be used for street views). Stage 1 loads it, stretches the text positions to 248 (IPSI) and
+trains with (1 - mu) L_C + mu L_D on the target city's regions and long captions.
 
-Deviation, stated in the book: at our scale the fine-tuning learning rate is 5e-5, not 1e-7; a
-CLIP trained for minutes on a few thousand pairs is not the 400M-pair CLIP the paper starts from,
-and 1e-7 leaves it unchanged in six epochs. ``lr`` is a parameter.
+Deviations, stated in the book:
+
+- the fine-tuning learning rate is 5e-5, not 1e-7: a CLIP trained for minutes on a few thousand
+  pairs is not the 400M-pair CLIP the paper starts from, and 1e-7 leaves it unchanged. ``lr`` is a
+  parameter;
+- the EMA momentum is scaled to the run length below the ``paper`` scale: the teacher's half-life
+  is ``ema_half_life_epochs`` epochs (0.995 is a 139-step half-life, longer than a whole run of ours,
+  so the teacher would stay at stage 0 and distillation would pull the student back to it);
+- street views: each epoch draws one view per region (all views over the run), so an epoch of
+  street-view training costs what a satellite epoch does.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, tokenize_captions
 from urbanlib.scales import Scale, get_scale
 
 from .caption_sets import urbanln_captions
+from .city import pretrain_holdout
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
 from .tensors import RegionTensors, load_tensors, normalize
@@ -47,44 +57,85 @@ def _scale(scale) -> Scale:
     return get_scale(scale) if isinstance(scale, str) else scale
 
 
-def stage0_profiles(target_city: str | None) -> list[str]:
-    """The SynthCity profiles stage 0 trains on: every profile except the target city."""
-    return [p for p in PROFILES if p != target_city]
+def stage0_profiles(target_city: str | None, protocol: str = "all-tiles") -> list[str]:
+    """The SynthCity profiles stage 0 trains on: all of them ("all-tiles"), or all but the target ("train-only")."""
+    return list(PROFILES) if protocol == "all-tiles" else [p for p in PROFILES if p != target_city]
 
 
 def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, progress: bool = True,
-                    epochs: int | None = None) -> RunResult:
-    """A 77-token CLIP trained on the other profiles' tiles and short captions (cached).
+                    epochs: int | None = None, protocol: str = "all-tiles") -> RunResult:
+    """A 77-token CLIP trained on profiles' tiles and short captions until its validation loss plateaus (cached).
 
     Args:
-        target_city: the city UrbanLN will be fine-tuned on (excluded); None excludes nothing.
-        scale: size preset (``clip-<model_size>``; the other cities are built at this scale, seed 0).
-        seed: initialisation and data-order seed.
-        epochs: passes over the pooled pairs (default: half of ``scale.pretrain_epochs``, at least 1;
-            the pool is four cities, so this is still twice the steps of one city's run).
+        target_city: the city UrbanLN will be fine-tuned on (excluded under "train-only").
+        scale: size preset (``clip-<model_size>``; the cities are built at this scale, data seed 0).
+        seed: initialisation, data-order and validation-holdout seed.
         progress: progress bars.
+        epochs: step cap in epochs over the pooled pairs (default ``scale.pretrain_epochs``).
+        protocol: ``"all-tiles"`` (one stage 0 per seed for every city) or ``"train-only"``.
     """
     scale = _scale(scale)
-    images, texts = [], []
-    for p in stage0_profiles(target_city):
+    profiles = stage0_profiles(target_city, protocol)
+    images, texts, val_images, val_texts = [], [], [], []
+    for p in profiles:
         ds = load_city(p, scale=scale, seed=0, progress=False)
         t = load_tensors(ds, scale.tile_px, scale.street_px, scale.max_street_views, progress=False)
         tx = region_texts(ds, "short")
-        keep = np.flatnonzero(t.satellite_mask & np.array([bool(x) for x in tx]))
-        images.append(t.satellite[keep])
-        texts += [tx[i] for i in keep]
-    images_np = np.concatenate(images)
+        usable = t.satellite_mask & np.array([bool(x) for x in tx])
+        held = np.zeros(len(tx), bool)
+        held[pretrain_holdout(len(tx), scale.pretrain_val_fraction, seed)] = True
+        for mask, imgs, txts in ((usable & ~held, images, texts), (usable & held, val_images, val_texts)):
+            keep = np.flatnonzero(mask)
+            imgs.append(t.satellite[keep])
+            txts += [tx[i] for i in keep]
     torch.manual_seed(seed)
     clip = create_clip(f"clip-{scale.model_size}")
     model = UrbanLN(clip, UrbanLNConfig(use_ipsi=False, use_msd=False))
-    data = AugmentedPairs(images_np, texts, np.arange(len(texts)), lambda t: tokenize_captions(t, 77).tokens,
-                          augment=True, seed=seed)
-    ep = epochs or max(1, scale.pretrain_epochs // 2)
-    cfg = train_config(scale, seed, progress, n_pairs=len(texts), epochs=ep, lr=STAGE0_LR)
-    key = {"method": "clip-stage0", "profiles": stage0_profiles(target_city), "scale": scale.run_dict(),
-           "clip": f"clip-{scale.model_size}", "texts": stable_hash(texts), "seed": seed}
-    info = {"profiles": stage0_profiles(target_city), "pairs": len(texts), "clip": f"clip-{scale.model_size}"}
-    return train_or_load(f"stage0-{target_city or 'all'}", model, data, cfg, key, info)
+    tok = lambda t: tokenize_captions(t, 77).tokens  # noqa: E731
+    data = AugmentedPairs(np.concatenate(images), texts, np.arange(len(texts)), tok, augment=True, seed=seed)
+    val = (AugmentedPairs(np.concatenate(val_images), val_texts, np.arange(len(val_texts)), tok, augment=False,
+                          seed=seed) if val_texts else None)
+    cfg = train_config(scale, seed, progress, n_pairs=len(texts), epochs=epochs or scale.pretrain_epochs,
+                       lr=STAGE0_LR, validate=val is not None, val_key="inbatch_contrastive_loss")
+    key = {"method": "clip-stage0", "profiles": profiles, "scale": scale.run_dict(),
+           "clip": f"clip-{scale.model_size}", "texts": stable_hash(texts), "val_texts": stable_hash(val_texts),
+           "seed": seed}
+    info = {"profiles": profiles, "clip": f"clip-{scale.model_size}", "protocol": protocol}
+    name = "stage0-all" if protocol == "all-tiles" else f"stage0-{target_city or 'all'}"
+    return train_or_load(name, model, data, cfg, key, info, val_dataset=val)
+
+
+class OneViewPerRegion:
+    """Street-view pairs seen one view per region per epoch: view ``k`` of region ``r`` drawn by (seed, epoch, r).
+
+    Wraps an :class:`AugmentedPairs` of single views; over the epochs every view is trained on, and an
+    epoch is as long as a satellite epoch.
+    """
+
+    def __init__(self, pairs: AugmentedPairs, region: np.ndarray, seed: int = 0):
+        self.pairs, self.seed = pairs, seed
+        self.regions = np.unique(region)
+        self.views = [np.flatnonzero(region == r) for r in self.regions]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's view of every region (and its caption)."""
+        self.pairs.set_epoch(epoch)
+        rng = np.random.default_rng([self.seed, 5, epoch])
+        self.chosen = np.array([v[rng.integers(len(v))] for v in self.views])
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.pairs[int(self.chosen[i])]
+
+
+def ema_momentum(scale: Scale, steps_per_epoch: int, half_life_epochs: float | None, default: float) -> float:
+    """The teacher's EMA momentum: the paper's value at the ``paper`` scale, else a half-life in epochs."""
+    if half_life_epochs is None or scale.model_size == "paper":
+        return default
+    return 0.5 ** (1.0 / max(1.0, half_life_epochs * steps_per_epoch))
 
 
 def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imagery: str,
@@ -112,13 +163,15 @@ def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imag
 def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
                      seed: int = 0, imagery: str = "satellite", config: UrbanLNConfig | None = None,
                      texts=None, lr: float = FINETUNE_LR, stage0: bool = True, refinement: bool = True,
-                     consensus: bool = True, sources: list[str] | None = None, progress: bool = True) -> RunResult:
-    """Fine-tune (or load the cached) UrbanLN on ``ds``'s train regions.
+                     consensus: bool = True, sources: list[str] | None = None, progress: bool = True,
+                     val_idx: np.ndarray | None = None, protocol: str = "all-tiles",
+                     ema_half_life_epochs: float | None = 1.0) -> RunResult:
+    """Fine-tune (or load the cached) UrbanLN on ``ds``'s regions ``train_idx``.
 
     Args:
         ds: the target city.
         tensors: its images.
-        train_idx: regions pretraining may see (probe train + validation).
+        train_idx: regions fine-tuning trains on (``City.pretrain_idx``).
         scale: size preset.
         seed: seed of stage 1 (stage 0 uses the same seed).
         imagery: ``"satellite"`` (one long caption per tile and captioner) or ``"street"``
@@ -132,6 +185,10 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
             random candidate drawn by ``seed``).
         sources: train on these captioners' captions only (default: all).
         progress: progress bars.
+        val_idx: held-out regions whose contrastive loss decides the run's length (``City.pretrain_val_idx``).
+        protocol: the city's pretraining protocol (which stage 0 to start from).
+        ema_half_life_epochs: the teacher's EMA half-life in epochs below the ``paper`` scale
+            (None: ``config.momentum`` as given).
     """
     scale = _scale(scale)
     if imagery not in IMAGERY:
@@ -142,28 +199,41 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
     images, caps, region = _pairs(ds, tensors, train_idx, imagery, texts)
     if len(caps) == 0:
         raise ValueError(f"{ds.cities}: no {imagery} training pair (image with a long caption) in the train regions")
+    v_images, v_caps, v_region = (_pairs(ds, tensors, val_idx, imagery, texts) if val_idx is not None
+                                  else (None, [], np.zeros(0, int)))
     city = ds.cities[0] if len(ds.cities) == 1 else None
-    config = replace(config or UrbanLNConfig(), n_train_pairs=len(caps))
+    n_regions = len(np.unique(region))
+    batch = train_config(scale, seed).batch_size
+    momentum = ema_momentum(scale, max(1, n_regions // batch), ema_half_life_epochs,
+                            (config or UrbanLNConfig()).momentum)
+    n_epoch_pairs = n_regions if imagery == "street" else len(caps)  # street: one view per region per epoch
+    config = replace(config or UrbanLNConfig(), n_train_pairs=n_epoch_pairs, momentum=momentum)
     torch.manual_seed(seed)
     clip = create_clip(f"clip-{scale.model_size}")
     base = None
     if stage0:
-        base = pretrain_stage0(city, scale, seed, progress)
+        base = pretrain_stage0(city, scale, seed, progress, protocol=protocol)
         clip.load_state_dict(base.model.clip.state_dict())
     model = UrbanLN(clip, config)
     ctx = model.context_length
     n_trunc = tokenize_captions(sorted({t for ts in caps for t in ts}), ctx)
-    data = AugmentedPairs(images, caps, region, lambda t: tokenize_captions(t, ctx).tokens, augment=True,
-                          seed=seed)
-    cfg = train_config(scale, seed, progress, n_pairs=len(caps), lr=lr)
+    tok = lambda t: tokenize_captions(t, ctx).tokens  # noqa: E731
+    data = AugmentedPairs(images, caps, region, tok, augment=True, seed=seed)
+    if imagery == "street":
+        data = OneViewPerRegion(data, region, seed)
+    val = AugmentedPairs(v_images, v_caps, v_region, tok, augment=False, seed=seed) if v_caps else None
+    cfg = train_config(scale, seed, progress, n_pairs=len(data), lr=lr, validate=val is not None,
+                       val_key="inbatch_contrastive_loss")
     key = {"method": "urbanln", "imagery": imagery, "config": asdict(config), "data": tensors.key,
            "regions": sorted(set(region.tolist())), "texts": stable_hash(caps), "seed": seed,
-           "stage0": str(base.run_dir.name) if base else None}
+           "stage0": str(base.run_dir.name) if base else None, "val_texts": stable_hash(v_caps),
+           "views_per_epoch": "one per region" if imagery == "street" else "all"}
     info = {"imagery": imagery, "context_length": ctx, "captions": n_trunc.tokens.shape[0],
             "captions_truncated": n_trunc.n_truncated, "max_caption_tokens": max(n_trunc.lengths),
             "stage0": base.info if base else None, "stage0_wall_s": base.wall_s if base else 0.0,
-            **{k: v for k, v in model.describe().items()}}
-    return train_or_load(f"urbanln-{imagery}-{city or 'multi'}", model, data, cfg, key, info)
+            "stage0_run": str(base.run_dir) if base else None, "momentum": momentum,
+            "view_pairs": len(caps), **{k: v for k, v in model.describe().items()}}
+    return train_or_load(f"urbanln-{imagery}-{city or 'multi'}", model, data, cfg, key, info, val_dataset=val)
 
 
 @torch.no_grad()

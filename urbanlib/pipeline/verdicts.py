@@ -1,27 +1,50 @@
-"""From committed ``full``-tier rows to the verdict table: which measurement answers which claim.
+"""From committed ``full``-tier rows to the verdict table's measurements: which numbers answer which claim.
 
-Each testable claim of ``urbanlib/paper/claims.csv`` is mapped to per-pretraining-seed values of two
-quantities, pooled over the SynthCity profiles whose seeds are all stored (:func:`complete_cities`)
-and (unless the claim names one) over indicators, on the random split. Claims about the papers' real cities, captioners or quantities SynthCity does not
-have get an explicit reason instead.
+The mapping is data, ``urbanlib/paper/claim_measures.yml`` (its header documents the fields); this
+module only reads it. Each comparison gives two quantities per **unit**, one city and one pretraining
+seed (``"synth-ring:0"``), so today's 5 profiles x 3 seeds make n = 15 paired units; a transfer claim
+about one (source, target) pair has the seeds as units. The statistics are
+:mod:`urbanlib.analysis.verdicts`.
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import yaml
 
+from urbanlib.paper import load_tables
 from urbanlib.results.store import read_results
 
-BASELINES_UC = ["Autoencoder", "PCA", "ResNet-18 (land-use stand-in)", "Tile2Vec", "READ", "PG-SimCLR"]
-INDICATOR = {"carbon": "carbon", "population": "population", "GDP": "gdp"}
+MEASURES_YML = Path(__file__).resolve().parents[1] / "paper" / "claim_measures.yml"
+DEFAULT_INDICATORS = {"urbanclip": "urbanclip", "urbanln": "bj"}  # a paper's own indicator set
+MEASUREMENT_COLUMNS = ["claim_id", "comparison", "a", "b", "direction", "reason", "paper_effect",
+                       "paper_units", "baseline", "baseline_source", "metric", "experiment", "cities"]
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> dict:
+    doc = yaml.safe_load(Path(path).read_text())
+    for key in ("indicator_sets", "groups", "questions", "claims"):
+        if key not in doc:
+            raise ValueError(f"{path}: missing section {key!r}")
+    return doc
+
+
+def load_measures(path: str | Path | None = None) -> dict:
+    """The claim -> measurement mapping (sections ``indicator_sets``, ``groups``, ``questions``, ``claims``)."""
+    return _load(str(path or MEASURES_YML))
 
 
 def complete_cities(rows: pd.DataFrame, split: str = "random") -> list[str]:
     """Cities (sources, for transfer) whose stored units cover every seed any city has, on ``split``.
 
-    Pooling a seed over cities is only a fair pairing when every seed pools the same cities, so a
-    city whose seeds are still being computed is left out of the verdicts until it is complete.
+    Verdicts pair on units, so an incomplete city still contributes the units it has; this list is
+    what the verdict page reports as fully stored.
     """
     if rows.empty:
         return []
@@ -34,154 +57,233 @@ def complete_cities(rows: pd.DataFrame, split: str = "random") -> list[str]:
     return sorted(c for c, s in seeds.items() if s == every)
 
 
-def _complete(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[rows["city"].isin(complete_cities(rows))] if not rows.empty else rows
+# ----------------------------------------------------------------------------------- per-unit values
 
 
-def _per_seed(rows: pd.DataFrame, model: str, metric: str, indicators=None, split: str = "random") -> dict:
-    """Seed -> mean over cities and indicators of ``<metric>_mean`` for one model."""
-    r = rows[(rows["model"] == model) & (rows["metric"] == f"{metric}_mean")]
-    if r.empty:
-        return {}
-    task = r["task"].str.split("/", expand=True)
-    r = r.assign(indicator=task[0], split=task[1] if task.shape[1] > 1 else split)
-    r = r[r["split"] == split]
-    if indicators is not None:
-        r = r[r["indicator"].isin(indicators)]
-    return r.groupby("seed")["value"].mean().to_dict()
-
-
-def _transfer_per_seed(rows: pd.DataFrame, model: str, indicators=None, pair=None) -> dict:
-    """Seed -> mean cross-city transfer R2 of ``model`` (optionally one (source, target) pair only)."""
-    r = rows[(rows["model"] == model) & (rows["metric"] == "R2_mean")]
-    if r.empty:
-        return {}
-    task = r["task"].str.split("/", expand=True)
-    r = r.assign(target=task[0], indicator=task[1])
-    r = r[r["target"] != r["city"]]  # cross-city pairs only, as the paper
-    if indicators is not None:
-        r = r[r["indicator"].isin(indicators)]
-    if pair is not None:
-        r = r[(r["city"] == pair[0]) & (r["target"] == pair[1])]
-    return r.groupby("seed")["value"].mean().to_dict()
-
-
-def _transfer_pairs(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(source, target, indicator) cross-city pairs present in the transfer rows."""
+def _tidy(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """Rows with ``indicator``, ``split`` (benchmark/ablations) or ``target`` (transfer) and ``unit``."""
     if rows.empty:
-        return []
-    task = rows["task"].str.split("/", expand=True)
-    t = rows.assign(target=task[0], indicator=task[1])
-    t = t[t["target"] != t["city"]]
-    return sorted(set(zip(t["city"], t["target"], t["indicator"], strict=True)))
+        return rows.assign(indicator=[], split=[], target=[], unit=[])
+    task = rows["task"].astype(str).str.split("/", n=1, expand=True)
+    second = task[1] if task.shape[1] > 1 else pd.Series("random", index=rows.index)
+    if experiment == "transfer":
+        out = rows.assign(target=task[0], indicator=second, split="random")
+        out = out[out["target"] != out["city"]]  # cross-city pairs only, as the paper
+    else:
+        out = rows.assign(indicator=task[0], split=second.fillna("random"), target="")
+    return out.assign(unit=out["city"].astype(str) + ":" + out["seed"].astype(int).astype(str))
 
 
-# Claims that are not a comparison over pretraining seeds, and where they are checked instead.
-CHECKED_ELSEWHERE = {
-    "UC02": "about Beijing; on SynthCity the direction is tested by UC01, pooled over the profiles",
-    "UC03": "about Shanghai; on SynthCity the direction is tested by UC01, pooled over the profiles",
-    "UC04": "about Guangzhou; on SynthCity the direction is tested by UC01, pooled over the profiles",
-    "UC05": "about Shenzhen; on SynthCity the direction is tested by UC01, pooled over the profiles",
-    "UC28": "a property of the architecture, not a measurement: one UrbanCLIP step runs each tower once for both "
-            "losses (tests/test_urbanclip_model.py::test_one_forward_pass_per_step_yields_both_losses)",
-    "LN05": "about Shanghai; on SynthCity the same test as LN04 (best on every task), which is run",
-    "LN06": "about Shenzhen; on SynthCity the same test as LN04 (best on every task), which is run",
-    "LN21": "'changes little' has no threshold to test; the mu sweep and its spread over seeds are on the Results page",
-    "LN22": "a count, not a measurement over seeds: exact paper-size parameter counts are on the efficiency page",
-    "LN23": "a count, not a measurement over seeds: trainable against total parameters are on the efficiency page",
-    "LN25": "qualitative (no criterion for 'balance'); accuracy is on the benchmark, speed on the efficiency page",
-    "LN26": "'high' has no threshold to test; the transfer heatmaps show the cross-city R2",
-    "LN27": "arithmetic of the method, not a measurement: 20 + 57 x 4 = 248 holds (tests/test_ipsi.py)",
-    "LN30": "on SynthCity the same test as LN04 (best on every task); the paper's own Tables 7-8 contradict it",
-}
+class _Frames:
+    """The three committed experiments, read once, tidied."""
+
+    def __init__(self, results_dir=None, frames: dict | None = None):
+        names = ("benchmark", "ablations", "transfer")
+        raw = frames or {n: read_results(n, results_dir) for n in names}
+        self.rows = {n: _tidy(raw.get(n, pd.DataFrame()), n) for n in names}
+
+    def values(self, experiment, model, metric, indicators, split="random", pair=None) -> dict:
+        """Unit -> mean of ``<metric>_mean`` over ``indicators`` (and targets, for transfer) for one model."""
+        r = self.rows[experiment]
+        if r.empty:
+            return {}
+        r = r[(r["model"] == model) & (r["metric"] == f"{metric}_mean") & (r["split"] == split)
+              & r["indicator"].isin(indicators)]
+        if pair is not None:  # one (source, target): the seeds are the units
+            r = r[(r["city"] == pair[0]) & (r["target"] == pair[1])]
+            return {f"seed {int(s)}": float(v) for s, v in r.groupby("seed")["value"].mean().items()}
+        return r.groupby("unit")["value"].mean().to_dict()
+
+    def present(self, experiment) -> set:
+        r = self.rows[experiment]
+        return set(r["model"]) if not r.empty else set()
+
+    def best(self, experiment, members, indicators, split="random") -> str:
+        """The member with the highest mean R2 over all units and ``indicators`` ('' if none is present)."""
+        means = {m: np.nanmean(list(v.values())) for m in members
+                 if (v := self.values(experiment, m, "R2", indicators, split))}
+        return max(means, key=means.get) if means else ""
 
 
-def measurements(claims: pd.DataFrame, results_dir=None) -> pd.DataFrame:
-    """One measurement row per (claim, comparison) from the committed results; reasons where untestable."""
-    bench = _complete(read_results("benchmark", results_dir))
-    abl = _complete(read_results("ablations", results_dir))
-    tr = _complete(read_results("transfer", results_dir))
-    rows = []
+# ----------------------------------------------------------------------------------- side specs
 
-    def add(cid, a, b, direction=None, comparison="", reason=""):
-        rows.append({"claim_id": cid, "a": a or None, "b": b or None, "direction": direction,
-                     "comparison": comparison, "reason": reason if not (a and b) else ""})
 
-    def need(df, name):
-        return f"not measured yet: the full tier has no '{name}' rows (run `make results`)" if df.empty else ""
+def _side(spec: str, groups: dict, frames: _Frames, ctx: dict) -> tuple[dict, str, str]:
+    """Evaluate a side spec to (unit -> value, label, reason); see the YAML header for the grammar."""
+    expr, _, inds = str(spec).partition(" @ ")
+    indicators = [i.strip() for i in inds.split(",")] if inds else ctx["indicators"]
+    values, names = [], []
+    for name in expr.split(" - "):
+        name = name.strip()
+        if m := re.fullmatch(r"best\((\w+)\)", name):
+            name = frames.best(ctx["experiment"], groups[m.group(1)], indicators, ctx["split"])
+            if not name:
+                return {}, spec, f"no member of group {m.group(1)!r} has {ctx['experiment']} rows"
+            names.append(f"{name} (best baseline by mean R2)")
+        else:
+            names.append(name)
+        v = frames.values(ctx["experiment"], name, ctx["metric"], indicators, ctx["split"], ctx.get("pair"))
+        if not v:
+            return {}, spec, f"no '{name}' {ctx['metric']} rows in the committed {ctx['experiment']} results"
+        values.append(v)
+    if len(values) == 2:
+        out = {u: values[0][u] - values[1][u] for u in values[0] if u in values[1]}
+    else:
+        out = values[0]
+    label = " - ".join(names) + (f" @ {inds}" if inds else "")
+    return out, label, ""
 
-    b = lambda m, met="R2", ind=None: _per_seed(bench, m, met, ind)  # noqa: E731
-    ab = lambda m, met="R2": _per_seed(abl, m, met)  # noqa: E731
-    for met, cid in (("R2", "UC01"), ("RMSE", "UC06"), ("MAE", "UC07")):
-        add(cid, b("UrbanCLIP", met), b("PG-SimCLR", met), reason=need(bench, "benchmark"))
-    for base in BASELINES_UC:
-        add("UC08", b("UrbanCLIP"), b(base), "a>b", f"vs {base}", need(bench, "benchmark"))
-    for ind, cid in (("carbon", "UC10"), ("population", "UC11"), ("GDP", "UC12")):
-        add(cid, b("UrbanCLIP", ind=[INDICATOR[ind]]), b("PG-SimCLR", ind=[INDICATOR[ind]]),
-            reason=need(bench, "benchmark"))
-    gains = {k: {s: b("UrbanCLIP", ind=[v]).get(s, np.nan) - b("PG-SimCLR", ind=[v]).get(s, np.nan)
-                 for s in b("UrbanCLIP")} for k, v in INDICATOR.items()}
-    add("UC09", gains["carbon"], gains["population"], "a>b", "carbon gain vs population gain", need(bench, "benchmark"))
-    add("UC09", gains["population"], gains["GDP"], "a>b", "population gain vs GDP gain", need(bench, "benchmark"))
-    for base in [x for x in BASELINES_UC if x != "PG-SimCLR"]:
-        add("UC13", b("PG-SimCLR"), b(base), "a>b", f"vs {base}", need(bench, "benchmark"))
-    add("UC14", b("UrbanViT"), b("UrbanCLIP"), reason=need(bench, "benchmark"))
-    add("UC15", b("UrbanViT"), b("ResNet-18 (land-use stand-in)"), reason=need(bench, "benchmark"))
-    add("UC16", ab("w/o refined text"), ab("UrbanCLIP"), reason=need(abl, "ablations"))
-    add("UC17", b("Text-SimCLR"), b("UrbanCLIP"), reason=need(bench, "benchmark"))
-    add("UC18", ab("w/o L_LM"), ab("UrbanCLIP"), reason=need(abl, "ablations"))
-    add("UC19", ab("w/o L_Con"), ab("UrbanCLIP"), reason=need(abl, "ablations"))
-    add("UC20", ab("w/o L_Con"), ab("w/o L_LM"), reason=need(abl, "ablations"))
-    add("UC22", _transfer_per_seed(tr, "UrbanCLIP"), _transfer_per_seed(tr, "PG-SimCLR"), reason=need(tr, "transfer"))
-    for ind, cid in (("carbon", "UC23"), ("population", "UC24"), ("GDP", "UC25")):
-        add(cid, _transfer_per_seed(tr, "UrbanCLIP", [INDICATOR[ind]]),
-            _transfer_per_seed(tr, "PG-SimCLR", [INDICATOR[ind]]), reason=need(tr, "transfer"))
-    pairs = _transfer_pairs(tr)
-    for src, tgt, ind in pairs:
-        add("UC21", _transfer_per_seed(tr, "UrbanCLIP", [ind], (src, tgt)),
-            _transfer_per_seed(tr, "PG-SimCLR", [ind], (src, tgt)), "a>b", f"{src}->{tgt} {ind}")
-    if not pairs:
-        add("UC21", None, None, reason=need(tr, "transfer"))
-    for model in ("UrbanCLIP", "PG-SimCLR"):
-        t = {k: _transfer_per_seed(tr, model, [INDICATOR[k]]) for k in INDICATOR}
-        add("UC26", t["carbon"], t["population"], "a>b", f"{model}: carbon vs population", need(tr, "transfer"))
-        add("UC26", t["population"], t["GDP"], "a>b", f"{model}: population vs GDP", need(tr, "transfer"))
-    ln, ln_sv = "UrbanLN (satellite)", "UrbanLN (street)"
-    all_base = [*BASELINES_UC, "UrbanViT", "Text-SimCLR", "UrbanVLP", "ResNet-18 (random)"]
-    means = {m: np.nanmean(list(b(m).values())) if b(m) else -np.inf for m in all_base}
-    best = max(means, key=means.get) if means else ""
-    for met, cid in (("R2", "LN01"), ("RMSE", "LN02"), ("MAE", "LN03")):
-        add(cid, b(ln, met), b(best, met) if best else {}, comparison=f"vs {best} (best baseline by mean R2)",
-            reason=need(bench, "benchmark"))
-    for m in (ln, ln_sv):
-        for base in all_base:
-            add("LN04", b(m), b(base), "a>b", f"{m} vs {base}", need(bench, "benchmark"))
-    add("LN07", b(ln_sv), b(best) if best else {}, comparison=f"street view vs {best}", reason=need(bench, "benchmark"))
-    for met, direction in (("R2", "a>b"), ("RMSE", "a<b"), ("MAE", "a<b")):
-        add("LN08", b(ln_sv, met), b(best, met) if best else {}, direction, f"street view vs {best}, {met}",
-            need(bench, "benchmark"))
-    for ind in ("crime", "poi_count"):
-        add("LN09", b(ln, ind=[ind]), b(best, ind=[ind]) if best else {}, "a<b", f"satellite vs {best}, {ind}",
-            need(bench, "benchmark"))
-    add("LN12", b(ln), b("UrbanCLIP"), "a>b", "vs UrbanCLIP (RemoteCLIP needs its hub weights: not compared)",
-        need(bench, "benchmark"))
-    add("LN10", b(ln_sv, ind=["crime", "poi_count"]), b(ln, ind=["crime", "poi_count"]), reason=need(bench, "benchmark"))
-    add("LN11", b(ln, ind=["population"]), b(ln_sv, ind=["population"]), reason=need(bench, "benchmark"))
-    for name, cid in (("w/o Refinement", "LN15"), ("w/o Consensus", "LN16"), ("w/o IPSI", "LN17"),
-                      ("w/o MSD", "LN19")):
-        add(cid, ab(name), ab("UrbanLN"), reason=need(abl, "ablations"))
-    full = ab("UrbanLN")
-    drop = {k: {s: full[s] - ab(k).get(s, np.nan) for s in full} for k in ("w/o IPSI", "w/o Refinement")}
-    add("LN18", drop["w/o IPSI"], drop["w/o Refinement"], "a>b", reason=need(abl, "ablations"))
-    for mu in ("0.3", "0.4", "0.6"):
-        add("LN20", ab("mu=0.5"), ab(f"mu={mu}"), "a>b", f"vs mu={mu}", need(abl, "ablations"))
-    for cid, why in CHECKED_ELSEWHERE.items():
-        add(cid, None, None, reason=f"not testable here: {why}")
-    out = pd.DataFrame(rows)
-    measured = set(out["claim_id"])
-    for c in claims.itertuples():
-        if c.claim_id not in measured:
-            out = pd.concat([out, pd.DataFrame([{"claim_id": c.claim_id, "a": None, "b": None,
-                                                 "reason": f"not testable here: {c.testable_here_note}"}])],
-                            ignore_index=True)
+
+def parse_paper_effect(text: str) -> tuple[float, str] | None:
+    """The paper's effect from a ``paper_value`` string: ``(magnitude, "%")``, ``(magnitude, "abs")`` or None.
+
+    ``"6.1%"`` and ``"-10.45%"`` are relative changes; ``"0.411 vs 0.365"`` an absolute difference
+    (0.046); ``"26.45% vs 10.45%"`` a difference of relative changes in percentage points (16.0).
+    Anything else (ranges, lists, counts) has no single effect and gives None.
+    """
+    num = r"[-+]?\d*\.?\d+"
+    s = str(text).strip()
+    if m := re.fullmatch(rf"({num})%", s):
+        return abs(float(m.group(1))), "%"
+    if m := re.fullmatch(rf"({num})%\s+vs\s+({num})%", s):
+        return abs(float(m.group(1)) - float(m.group(2))), "%"
+    if m := re.fullmatch(rf"({num})\s+vs\s+({num})", s):
+        return abs(float(m.group(1)) - float(m.group(2))), "abs"
+    return None
+
+
+def paper_baseline(query: dict, tables: pd.DataFrame | None = None) -> tuple[float, str]:
+    """Mean of the tables.csv cells a baseline query selects, and a label naming them.
+
+    ``model: best`` takes, per (city, task), the best row that is not UrbanLN's own or an
+    improvement row (highest R2, lowest RMSE/MAE), as the papers' improvement rows do.
+    """
+    t = load_tables() if tables is None else tables
+    metric = query.get("metric", "R2")
+    t = t[(t["paper"] == query["paper"]) & (t["table"] == str(query["table"])) & (t["metric"] == metric)]
+    t = t[~t["model"].str.contains("mprovement") & (t["model"] != "") & (t["task"] != "mean_over_indicators")]
+    for col in ("city", "task"):
+        if query.get(col):
+            t = t[t[col].isin(query[col])]
+    model = query["model"]
+    if model == "best":
+        t = t[~t["model"].str.startswith("UrbanLN")].dropna(subset=["value"])
+        pick = t.groupby(["city", "task"])["value"]
+        cells = pick.max() if metric == "R2" else pick.min()
+    else:
+        cells = t[t["model"] == model].dropna(subset=["value"])["value"]
+    label = f"{query['paper']} Table {query['table']}, {'best baseline' if model == 'best' else model} {metric}"
+    return (float(cells.mean()) if len(cells) else float("nan")), label
+
+
+# ----------------------------------------------------------------------------------- measurements
+
+
+def _row(cid, comparison, a=None, b=None, direction=None, reason="", **extra) -> dict:
+    row = dict.fromkeys(MEASUREMENT_COLUMNS)
+    row.update(claim_id=cid, comparison=comparison, a=a, b=b, direction=direction, reason=reason, **extra)
+    return row
+
+
+def _expand(measure: dict, groups: dict, frames: _Frames, ctx: dict) -> list[tuple[dict, dict, str]]:
+    """One (measure, ctx, skipped-note) per comparison: ``each(GROUP)`` and ``each: pair`` expanded."""
+    if m := re.fullmatch(r"each\((\w+)\)", str(measure["b"])):
+        present = frames.present(ctx["experiment"])
+        members = groups[m.group(1)]
+        absent = [x for x in members if x not in present]
+        note = f"not in the committed rows: {', '.join(absent)}" if absent else ""
+        return [({**measure, "b": x, "label": measure.get("label") or f"{measure['a']} vs {x}"}, ctx, note)
+                for x in members if x in present] or [({**measure, "b": members[0]}, ctx, note)]
+    if measure.get("each") == "pair":
+        r = frames.rows["transfer"]
+        pairs = sorted(set(zip(r["city"], r["target"], strict=True))) if not r.empty else []
+        return [({**measure, "label": f"{s}->{t} {ind}"}, {**ctx, "pair": (s, t), "indicators": [ind]}, "")
+                for s, t in pairs for ind in ctx["indicators"]] or [(measure, ctx, "")]
+    return [(measure, ctx, "")]
+
+
+def _paper_units(measure: dict, claim_value: str, groups: dict, frames: _Frames, ctx: dict, tables) -> dict:
+    """The paper's effect for one comparison and the baseline that converts a relative % to absolute units."""
+    out = {"paper_effect": None, "paper_units": None, "baseline": None, "baseline_source": None}
+    parsed = parse_paper_effect(measure.get("paper_effect", claim_value))
+    if parsed is None:
+        return out
+    out["paper_effect"], out["paper_units"] = parsed
+    if out["paper_units"] != "%":
+        return out
+    spec = measure.get("baseline") or {}
+    if "paper" in spec and ctx["metric"] == "R2":
+        out["baseline"], out["baseline_source"] = paper_baseline(spec, tables)
+        return out
+    v, label, _ = _side(spec.get("ours", str(measure["b"])), groups, frames, ctx)
+    out["baseline"] = float(np.mean(list(v.values()))) if v else None
+    why = (f"{ctx['metric']} depends on the target's scale, which differs from the paper's" if ctx["metric"] != "R2"
+           else "" if "ours" in spec else "no baseline value of the paper mapped")
+    out["baseline_source"] = f"our {label}" + (f" ({why})" if why else "")
     return out
+
+
+def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None = None,
+                 frames: dict | None = None) -> pd.DataFrame:
+    """One row per (claim, comparison), columns :data:`MEASUREMENT_COLUMNS`; reasons where untestable.
+
+    Args:
+        claims: the register (:func:`urbanlib.paper.load_claims`).
+        results_dir: where the committed CSVs are (default: the repository's ``results/``).
+        measures: the mapping (default :func:`load_measures`).
+        frames: optional ``{"benchmark": df, "ablations": df, "transfer": df}`` instead of reading.
+
+    Returns:
+        DataFrame: ``a``/``b`` are dicts unit -> value (None where not measured), ``cities`` the
+        cities the comparison's units come from.
+    """
+    doc = measures or load_measures()
+    f = _Frames(results_dir, frames)
+    tables = load_tables()
+    rows = []
+    for claim in claims.itertuples(index=False):
+        entry = doc["claims"].get(claim.claim_id)
+        if entry is None:
+            rows.append(_row(claim.claim_id, "", reason=f"not testable here: {claim.testable_here_note or 'no measurement mapped'}"))
+            continue
+        if "untestable" in entry:
+            rows.append(_row(claim.claim_id, "", reason=f"not testable here: {entry['untestable']}"))
+            continue
+        for measure in entry["measures"]:
+            experiment = measure.get("experiment", "benchmark")
+            inds = measure.get("indicators", DEFAULT_INDICATORS[claim.paper])
+            ctx = {"experiment": experiment, "metric": measure.get("metric", "R2"),
+                   "split": measure.get("split", "random"),
+                   "indicators": doc["indicator_sets"][inds] if isinstance(inds, str) else list(inds)}
+            for m, c, note in _expand(measure, doc["groups"], f, ctx):
+                a, a_label, why_a = _side(m["a"], doc["groups"], f, c)
+                b, b_label, why_b = _side(m["b"], doc["groups"], f, c)
+                why = why_a or why_b
+                if f.rows[experiment].empty:
+                    why = f"not measured yet: the full tier has no '{experiment}' rows (run `make results`)"
+                label = m.get("label") or f"{a_label} vs {b_label}"
+                units = sorted(set(a) & set(b))
+                cities = sorted({u.split(":")[0] for u in units}) if "pair" not in c else [c["pair"][0]]
+                rows.append(_row(claim.claim_id, label, a or None, b or None, m.get("direction"),
+                                 "; ".join(x for x in (why, note) if x), metric=c["metric"], experiment=experiment,
+                                 cities=cities, **_paper_units(m, claim.paper_value, doc["groups"], f, c, tables)))
+    return pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
+
+
+def labelled_claims(claims: pd.DataFrame | None = None, measures: dict | None = None) -> pd.DataFrame:
+    """The register with the mapping's ``short`` label and ``question`` key per claim."""
+    from urbanlib.paper import load_claims
+
+    doc = measures or load_measures()
+    claims = load_claims() if claims is None else claims
+    entry = {cid: doc["claims"].get(cid, {}) for cid in claims["claim_id"]}
+    return claims.assign(short=[entry[c].get("short", "") for c in claims["claim_id"]],
+                         question=[entry[c].get("question", "") for c in claims["claim_id"]])
+
+
+def verdicts(results_dir=None, claims: pd.DataFrame | None = None, frames: dict | None = None) -> pd.DataFrame:
+    """The verdict table on the committed ``full`` tier (:func:`urbanlib.analysis.verdicts.verdict_table`)."""
+    from urbanlib.analysis.verdicts import verdict_table
+
+    claims = labelled_claims(claims)
+    return verdict_table(claims, measurements(claims, results_dir, frames=frames))

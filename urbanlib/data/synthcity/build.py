@@ -135,7 +135,7 @@ def generate(profile_name: str, sc: Scale, seed: int, out: Path, params: Generat
         images.append({"region_id": rid, "kind": "satellite", "path": path, "lon": np.nan, "lat": np.nan})
         scenes.append({"image": path, "region_id": rid, "kind": "satellite", "size": sc.tile_px, "objects": objs})
         k = street_view_count(layout, r, c, sc.max_street_views, params.street_view_rate,
-                              np.random.default_rng([seed, 3, r, c]))
+                              np.random.default_rng([seed, 3, r, c]), params.street_views_min)
         for i in range(k):
             rng = np.random.default_rng([seed, 4, r, c, i])
             img, objs = render_street(layout, r, c, sc.street_px, profile, rng)

@@ -16,7 +16,7 @@ from importlib import resources
 
 from ..report import DataError
 
-GENERATOR_VERSION = "synthcity-1.1.0"  # 1.0.0: pre-release development builds (stale)
+GENERATOR_VERSION = "synthcity-1.2.0"  # 1.2.0: every region >= 4 street views; 1.1.0: Poisson only; 1.0.0: dev builds
 
 # Latent land-use classes (hidden ground truth; never model input).
 ZONES = [
@@ -69,7 +69,8 @@ class GeneratorParams:
     missing_rate: dict = field(default_factory=lambda: {
         "population": 0.03, "gdp": 0.08, "carbon": 0.05, "night_light": 0.0,
         "poi_count": 0.0, "comments": 0.15, "crime": 0.25})
-    street_view_rate: float = 1.6  # mean street views per region with roads (capped by Scale.max_street_views)
+    street_view_rate: float = 1.6  # mean extra street views per region with roads (capped by Scale.max_street_views)
+    street_views_min: int = 4  # street views every region gets (1.2.0; before, 35% of regions had none)
     # captions
     rho: float = 0.5  # correlation of captioners' hallucinations/omissions (shared blind spots), 0..1
     captioners: tuple = (
