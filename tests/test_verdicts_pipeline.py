@@ -41,20 +41,17 @@ def test_verdicts_follow_the_committed_rows(tmp_path):
     assert "not testable here" in table.loc["UC02", "reason"]  # Beijing: a real city
 
 
-def test_a_city_with_missing_seeds_stays_out_of_the_pooled_verdict(tmp_path):
-    from urbanlib.pipeline.verdicts import complete_cities
-
+def test_units_pair_on_city_and_seed(tmp_path):
+    """A unit counts as soon as both sides of a comparison are stored; a one-sided unit is left out."""
     claims = load_claims()
     for seed, gap in enumerate((0.05, 0.07, 0.06)):
         append_rows("benchmark", f"s{seed}", _bench_rows(seed, gap), {"city": "x"}, seed, "full", 1.0, tmp_path)
-    late = [{**r, "city": "synth-coast", "value": -r["value"] if r["model"] == "UrbanCLIP" else r["value"]}
-            for r in _bench_rows(0, 0.05)]  # only seed 0 of a third city, with the effect reversed
+    late = [{**r, "city": "synth-coast", "value": -r["value"]} for r in _bench_rows(0, 0.05)
+            if r["model"] == "UrbanCLIP"]  # a third city's seed 0 without its PG-SimCLR rows yet
     append_rows("benchmark", "coast-s0", late, {"city": "synth-coast"}, 0, "full", 1.0, tmp_path)
-    from urbanlib.results.store import read_results
-
-    assert complete_cities(read_results("benchmark", tmp_path)) == ["synth-grid", "synth-ring"]
     table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
     assert table.loc["UC01", "verdict"] == "supported"
+    assert table.loc["UC01", "n_units"] == 6 and table.loc["UC01", "n_cities"] == 2  # 2 cities x 3 seeds
     assert table.loc["UC01", "mean_diff"] == pytest.approx(0.06, abs=1e-9)
 
 
@@ -66,12 +63,13 @@ def test_a_reversed_effect_is_contradicted(tmp_path):
     assert table.loc["UC01", "verdict"] == "contradicted"
 
 
-def test_two_seeds_are_not_enough(tmp_path):
+def test_two_units_are_not_enough(tmp_path):
     claims = load_claims()
     for seed in (0, 1):
-        append_rows("benchmark", f"s{seed}", _bench_rows(seed, 0.05), {"city": "x"}, seed, "full", 1.0, tmp_path)
+        rows = [r for r in _bench_rows(seed, 0.05) if r["city"] == "synth-ring"]  # one city, two seeds
+        append_rows("benchmark", f"s{seed}", rows, {"city": "x"}, seed, "full", 1.0, tmp_path)
     table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
-    assert table.loc["UC01", "verdict"] == "not testable here"
+    assert table.loc["UC01", "verdict"] == "not testable here" and "≥3 paired units" in table.loc["UC01", "reason"]
 
 
 def test_caption_rates_count_false_statements():
@@ -114,11 +112,12 @@ def _transfer_rows(seed: int, gap: dict) -> list[dict]:
 def test_transfer_claims_compare_every_cross_city_pair(tmp_path):
     claims = load_claims()
     for seed in range(3):
-        append_rows("transfer", f"s{seed}", _transfer_rows(seed, {("synth-grid", "gdp"): -0.04 - 0.01 * seed}),
+        append_rows("transfer", f"s{seed}", _transfer_rows(seed, {("synth-grid", "gdp"): -0.04 - 0.001 * seed}),
                     {"source": "synth-ring"}, seed, "full", 1.0, tmp_path)
     table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
     comps = table.loc["UC21", "comparisons"]
     assert comps.count("synth-ring->") == 6 and "synth-ring->synth-ring" not in comps  # 2 targets x 3 indicators
-    assert table.loc["UC21", "verdict"] == "contradicted"  # one pair reversed on every seed
+    assert table.loc["UC21", "verdict"] == "contradicted"  # one pair reversed on every seed (6 x p < 0.05)
+    assert "one (source, target) pair" in table.loc["UC21", "reason"]
     assert table.loc["UC26", "verdict"] == "supported"  # carbon > population > GDP for both models
     assert table.loc["LN27", "verdict"] == "not testable here" and "248" in table.loc["LN27", "reason"]

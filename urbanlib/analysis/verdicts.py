@@ -1,46 +1,71 @@
-"""The verdict table: every claim of the register, tested on paired pretraining seeds (issue 8).
+"""The verdict table: every claim of the register, tested by paired t-tests over city x seed units.
 
-A directional claim "a > b" (or "a < b") is tested on the per-seed differences d_s = a_s - b_s,
-one per pretraining seed, paired because both quantities come from runs sharing that seed's data
-split and initialisation. The Student-t interval ``mean(d) ± t_{(1+level)/2, n-1} · sd(d)/√n``
-decides:
+A **unit** is one city and one pretraining seed; both quantities of a comparison come from runs that
+share it, so the test is on the per-unit differences ``d = a - b`` (:mod:`urbanlib.analysis.paired`:
+today's ``full`` tier gives n = 5 cities x 3 seeds = 15 units). Each comparison gets the mean paired
+difference with its 95% t interval, the two-sided paired t-test p, and its minimum detectable effect
+(MDE) at power 0.8 (noncentral t, from the observed sd of the differences and n).
 
-- **supported**: the interval excludes 0 on the claimed side;
-- **contradicted**: it excludes 0 on the opposite side;
-- **not supported**: it contains 0;
-- **not testable here**: fewer than 3 seeds, no measurement, or a claim that is not a two-quantity
-  comparison (the reason is stated).
+Decision rule, per claim, at α = 0.05 (two-sided); a claim holds K ≥ 1 comparisons ("best among all
+baselines" and "a > b > c" are several), each with a claimed direction:
 
-A claim that decomposes into several comparisons ("best among all baselines", "a > b > c") is
-given one measurement row per comparison, each with its own direction; it is supported only if
-every comparison is (an intersection-union test, so no multiplicity correction is needed), and
-contradicted if any comparison is. Every claim of the register appears in the table, whatever
-its verdict.
+- **supported**: every comparison is significant in the claimed direction (p < α with the mean on the
+  claimed side, i.e. its 95% interval excludes 0 there). An intersection-union test: the claim's p is
+  the largest of the comparisons' claimed-side p-values, with no multiplicity correction needed.
+- **contradicted**: some comparison is significant in the opposite direction after a Bonferroni
+  correction within the claim (K · p < α; for K = 1 its interval excludes 0 on the other side). The
+  claim's p is that corrected p.
+- **underpowered**: neither, and every comparison that is not significant in the claimed direction
+  has an MDE larger than the effect the paper reports for it (the paper's relative % converted to
+  absolute units through the paper's baseline value where one is mapped, see
+  ``urbanlib/paper/claim_measures.yml``): the test could not have seen the paper's effect.
+- **not supported**: neither, and some such comparison could have detected the paper's effect, or
+  the paper reports no effect size to judge power by.
+- **not testable here**: no measurement (the reason is stated: the papers' real cities, hub weights,
+  a count rather than a measurement, a result not computed yet), or fewer than 3 paired units.
+
+The Benjamini-Hochberg adjusted p across all tested claims is shown beside the raw p (``p_bh``); the
+verdict uses the raw p, so read a supported claim with ``p_bh ≥ 0.05`` as one that may not survive
+the number of claims tested. A claim whose units come from one city only says so in its reason.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .paired import bh_adjust, paired_test
+
 __all__ = [
-    "MIN_SEEDS",
-    "NEEDS_SEEDS",
+    "ALPHA",
+    "MIN_UNITS",
+    "NEEDS_UNITS",
+    "POWER",
+    "TABLE_COLUMNS",
     "VERDICTS",
+    "bh_survivors",
+    "counts",
     "paired_difference_ci",
+    "readable_table",
+    "styled_verdicts",
     "verdict",
     "verdict_table",
 ]
 
-MIN_SEEDS = 3
-NEEDS_SEEDS = f"not testable here: needs ≥{MIN_SEEDS} pretraining seeds (full tier)"
-VERDICTS = ("supported", "not supported", "contradicted", "not testable here")
-TABLE_COLUMNS = ["claim_id", "paper", "section", "claim", "direction", "paper_value", "verdict", "n_seeds",
-                 "mean_diff", "ci_low", "ci_high", "relative_diff_pct", "reason", "comparisons"]
+ALPHA = 0.05  # two-sided level of every test
+POWER = 0.8  # power at which the minimum detectable effect is computed
+MIN_UNITS = 3
+NEEDS_UNITS = f"not testable here: needs ≥{MIN_UNITS} paired units (city x pretraining seed)"
+MIN_SEEDS, NEEDS_SEEDS = MIN_UNITS, NEEDS_UNITS  # the names of the per-seed version (issue 8)
+VERDICTS = ("supported", "not supported", "underpowered", "contradicted", "not testable here")
+TABLE_COLUMNS = ["claim_id", "paper", "section", "question", "short", "claim", "direction", "paper_value", "verdict",
+                 "n_units", "n_cities", "mean_diff", "ci_low", "ci_high", "p", "p_bh", "mde", "metric",
+                 "paper_units", "paper_effect", "paper_effect_abs", "effect_paper", "ci_low_paper",
+                 "ci_high_paper", "mde_paper", "baseline", "baseline_source", "relative_diff_pct", "reason",
+                 "comparisons"]
 
 
 def _direction(direction: str) -> str:
@@ -53,67 +78,53 @@ def _direction(direction: str) -> str:
     raise ValueError(f"direction {direction!r} is not a two-quantity comparison ('a>b' or 'a<b')")
 
 
-def _pair(a, b) -> tuple[np.ndarray, np.ndarray, list]:
-    """Align per-seed values: mappings/Series pair on seed keys, sequences by position; NaN pairs dropped."""
-    if isinstance(a, Mapping | pd.Series) or isinstance(b, Mapping | pd.Series):
-        if not (isinstance(a, Mapping | pd.Series) and isinstance(b, Mapping | pd.Series)):
-            raise TypeError("a_by_seed and b_by_seed must both be keyed by seed, or both be sequences")
-        a, b = pd.Series(a, dtype=float), pd.Series(b, dtype=float)
-        seeds = [s for s in a.index if s in b.index]
-        av, bv = a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy()
-    else:
-        av, bv = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-        if len(av) != len(bv):
-            raise ValueError(f"paired values need equal lengths, got {len(av)} and {len(bv)}")
-        seeds = list(range(len(av)))
-    ok = np.isfinite(av) & np.isfinite(bv)
-    return av[ok], bv[ok], [s for s, k in zip(seeds, ok, strict=True) if k]
-
-
-def paired_difference_ci(a_by_seed, b_by_seed, direction: str = "a>b", level: float = 0.95) -> dict:
-    """Mean paired difference a - b over pretraining seeds with a Student-t confidence interval.
+def paired_difference_ci(a_by_unit, b_by_unit, direction: str = "a>b", level: float = 0.95,
+                         power: float = POWER) -> dict:
+    """Mean paired difference a - b over units with its t interval, two-sided p and MDE.
 
     Args:
-        a_by_seed: per-seed values of quantity a: a mapping/Series seed -> value (paired on
-            seeds) or a sequence (paired by position).
-        b_by_seed: the same for quantity b.
-        direction: the claim's direction (``"a>b"`` or ``"a<b"``, register spellings such as
-            ``"a>b (36/36)"`` accepted); recorded, and used by :func:`verdict`.
-        level: confidence level.
+        a_by_unit: per-unit values of quantity a: a mapping unit -> value (paired on keys) or a
+            sequence (paired by position).
+        b_by_unit: the same for quantity b.
+        direction: the claim's direction (``"a>b"`` or ``"a<b"``; register spellings such as
+            ``"a>b (36/36)"`` accepted).
+        level: confidence level; the test's α is ``1 - level``.
+        power: power of the minimum detectable effect.
 
     Returns:
-        dict: ``n_seeds``, ``seeds``, ``mean_diff`` (a - b), ``sd_diff``, ``ci_low``,
-        ``ci_high``, ``level``, ``relative_diff_pct`` (100 · mean(a - b) / |mean(b)|),
-        ``direction``, ``testable`` and ``reason`` (:data:`NEEDS_SEEDS` with fewer than 3 seeds;
-        the CI is then NaN but the mean difference is still given).
+        dict: the keys of :func:`urbanlib.analysis.paired.paired_test` plus ``n_units`` (and its old
+        name ``n_seeds``), ``direction``, ``p_claimed`` / ``p_opposite`` (the two-sided-equivalent
+        p for the claimed and the opposite side: 2 x the one-sided p, capped at 1),
+        ``relative_diff_pct`` (100 · mean(a - b) / |mean(b)|), ``testable`` and ``reason``
+        (:data:`NEEDS_UNITS` with fewer than 3 units: no interval, the mean is still given).
     """
     direction = _direction(direction)
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    a, b, seeds = _pair(a_by_seed, b_by_seed)
-    d = a - b
-    n = len(d)
-    out = {"n_seeds": n, "seeds": seeds, "mean_diff": float(d.mean()) if n else math.nan,
-           "sd_diff": float(d.std(ddof=1)) if n > 1 else math.nan, "ci_low": math.nan, "ci_high": math.nan,
-           "level": level, "relative_diff_pct": math.nan, "direction": direction,
-           "testable": n >= MIN_SEEDS, "reason": "" if n >= MIN_SEEDS else NEEDS_SEEDS}
-    if n and abs(b.mean()) > 0:
-        out["relative_diff_pct"] = float(100 * d.mean() / abs(b.mean()))
-    if n >= MIN_SEEDS:
-        half = stats.t.ppf((1 + level) / 2, df=n - 1) * out["sd_diff"] / math.sqrt(n)
-        out["ci_low"], out["ci_high"] = out["mean_diff"] - half, out["mean_diff"] + half
+    out = paired_test(a_by_unit, b_by_unit, level=level, power=power)
+    n = out["n"]
+    out.update(n_units=n, n_seeds=n, seeds=out["units"], direction=direction, testable=n >= MIN_UNITS,
+               reason="" if n >= MIN_UNITS else NEEDS_UNITS, relative_diff_pct=math.nan,
+               p_claimed=math.nan, p_opposite=math.nan)
+    if n and out["mean_b"]:
+        out["relative_diff_pct"] = float(100 * out["mean_diff"] / abs(out["mean_b"]))
+    if n < MIN_UNITS:
+        out.update(ci_low=math.nan, ci_high=math.nan, p=math.nan, mde=math.nan)
+        return out
+    sign = 1 if direction == "a>b" else -1
+    t = sign * out["t"] if not math.isnan(out["t"]) else 0.0
+    out["p_claimed"] = float(min(1.0, 2 * stats.t.sf(t, n - 1)))
+    out["p_opposite"] = float(min(1.0, 2 * stats.t.cdf(t, n - 1)))
     return out
 
 
 def verdict(ci: dict, direction: str | None = None) -> str:
-    """The verdict of one comparison from :func:`paired_difference_ci`'s result.
+    """The verdict of one comparison from its interval (no power judgement: see :func:`verdict_table`).
 
     Args:
-        ci: the result dict.
+        ci: the result of :func:`paired_difference_ci`.
         direction: overrides ``ci["direction"]``.
 
     Returns:
-        One of :data:`VERDICTS`.
+        "supported", "contradicted", "not supported" or "not testable here".
     """
     if not ci.get("testable", False):
         return "not testable here"
@@ -127,45 +138,171 @@ def verdict(ci: dict, direction: str | None = None) -> str:
 
 
 def _blank(value) -> bool:
-    """True for None/NaN (no per-seed values measured)."""
+    """True for None/NaN/empty (no per-unit values measured)."""
     if value is None:
         return True
-    return isinstance(value, float) and math.isnan(value)
+    if isinstance(value, float):
+        return math.isnan(value)
+    return hasattr(value, "__len__") and len(value) == 0
 
 
-def _combine(verdicts: Sequence[str]) -> str:
-    """Verdict of a conjunction of comparisons."""
-    if "contradicted" in verdicts:
-        return "contradicted"
-    if "not testable here" in verdicts:
-        return "not testable here"
-    if all(v == "supported" for v in verdicts):
-        return "supported"
-    return "not supported"
+def _number(value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
 
 
-def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level: float = 0.95) -> pd.DataFrame:
-    """One row per claim of the register with its verdict, effect size and CI, or the reason it is untested.
+def _paper_terms(ci: dict, m) -> dict:
+    """The paper's effect for one comparison in absolute and paper units, and ours and the MDE in paper units."""
+    units, effect, base = m.get("paper_units"), _number(m.get("paper_effect")), _number(m.get("baseline"))
+    out = {"paper_units": units if isinstance(units, str) else None, "paper_effect": effect,
+           "paper_effect_abs": math.nan, "effect_paper": math.nan, "ci_low_paper": math.nan,
+           "ci_high_paper": math.nan, "mde_paper": math.nan, "baseline": base,
+           "baseline_source": m.get("baseline_source") if isinstance(m.get("baseline_source"), str) else None}
+    if out["paper_units"] == "abs":
+        out.update(paper_effect_abs=effect, effect_paper=ci["mean_diff"], ci_low_paper=ci["ci_low"],
+                   ci_high_paper=ci["ci_high"], mde_paper=ci["mde"])
+    elif out["paper_units"] == "%" and math.isfinite(base) and base:
+        scale = 100 / abs(base)
+        out.update(paper_effect_abs=effect / scale, effect_paper=ci["mean_diff"] * scale,
+                   ci_low_paper=ci["ci_low"] * scale, ci_high_paper=ci["ci_high"] * scale, mde_paper=ci["mde"] * scale)
+    return out
+
+
+def _decide(results: list[dict], alpha: float) -> tuple[str, dict, float]:
+    """(verdict, deciding comparison, claim p) of K tested comparisons; the rule of the module docstring.
+
+    The claim's p is ``min(p_sup, p_con)``: ``p_sup`` the intersection-union p of "every comparison in
+    the claimed direction" (the largest claimed-side p), ``p_con`` the Bonferroni p of "some comparison
+    in the opposite direction" (K x the smallest opposite-side p). For K = 1 it is the two-sided p, and
+    for any K it is below α exactly when the verdict is supported or contradicted.
+    """
+    k = len(results)
+
+    def margin(r):  # distance of the interval's bound from 0 on the claimed side
+        return r["ci_low"] if r["direction"] == "a>b" else -r["ci_high"]
+
+    contra = min(results, key=lambda r: r["p_opposite"])
+    weakest = max(results, key=lambda r: (r["p_claimed"], -margin(r)))
+    p_con, p_sup = min(1.0, k * contra["p_opposite"]), weakest["p_claimed"]
+    p = min(p_sup, p_con)
+    if p_con < alpha:
+        return "contradicted", contra, p
+    if p_sup < alpha:
+        return "supported", weakest, p
+    failing = [r for r in results if r["p_claimed"] >= alpha]
+    powered = [r for r in failing if not (math.isfinite(r["paper_effect_abs"]) and r["mde"] > r["paper_effect_abs"])]
+    if not powered:
+        return "underpowered", weakest, p
+    return "not supported", max(powered, key=lambda r: (r["p_claimed"], -margin(r))), p
+
+
+def _fmt_comparison(r: dict) -> str:
+    return (f"{r['label']}: {r['mean_diff']:+.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], p={r['p']:.2g}, "
+            f"MDE {r['mde']:.3f} (n={r['n_units']})")
+
+
+def _claim_row(claim, ms: pd.DataFrame, level: float, alpha: float, power: float) -> dict:
+    """One verdict-table row from the claim's measurement rows."""
+    base = {c: math.nan for c in TABLE_COLUMNS}
+    base.update(claim_id=claim.claim_id, paper=claim.paper, section=claim.section, claim=claim.claim,
+                short=getattr(claim, "short", "") or claim.claim, question=getattr(claim, "question", ""),
+                direction=claim.direction, paper_value=claim.paper_value, verdict="not testable here",
+                n_units=0, n_cities=0, reason="", comparisons="", paper_units=None, baseline_source=None,
+                metric=None)
+    note = getattr(claim, "testable_here_note", "") or ""
+    if ms.empty:
+        base["reason"] = "not measured in this run" + (f" ({note})" if note else "")
+        return base
+    results, reasons, untested = [], [], False
+    for i, m in ms.iterrows():
+        given = m.get("reason") if isinstance(m.get("reason"), str) else ""
+        if _blank(m["a"]) and _blank(m["b"]) and given:
+            reasons.append(given)  # nothing measured, and the measurement says why
+            untested = True
+            continue
+        explicit = m.get("direction")
+        try:
+            direction = _direction(explicit if isinstance(explicit, str) and explicit else claim.direction)
+        except ValueError as err:
+            if isinstance(explicit, str) and explicit:
+                raise ValueError(f"measurements row {i} ({claim.claim_id}): {err}") from None
+            reasons.append(f"direction {claim.direction!r} is not a two-quantity comparison; it needs one "
+                           "measurement row per comparison with its own 'a>b'/'a<b' direction")
+            untested = True
+            continue
+        if given and not (_blank(m["a"]) or _blank(m["b"])):
+            reasons.append(given)  # measured, with a note (e.g. group members absent)
+        if _blank(m["a"]) or _blank(m["b"]):
+            reasons.append(given or "not measured in this run")
+            untested = True
+            continue
+        ci = paired_difference_ci(m["a"], m["b"], direction, level, power)
+        if not ci["testable"]:
+            reasons.append(ci["reason"])
+            untested = True
+            continue
+        label = m.get("comparison") if isinstance(m.get("comparison"), str) and m.get("comparison") else \
+            f"comparison {len(results) + 1}"
+        cities = m.get("cities") if isinstance(m.get("cities"), list | tuple) else []
+        scope = m.get("scope") if isinstance(m.get("scope"), str) else ""
+        if scope:
+            reasons.append(f"{scope} (n = {ci['n_units']})")
+        elif len(cities) == 1:
+            reasons.append(f"one city only ({cities[0]}): a one-city sweep, its units are the pretraining seeds")
+        results.append({**ci, **_paper_terms(ci, m), "label": label, "n_cities": len(cities),
+                        "metric": m.get("metric") if isinstance(m.get("metric"), str) else None})
+    if results:
+        v, shown, p = _decide(results, alpha)
+        if untested and v != "contradicted":
+            v = "not testable here"
+        base.update({k: shown[k] for k in ("n_units", "n_cities", "mean_diff", "ci_low", "ci_high", "mde", "metric",
+                                            "relative_diff_pct", "paper_units", "paper_effect", "paper_effect_abs",
+                                            "effect_paper", "ci_low_paper", "ci_high_paper", "mde_paper",
+                                            "baseline", "baseline_source")})
+        base.update(verdict=v, p=p if v != "not testable here" else math.nan,
+                    comparisons="; ".join(_fmt_comparison(r) for r in results))
+        if len(results) > 1:
+            reasons.insert(0, f"{len(results)} comparisons; shown: {shown['label']}")
+        if v == "underpowered":
+            reasons.insert(0, f"the test could not see the paper's effect: MDE {shown['mde']:.3f} > the paper's "
+                              f"{shown['paper_effect_abs']:.3f} (absolute units)")
+        elif v == "not supported" and math.isfinite(shown["paper_effect_abs"]):
+            reasons.insert(0, f"the test could have seen the paper's effect: MDE {shown['mde']:.3f} ≤ the paper's "
+                              f"{shown['paper_effect_abs']:.3f} (absolute units)")
+    base["reason"] = "; ".join(dict.fromkeys(r for r in reasons if r))
+    return base
+
+
+def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level: float = 0.95,
+                  power: float = POWER) -> pd.DataFrame:
+    """One row per claim of the register: verdict, effect with CI, p and BH-adjusted p, MDE, or why untested.
 
     Args:
         claims: the register, :func:`urbanlib.paper.load_claims` (``claim_id``, ``paper``,
-            ``section``, ``claim``, ``direction``, ``paper_value``, ``testable_here_note``).
-        measurements: one row per comparison: ``claim_id``; ``a`` and ``b``, per-seed values
-            (mapping seed -> value, or sequences paired by position; None when not measured);
-            optional ``reason`` (why not measured), ``direction`` (needed when the claim's own
-            direction is not ``a>b``/``a<b``, e.g. ``best_at``) and ``comparison`` (a label such
-            as ``"vs PG-SimCLR"``). None or an empty frame: nothing measured.
-        level: confidence level of every interval.
+            ``section``, ``claim``, ``direction``, ``paper_value``, ``testable_here_note``),
+            optionally with ``short`` and ``question`` columns.
+        measurements: one row per comparison (:func:`urbanlib.pipeline.verdicts.measurements`):
+            ``claim_id``; ``a`` and ``b``, per-unit values (mapping unit -> value, or sequences
+            paired by position; None when not measured); optional ``reason``, ``direction``,
+            ``comparison`` (a label), ``cities``, ``scope``, ``metric`` and the paper's effect:
+            ``paper_effect``, ``paper_units`` (``"%"`` or ``"abs"``), ``baseline``,
+            ``baseline_source``. None or an empty frame: nothing measured.
+        level: confidence level of every interval; the tests' α is ``1 - level``.
+        power: power of the minimum detectable effects.
 
     Returns:
-        DataFrame with columns :data:`TABLE_COLUMNS`, in register order, ALL claims. For a
-        claim with several comparisons the numbers are those of the comparison that decides the
-        verdict: among the comparisons whose own verdict is the row's, the weakest (smallest
-        margin on the claimed side); ``comparisons`` lists them all.
+        DataFrame with columns :data:`TABLE_COLUMNS`, in register order, ALL claims. The numbers of a
+        claim with several comparisons are those of the comparison that decides its verdict (the
+        weakest for "supported", the contradicting one for "contradicted"); ``comparisons`` lists
+        them all. ``mde`` and ``mean_diff`` are in the metric's units (ΔR²); the ``*_paper``
+        columns in the paper's (% of ``baseline`` for a relative claim).
 
     Raises:
-        ValueError: naming the measurement row whose ``claim_id`` is not in the register, or
-            whose direction is not a two-quantity comparison.
+        ValueError: naming the measurement row whose ``claim_id`` is not in the register, or whose
+            direction is not a two-quantity comparison.
     """
     for col in ("claim_id", "paper", "section", "claim", "direction", "paper_value"):
         if col not in claims.columns:
@@ -175,73 +312,94 @@ def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level
     for col in ("claim_id", "a", "b"):
         if col not in measurements.columns:
             raise ValueError(f"measurements lack column {col!r} (need claim_id, a, b)")
-    known = set(claims["claim_id"])
+    unknown = set(measurements["claim_id"]) - set(claims["claim_id"])
     for i, row in measurements.iterrows():
-        if row["claim_id"] not in known:
+        if row["claim_id"] in unknown:
             raise ValueError(f"measurements row {i}: claim_id {row['claim_id']!r} is not in the claims register")
+    alpha = 1 - level
+    rows = [_claim_row(c, measurements[measurements["claim_id"] == c.claim_id], level, alpha, power)
+            for c in claims.itertuples(index=False)]
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table["p_bh"] = bh_adjust(table["p"].astype(float))
+    return table
 
-    rows = []
-    for claim in claims.itertuples(index=False):
-        base = {"claim_id": claim.claim_id, "paper": claim.paper, "section": claim.section, "claim": claim.claim,
-                "direction": claim.direction, "paper_value": claim.paper_value, "verdict": "not testable here",
-                "n_seeds": 0, "mean_diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "relative_diff_pct": math.nan, "reason": "", "comparisons": ""}
-        ms = measurements[measurements["claim_id"] == claim.claim_id]
-        note = getattr(claim, "testable_here_note", "") or ""
-        if ms.empty:
-            base["reason"] = "not measured in this run" + (f" ({note})" if note else "")
-            rows.append(base)
-            continue
-        results, verdicts, labels, reasons = [], [], [], []
-        for i, m in ms.iterrows():
-            label = str(m.get("comparison", "") or f"comparison {len(labels) + 1}")
-            if _blank(m["a"]) and _blank(m["b"]) and isinstance(m.get("reason"), str) and m.get("reason"):
-                reasons.append(m["reason"])  # nothing measured, and the measurement says why
-                verdicts.append("not testable here")
-                continue
-            explicit = m.get("direction") if "direction" in ms.columns else None
-            if isinstance(explicit, str) and explicit:
-                try:
-                    direction = _direction(explicit)
-                except ValueError as err:
-                    raise ValueError(f"measurements row {i} ({claim.claim_id}): {err}") from None
-            else:
-                try:
-                    direction = _direction(claim.direction)
-                except ValueError:
-                    reasons.append(f"direction {claim.direction!r} is not a two-quantity comparison; it needs one "
-                                   "measurement row per comparison with its own 'a>b'/'a<b' direction")
-                    verdicts.append("not testable here")
-                    continue
-            if _blank(m["a"]) or _blank(m["b"]):
-                why = m.get("reason", "") if "reason" in ms.columns else ""
-                reasons.append(str(why) if isinstance(why, str) and why else "not measured in this run")
-                verdicts.append("not testable here")
-                continue
-            ci = paired_difference_ci(m["a"], m["b"], direction, level)
-            v = verdict(ci)
-            if ci["reason"]:
-                reasons.append(ci["reason"])
-            results.append((label, ci))
-            verdicts.append(v)
-            labels.append(label)
-        base["verdict"] = _combine(verdicts)
-        base["reason"] = "; ".join(dict.fromkeys(reasons))
-        if results:
-            def margin(item):  # distance of the CI bound from 0 on the claimed side (NaN: untested, last)
-                ci = item[1]
-                m = ci["ci_low"] if ci["direction"] == "a>b" else -ci["ci_high"]
-                return m if not math.isnan(m) else math.inf
 
-            # show the comparison that decides the verdict: the weakest among those with the row's
-            # verdict (a contradicting one for "contradicted"); otherwise the weakest of all
-            deciding = [r for r, v in zip(results, [verdict(ci) for _, ci in results], strict=True)
-                        if v == base["verdict"]] or results
-            _, weakest = min(deciding, key=margin)
-            base.update(n_seeds=weakest["n_seeds"], mean_diff=weakest["mean_diff"], ci_low=weakest["ci_low"],
-                        ci_high=weakest["ci_high"], relative_diff_pct=weakest["relative_diff_pct"])
-            base["comparisons"] = "; ".join(
-                f"{lab}: {ci['mean_diff']:+.4g} [{ci['ci_low']:.4g}, {ci['ci_high']:.4g}] (n={ci['n_seeds']})"
-                for lab, ci in results)
-        rows.append(base)
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+def _num(x, digits=3, signed=False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _p_text(p) -> str:
+    if not math.isfinite(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _effect_text(r) -> str:
+    if not math.isfinite(r["mean_diff"]) or r["verdict"] == "not testable here":
+        return ""
+    unit = {"R2": "ΔR²", "RMSE": "ΔRMSE", "MAE": "ΔMAE"}.get(r["metric"], "Δ")
+    text = f"{_num(r['mean_diff'], signed=True)} [{_num(r['ci_low'])}, {_num(r['ci_high'])}] {unit}"
+    if r["paper_units"] == "%" and math.isfinite(r["effect_paper"]):
+        text += f" = {r['effect_paper']:+.1f}% [{r['ci_low_paper']:.1f}, {r['ci_high_paper']:.1f}]"
+    return text
+
+
+def _mde_text(r) -> str:
+    if not math.isfinite(r["mde"]) or r["verdict"] == "not testable here":
+        return ""
+    text = _num(r["mde"])
+    if r["paper_units"] == "%" and math.isfinite(r["mde_paper"]):
+        text += f" = {r['mde_paper']:.1f}%"
+    elif r["paper_units"] is None:
+        text += " (the paper gives no effect size)"
+    return text
+
+
+def readable_table(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The verdict table as a reader sees it, every number a string to 3 decimals.
+
+    Columns: short claim, verdict, n, effect [95% CI] (absolute and, for a relative claim, in % of the
+    conversion baseline), p, p (BH), MDE, the paper's value, the reason. Untestable rows carry their
+    reason and empty number cells, never NaN.
+    """
+    out = pd.DataFrame({
+        "claim": table["claim_id"] + " " + table["short"].astype(str),
+        "verdict": table["verdict"],
+        "n": [str(int(n)) if n else "" for n in table["n_units"]],
+        "effect [95% CI]": [_effect_text(r) for _, r in table.iterrows()],
+        "p": [_p_text(p) for p in table["p"]],
+        "p (BH)": [_p_text(p) for p in table["p_bh"]],
+        "MDE (power 0.8)": [_mde_text(r) for _, r in table.iterrows()],
+        "paper": table["paper_value"].replace("", "–"),
+        "reason": table["reason"].fillna(""),
+    })
+    return out[list(columns)] if columns else out
+
+
+VERDICT_COLOURS = {"supported": "#1a7f37", "contradicted": "#cf222e", "underpowered": "#9a6700",
+                   "not supported": "#57606a", "not testable here": "#8c959f"}
+
+
+def styled_verdicts(table: pd.DataFrame):
+    """:func:`readable_table` as a pandas Styler: the verdict a coloured badge, the index hidden."""
+    shown = readable_table(table)
+
+    def badge(v):
+        return (f"background-color: {VERDICT_COLOURS.get(v, '#8c959f')}; color: white; border-radius: 0.6em; "
+                "padding: 0.1em 0.5em; white-space: nowrap")
+
+    return (shown.style.hide(axis="index").map(badge, subset=["verdict"])
+            .set_properties(subset=["effect [95% CI]", "MDE (power 0.8)"], **{"white-space": "nowrap"}))
+
+
+def counts(table: pd.DataFrame) -> pd.Series:
+    """Number of claims per verdict, in the order of :data:`VERDICTS` (zeros kept)."""
+    return table["verdict"].value_counts().reindex(list(VERDICTS), fill_value=0).rename("claims")
+
+
+def bh_survivors(table: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
+    """Claim ids whose verdict is supported or contradicted and whose BH-adjusted p is below ``alpha``."""
+    keep = table["verdict"].isin(["supported", "contradicted"]) & (table["p_bh"] < alpha)
+    return list(table.loc[keep, "claim_id"])

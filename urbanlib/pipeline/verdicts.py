@@ -17,13 +17,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from urbanlib.paper import load_tables
+from urbanlib.analysis.verdicts import verdict_table
+from urbanlib.paper import load_claims, load_tables
 from urbanlib.results.store import read_results
 
 MEASURES_YML = Path(__file__).resolve().parents[1] / "paper" / "claim_measures.yml"
 DEFAULT_INDICATORS = {"urbanclip": "urbanclip", "urbanln": "bj"}  # a paper's own indicator set
+PAIR_SCOPE = "each comparison is one (source, target) pair: its units are the pretraining seeds"
 MEASUREMENT_COLUMNS = ["claim_id", "comparison", "a", "b", "direction", "reason", "paper_effect",
-                       "paper_units", "baseline", "baseline_source", "metric", "experiment", "cities"]
+                       "paper_units", "baseline", "baseline_source", "metric", "experiment", "cities", "scope"]
 
 
 @lru_cache(maxsize=4)
@@ -218,7 +220,7 @@ def _paper_units(measure: dict, claim_value: str, groups: dict, frames: _Frames,
     v, label, _ = _side(spec.get("ours", str(measure["b"])), groups, frames, ctx)
     out["baseline"] = float(np.mean(list(v.values()))) if v else None
     why = (f"{ctx['metric']} depends on the target's scale, which differs from the paper's" if ctx["metric"] != "R2"
-           else "" if "ours" in spec else "no baseline value of the paper mapped")
+           else "" if "ours" in spec else "the paper's tables give no baseline for it")
     out["baseline_source"] = f"our {label}" + (f" ({why})" if why else "")
     return out
 
@@ -266,14 +268,12 @@ def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None =
                 cities = sorted({u.split(":")[0] for u in units}) if "pair" not in c else [c["pair"][0]]
                 rows.append(_row(claim.claim_id, label, a or None, b or None, m.get("direction"),
                                  "; ".join(x for x in (why, note) if x), metric=c["metric"], experiment=experiment,
-                                 cities=cities, **_paper_units(m, claim.paper_value, doc["groups"], f, c, tables)))
+                                 cities=cities, scope=PAIR_SCOPE if "pair" in c else "", **_paper_units(m, claim.paper_value, doc["groups"], f, c, tables)))
     return pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
 
 
 def labelled_claims(claims: pd.DataFrame | None = None, measures: dict | None = None) -> pd.DataFrame:
     """The register with the mapping's ``short`` label and ``question`` key per claim."""
-    from urbanlib.paper import load_claims
-
     doc = measures or load_measures()
     claims = load_claims() if claims is None else claims
     entry = {cid: doc["claims"].get(cid, {}) for cid in claims["claim_id"]}
@@ -283,7 +283,5 @@ def labelled_claims(claims: pd.DataFrame | None = None, measures: dict | None = 
 
 def verdicts(results_dir=None, claims: pd.DataFrame | None = None, frames: dict | None = None) -> pd.DataFrame:
     """The verdict table on the committed ``full`` tier (:func:`urbanlib.analysis.verdicts.verdict_table`)."""
-    from urbanlib.analysis.verdicts import verdict_table
-
     claims = labelled_claims(claims)
     return verdict_table(claims, measurements(claims, results_dir, frames=frames))

@@ -1,0 +1,124 @@
+"""Each model's gain over its random-init twin: the same architecture, untrained, probed the same way.
+
+A pretraining method is only worth its name if its features beat those of the same encoder at random
+initialisation. :func:`gains_over_twin` pairs each model with its twin on the units (city x
+pretraining seed) both were probed on and gives the mean gain with a paired 95% t interval, per
+indicator and split and pooled over the indicators (:mod:`urbanlib.analysis.paired`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .paired import paired_test
+
+__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "gains_over_twin"]
+
+_VIT = "UrbanCLIP (random init)"  # UrbanCLIP's ViT at initialisation
+_CLIP_SAT, _CLIP_SV = "CLIP (random init, satellite)", "CLIP (random init, street)"
+_RESNET = "ResNet-18 (random)"
+_URBANLN_VARIANTS = ["UrbanLN", "w/o Refinement", "w/o Consensus", "w/o IPSI", "w/o MSD", "one captioner (sim-qwen)",
+                     "mu=0.3", "mu=0.4", "mu=0.5", "mu=0.6", "stage 0 only (reference)"]  # ablations (satellite)
+
+# model -> its random-init twin, for the benchmark and ablation tables
+RANDOM_INIT_TWIN: dict[str, str] = {
+    # everything built on UrbanCLIP's ViT; the fusion probe adds caption features to UrbanCLIP's, and
+    # UrbanVLP's satellite tower is that ViT too (its street tower is not), so their gains include more
+    **dict.fromkeys(["UrbanCLIP", "UrbanViT", "PG-SimCLR", "Text-SimCLR", "MuseCL", "UrbanVLP",
+                     "UrbanCLIP + captions (fusion)", "w/o refined text", "w/o L_LM", "w/o L_Con"], _VIT),
+    "UrbanLN (satellite)": _CLIP_SAT,
+    "UrbanLN (street)": _CLIP_SV,
+    "UrbanLN stage 0 (satellite)": _CLIP_SAT,
+    "UrbanLN stage 0 (street)": _CLIP_SV,
+    **dict.fromkeys(_URBANLN_VARIANTS, _CLIP_SAT),
+    **dict.fromkeys(["ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)", "READ"], _RESNET),
+}
+
+# UrbanLN -> the stage-0 CLIP it was fine-tuned from (what fine-tuning adds), same function, other mapping
+STAGE0_TWIN: dict[str, str] = {
+    "UrbanLN (satellite)": "UrbanLN stage 0 (satellite)",
+    "UrbanLN (street)": "UrbanLN stage 0 (street)",
+    **dict.fromkeys([v for v in _URBANLN_VARIANTS if v != "stage 0 only (reference)"], "stage 0 only (reference)"),
+}
+
+GAIN_COLUMNS = ["model", "twin", "indicator", "split", "n_units", "gain", "ci_low", "ci_high", "p", "mde",
+                "twin_mean", "relative_gain_pct"]
+POOLED = "mean"  # the indicator label of the rows pooled over indicators
+
+
+def _per_unit(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Wide table: index (model, indicator, split), columns unit 'city:seed', values ``<metric>_mean``."""
+    r = rows[rows["metric"] == f"{metric}_mean"]
+    task = r["task"].astype(str).str.split("/", n=1, expand=True)
+    split = task[1] if task.shape[1] > 1 else pd.Series("random", index=r.index)
+    r = r.assign(indicator=task[0], split=split.fillna("random"),
+                 unit=r["city"].astype(str) + ":" + r["seed"].astype(int).astype(str))
+    return r.pivot_table(index=["model", "indicator", "split"], columns="unit", values="value", aggfunc="mean")
+
+
+def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None, metric: str = "R2",
+                    level: float = 0.95, pooled: bool = True, twin_frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each model's gain over its twin, per indicator and split, with a paired t interval over units.
+
+    Args:
+        frame: tidy benchmark or ablation rows (``results/benchmark.csv`` schema: ``city``, ``seed``,
+            ``model``, ``task`` = ``"<indicator>/<split>"``, ``metric``, ``value``).
+        twins: ``{model: twin model}``; default :data:`RANDOM_INIT_TWIN`.
+        metric: ``"R2"``, ``"RMSE"`` or ``"MAE"``; the ``<metric>_mean`` rows (mean over probe seeds)
+            are compared. A positive gain is model minus twin (for RMSE/MAE, lower is better).
+        level: confidence level of the intervals.
+        pooled: also give, per split, the gain on the mean over the indicators both models have
+            (indicator :data:`POOLED`).
+        twin_frame: where to find the twins' rows when they are not in ``frame`` (e.g. the benchmark's
+            random-init rows for an ablation table; same units). Default: ``frame`` itself.
+
+    Returns:
+        DataFrame with columns :data:`GAIN_COLUMNS`, one row per (model, indicator, split) with
+        both sides present. Pairs that cannot be formed (a model without its twin's rows, a task
+        the twin lacks) are skipped; ``.attrs["notes"]`` says which, in words.
+    """
+    twins = RANDOM_INIT_TWIN if twins is None else twins
+    notes: list[str] = []
+    out = pd.DataFrame(columns=GAIN_COLUMNS)
+    out.attrs["notes"] = notes
+    if frame.empty:
+        notes.append("the frame has no rows")
+        return out
+    wide = _per_unit(frame, metric)
+    other = wide if twin_frame is None or twin_frame.empty else _per_unit(twin_frame, metric)
+    present = list(dict.fromkeys(wide.index.get_level_values("model")))
+    twins_present = set(other.index.get_level_values("model"))
+    rows, orphans = [], {}
+    for model in present:
+        twin = twins.get(model)
+        if twin is None or twin == model:
+            continue
+        if twin not in twins_present:
+            orphans.setdefault(twin, []).append(model)
+            continue
+        mine, theirs = wide.loc[model], other.loc[twin]
+        missing = sorted(set(mine.index) - set(theirs.index))
+        if missing:
+            notes.append(f"{model}: skipped {len(missing)} task(s) the twin lacks "
+                         f"({', '.join('/'.join(t) for t in missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        common = [t for t in mine.index if t in theirs.index]
+        tasks = [(ind, split, mine.loc[(ind, split)], theirs.loc[(ind, split)]) for ind, split in common]
+        if pooled:
+            for split in dict.fromkeys(s for _, s in common):
+                inds = [ind for ind, s in common if s == split]
+                tasks.append((POOLED, split, mine.loc[[(i, split) for i in inds]].mean(skipna=False),
+                              theirs.loc[[(i, split) for i in inds]].mean(skipna=False)))
+        for ind, split, a, b in tasks:
+            r = paired_test(a.dropna().to_dict(), b.dropna().to_dict(), level=level)
+            rel = 100 * r["mean_diff"] / abs(r["mean_b"]) if r["n"] and r["mean_b"] else np.nan
+            rows.append({"model": model, "twin": twin, "indicator": ind, "split": split, "n_units": r["n"],
+                         "gain": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
+                         "mde": r["mde"], "twin_mean": r["mean_b"], "relative_gain_pct": rel})
+    notes[:0] = [f"no '{twin}' {metric} rows: skipped {', '.join(models)}" for twin, models in orphans.items()]
+    if rows:
+        out = pd.DataFrame(rows, columns=GAIN_COLUMNS)
+    out.attrs["notes"] = notes
+    return out
