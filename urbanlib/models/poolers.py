@@ -11,6 +11,10 @@ multimodal decoder. The paper's defaults (ours):
 
 Option ``"learned"`` for either: open_clip's ``AttentionalPooler`` with learned queries (CoCa's
 choice: 1 query for contrastive, ``n_queries`` for the decoder).
+
+Both run their attention through :class:`~urbanlib.models.blocks.Attention` (packed k/v projection,
+``scaled_dot_product_attention`` on strided views) over the parameters of the
+``nn.MultiheadAttention`` they were built with, so ``state_dict`` keys are open_clip's.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import torch
 from open_clip.transformer import AttentionalPooler, LayerNorm
 from torch import nn
+
+from .blocks import Attention
 
 POOLER_KINDS = ("cls_query", "sequence_query", "learned")
 
@@ -41,19 +47,20 @@ class ImagePooler(nn.Module):
         self.kind, self.mean_pool = kind, mean_pool
         if kind == "learned":
             self.pool = AttentionalPooler(width, width, n_head=heads, n_queries=n_queries)
+            self.pool.attn = Attention.from_mha(self.pool.attn)
         else:
             self.ln_q, self.ln_k = LayerNorm(width), LayerNorm(width)
-            self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+            self.attn = Attention.from_mha(nn.MultiheadAttention(width, heads, batch_first=True))
         self.proj = nn.Linear(width, out_dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pool ``tokens`` (B, 1+N, width), [CLS] first -> (B, Q, out_dim) or (B, out_dim) if mean_pool."""
         if self.kind == "learned":
-            out = self.pool(tokens)  # (B, Q, width)
+            q = self.pool.ln_q(self.pool.query)  # (Q, width)
+            out = self.pool.attn(q.expand(tokens.shape[0], -1, -1), context=self.pool.ln_k(tokens))  # (B, Q, width)
         else:
             q = tokens[:, :1] if self.kind == "cls_query" else tokens  # (B, 1 or 1+N, width)
-            kv = self.ln_k(tokens)
-            out = self.attn(self.ln_q(q), kv, kv, need_weights=False)[0]  # (B, Q, width)
+            out = self.attn(self.ln_q(q), context=self.ln_k(tokens))  # (B, Q, width)
         if self.mean_pool:
             out = out.mean(dim=1)  # (B, width)
         return self.proj(out)

@@ -17,6 +17,11 @@ rather than one learned query; the decoder's image context is the whole token se
 by itself (§3.2 "overall sequence as the query") rather than 256 learned queries; the LM head can be
 restricted to the corpus vocabulary; the LM head is initialised (open_clip leaves it as
 uninitialised memory).
+
+Speed: the open_clip towers are built first (same random init as open_clip) and then wrapped by
+:mod:`urbanlib.models.blocks` / :mod:`urbanlib.models.towers`, which keep their parameters and
+``state_dict`` keys and run ``scaled_dot_product_attention`` with ``is_causal`` or one boolean mask
+per batch (outputs equal open_clip's forward within float rounding; tested).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import torch.nn.functional as F
 from open_clip.transformer import MultimodalTransformer, TextTransformer, VisionTransformer
 from torch import nn
 
+from .blocks import convert
 from .config import UrbanCLIPConfig
 from .losses import urbanclip_loss
 from .poolers import ImagePooler
+from .towers import Decoder, TextTower
 from .vocab import PAD_ID, Vocab
 
 
@@ -68,14 +75,15 @@ class UrbanCLIP(nn.Module):
             image_size=v.image_size, patch_size=v.patch_size, width=v.width, layers=v.layers,
             heads=v.heads, mlp_ratio=v.mlp_ratio, output_dim=cfg.embed_dim)
         self.visual.proj = None  # the poolers below replace the [CLS] projection
+        convert(self.visual)  # fast blocks over the same parameters
         n_text = cfg.context_length - 1  # inputs are tokens[:-1], targets tokens[1:]
-        self.text = TextTransformer(
+        self.text = TextTower.from_open_clip(TextTransformer(
             context_length=n_text, vocab_size=cfg.vocab_size, width=t.width, heads=t.heads,
             layers=t.unimodal_layers, mlp_ratio=t.mlp_ratio, output_dim=cfg.embed_dim, embed_cls=True,
-            output_tokens=True, pad_id=PAD_ID, correct_cls_mask=True)
-        self.decoder = MultimodalTransformer(
+            output_tokens=True, pad_id=PAD_ID, correct_cls_mask=True))
+        self.decoder = Decoder.from_open_clip(MultimodalTransformer(
             width=t.width, layers=t.multimodal_layers, heads=t.heads, context_length=n_text,
-            mlp_ratio=t.mlp_ratio, output_dim=cfg.vocab_size)
+            mlp_ratio=t.mlp_ratio, output_dim=cfg.vocab_size))
         nn.init.normal_(self.decoder.text_projection, std=t.width ** -0.5)  # open_clip leaves it empty
         self.contrastive_pooler = ImagePooler(cfg.contrastive_pooler, v.width, cfg.embed_dim, heads, 1, mean_pool=True)
         self.multimodal_pooler = ImagePooler(cfg.multimodal_pooler, v.width, t.width, heads, cfg.pooler_queries)
