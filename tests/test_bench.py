@@ -1,0 +1,38 @@
+"""``benchmarks/bench.py --quick``: every figure is produced (no timing assertions)."""
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FIGURES = [
+    "urbanclip_vs_coca_step", "urbanln_vs_clip248_step", "urbanln_nomsd_vs_clip248_step", "msd_overhead",
+    "extraction_ratio", "probe_ratio", "peak_fp32", "peak_bf16",
+    *[f"{kind}_{name}" for name in ("urbanclip", "coca", "urbanln", "urbanln_nomsd", "clip248")
+      for kind in ("step_s", "flops", "mfu_fp32", "mfu_bf16")],
+    *[f"flops_{name}" for name in ("extract_urbanlib", "extract_open_clip")],
+]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_bench_writes_every_figure(tmp_path):
+    bench = _load_bench()
+    out = tmp_path / "bench.csv"
+    assert bench.main(["--quick", "--out", str(out)]) == 0
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    by_figure = {r["figure"]: r for r in rows}
+    missing = [f for f in FIGURES if f not in by_figure]
+    assert not missing, f"figures not produced: {missing}"
+    for row in rows:
+        assert math.isfinite(float(row["value"])), row
+        assert row["machine"] and row["torch"] and row["git_commit"] and row["threads"] == "1" and row["mode"] == "quick"
+    assert float(by_figure["flops_urbanclip"]["value"]) > 0 and float(by_figure["flops_coca"]["value"]) > 0
