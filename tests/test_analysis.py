@@ -471,10 +471,10 @@ def test_seed_keyed_values_pair_on_seeds():
     a = {0: 1.0, 1: 2.0, 2: 3.0, 7: 100.0}
     b = {2: 2.5, 1: 1.5, 0: 0.5}
     ci = verdicts.paired_difference_ci(a, b, "a>b")
-    assert ci["n_seeds"] == 3 and ci["mean_diff"] == pytest.approx(0.5) and ci["sd_diff"] == 0
+    assert ci["n_units"] == 3 and ci["mean_diff"] == pytest.approx(0.5) and ci["sd_diff"] == 0
     assert verdicts.verdict(ci) == "supported"
     nan_pair = verdicts.paired_difference_ci([1.0, np.nan, 2.0, 3.0], [0.0, 0.0, 1.0, 2.0], "a>b")
-    assert nan_pair["n_seeds"] == 3
+    assert nan_pair["n_units"] == 3
 
 
 def test_verdict_table_lists_every_claim():
@@ -501,7 +501,7 @@ def test_verdict_table_lists_every_claim():
     assert list(table["claim_id"]) == list(claims["claim_id"])
     assert list(table.columns) == verdicts.TABLE_COLUMNS
     v = table.set_index("claim_id")
-    assert v.loc["UC02", "verdict"] == "supported" and v.loc["UC02", "n_seeds"] == 3
+    assert v.loc["UC02", "verdict"] == "supported" and v.loc["UC02", "n_units"] == 3
     assert v.loc["UC06", "verdict"] == "supported" and v.loc["UC06", "ci_high"] < 0
     assert v.loc["UC14", "verdict"] == "contradicted"
     assert v.loc["UC17", "verdict"] == "not testable here" and v.loc["UC17", "reason"] == verdicts.NEEDS_SEEDS

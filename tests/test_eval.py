@@ -299,3 +299,18 @@ def test_minilm_embeddings_are_unit_norm_and_semantic(tmp_path, monkeypatch):
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_linear_cka_is_one_for_rotations_and_low_for_unrelated_features():
+    from urbanlib.eval.metrics import linear_cka
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    assert linear_cka(x, 3.0 * x @ q + 1.0) == pytest.approx(1.0)
+    assert linear_cka(x, rng.normal(size=(200, 8))) < 0.15
+    y = x.copy()
+    y[0] = np.nan  # non-finite rows are left out
+    assert linear_cka(x, y) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="rows"):
+        linear_cka(x, x[:10])

@@ -126,3 +126,34 @@ def test_two_workers_appending_together_lose_no_unit(tmp_path):
         pool.map(_append_many, [(0, tmp_path), (1, tmp_path)])
     units = set(read_results("concurrent", tmp_path)["unit"])
     assert units == {f"w{w}-u{i}" for w in (0, 1) for i in range(15)}
+
+
+def test_pretraining_rows_go_to_their_own_table_and_replace_their_unit(tmp_path):
+    from urbanlib.results.store import PRETRAINING_COLUMNS, append_rows
+
+    metric = {"city": "c", "model": "m", "task": "t/random", "metric": "R2_mean", "value": 0.5}
+    pre = {"table": "pretraining", "model": "UrbanCLIP", "variant": "", "city": "c", "seed": 1, "protocol": "all-tiles",
+           "lr": 5e-4, "steps": 300, "best_step": 240, "step_cap": 1000, "best_val_loss": 2.5,
+           "stopped_by": "patience", "cka_to_init": 0.4, "train_cpu_s": 100.0}
+    for _ in range(2):  # a re-run of the unit replaces its rows
+        append_rows("benchmark", "c-s1-urbanclip", [metric, pre], {"city": "c"}, 1, "smoke", 3.0, tmp_path, cpu_s=2.5)
+    bench = read_results("benchmark", tmp_path)
+    assert len(bench) == 1 and bench["cpu_s"].iloc[0] == 2.5 and "table" not in bench
+    table = pd.read_csv(tmp_path / "pretraining.csv")
+    assert len(table) == 1 and set(PRETRAINING_COLUMNS) <= set(table.columns)
+    assert table["stopped_by"].iloc[0] == "patience" and table["unit"].iloc[0] == "c-s1-urbanclip"
+    assert {"git_tree", "source_hash", "config_hash", "machine"} <= set(table.columns)
+    with pytest.raises(ValueError, match="cka_to_init"):
+        bad = {k: v for k, v in pre.items() if k != "cka_to_init"}
+        append_rows("benchmark", "c-s2-urbanclip", [metric, bad], {"city": "c"}, 2, "smoke", 3.0, tmp_path)
+
+
+def test_full_tier_plan_has_one_pretraining_unit_per_city_seed_and_group():
+    from urbanlib.results.experiments import ABLATION_GROUPS, BENCHMARK_GROUPS
+    from urbanlib.results.registry import load_all
+
+    exps = load_all()
+    plan = exps["benchmark"].plan("full")
+    assert len(plan) == 3 * (1 + 5 * len(BENCHMARK_GROUPS))  # per seed: the shared stage 0, then city x group
+    assert plan[0][0] == "all-s0-stage0" and len({u for u, _, _ in plan}) == len(plan)
+    assert len(exps["ablations"].plan("full")) == 3 * 5 * len(ABLATION_GROUPS)

@@ -37,6 +37,7 @@ class Scale:
     pretrain_epochs: int = 6  # step cap of every image(-text) pretraining run, in epochs (UrbanCLIP, UrbanLN, ...)
     lr_schedule: str = "cosine"  # "cosine" over the cap (short capped runs) | "plateau" (cut on validation plateaus)
     patience: int = 5  # evaluations without a validation improvement before a run stops (0 = run to the cap)
+    plateau_patience: int = 3  # evaluations without improvement before the lr is halved (lr_schedule="plateau")
     evals_per_epoch: int = 2  # validation-loss evaluations per epoch
     pretrain_val_fraction: float = 0.1  # tiles held out of pretraining to decide its length (label-free)
 
@@ -48,7 +49,12 @@ class Scale:
         """The fields that shape a SynthCity city (its cache key); model and run sizes excluded."""
         return {k: v for k, v in asdict(self).items()
                 if k not in ("name", "model_size", "pretrain_epochs", "pretrain_seeds", "probe_seeds", "lr_schedule",
-                             "patience", "evals_per_epoch", "pretrain_val_fraction")}
+                             "patience", "plateau_patience", "evals_per_epoch", "pretrain_val_fraction")}
+
+    def early_stopping(self) -> dict:
+        """The :class:`~urbanlib.train.TrainConfig` fields that make a run stop on its validation loss."""
+        return {"schedule": self.lr_schedule, "patience": self.patience, "evals_per_epoch": self.evals_per_epoch,
+                "plateau_patience": self.plateau_patience}
 
     def run_dict(self) -> dict:
         """The fields that shape one training run (part of its cache key).

@@ -80,6 +80,13 @@ def positives(inputs: BaselineInputs, train_pos: np.ndarray, cols: list[str], k:
             "geo": geo_neighbours(reg["row"].to_numpy(), reg["col"].to_numpy(), city)}
 
 
+def _val_positions(inputs: BaselineInputs, ok: np.ndarray, train_pos: np.ndarray) -> np.ndarray | None:
+    if inputs.val_idx is None:
+        return None
+    v = np.asarray(inputs.val_idx, int)
+    return np.setdiff1d(v[ok[v]], train_pos)
+
+
 def train(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> tuple[SimCLRViT, list[dict]]:
     """Train PG-SimCLR; returns the model and its per-step history."""
     usable = _usable(inputs)
@@ -87,7 +94,8 @@ def train(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> tuple[S
         raise ValueError(f"{NAME}: {usable.reason}")
     cfg = config or SimCLRConfig.for_scale(inputs.scale)
     pos = usable_train(inputs.train_idx, usable[0], NAME)
-    return train_pairs(inputs, cfg, positives(inputs, pos, usable[1], cfg.positives_k), pos, NAME)
+    return train_pairs(inputs, cfg, lambda p: positives(inputs, p, usable[1], cfg.positives_k), pos, NAME,
+                       _val_positions(inputs, usable[0], pos))
 
 
 def fit(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> FittedEncoder | NotAvailable:
@@ -97,6 +105,7 @@ def fit(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> FittedEnc
         return usable
     cfg = config or SimCLRConfig.for_scale(inputs.scale)
     pos = usable_train(inputs.train_idx, usable[0], NAME)
-    return fit_pairs(inputs, cfg, positives(inputs, pos, usable[1], cfg.positives_k), pos, NAME,
+    return fit_pairs(inputs, cfg, lambda p: positives(inputs, p, usable[1], cfg.positives_k), pos, NAME,
                      {"objective": f"mean of NT-Xent with a POI-similar (top-{cfg.positives_k}) and with a "
-                                   "grid-adjacent positive", "poi_columns": usable[1]})
+                                   "grid-adjacent positive", "poi_columns": usable[1]},
+                     _val_positions(inputs, usable[0], pos))

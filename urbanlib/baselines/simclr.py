@@ -16,6 +16,7 @@ Downstream features are :func:`~urbanlib.models.urbanclip.mean_patch_features`, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -120,16 +121,19 @@ class PairViews:
         image_size: the encoder's input side.
         cfg: view settings.
         seed: seed of the draws.
+        n_anchors: only the first ``n_anchors`` tiles are anchors (validation: held-out anchors whose
+            positives may be training tiles); default all.
     """
 
     def __init__(self, tiles: torch.Tensor, positives: dict[str, list[np.ndarray] | None], image_size: int,
-                 cfg: SimCLRConfig, seed: int = 0):
+                 cfg: SimCLRConfig, seed: int = 0, n_anchors: int | None = None):
         for kind, cands in positives.items():
             if cands is not None and len(cands) != len(tiles):
                 raise ValueError(f"PairViews: {len(tiles)} tiles but {len(cands)} '{kind}' candidate lists")
             if cands is not None and any(len(c) == 0 for c in cands):
                 raise ValueError(f"PairViews: some tile has no '{kind}' positive candidate")
         self.tiles, self.positives, self.size, self.cfg, self.seed = tiles, positives, image_size, cfg, seed
+        self.n_anchors = len(tiles) if n_anchors is None else n_anchors  # anchors: the first n_anchors tiles
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -137,7 +141,7 @@ class PairViews:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.tiles)
+        return self.n_anchors
 
     def positive_of(self, i: int, kind: str) -> int:
         """Position of tile ``i``'s ``kind`` positive in this epoch."""
@@ -233,35 +237,49 @@ def build_model(cfg: SimCLRConfig, kinds: tuple[str, ...], seed: int = 0) -> Sim
     return SimCLRViT(ucfg.vision, cfg.proj_dim or ucfg.embed_dim, cfg.temperature, kinds)
 
 
-def train_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: dict[str, list[np.ndarray] | None],
-                train_pos: np.ndarray, name: str) -> tuple[SimCLRViT, list[dict]]:
+def train_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np.ndarray], dict],
+                train_pos: np.ndarray, name: str, val_pos: np.ndarray | None = None) -> tuple[SimCLRViT, list[dict]]:
     """Train a :class:`SimCLRViT` on the tiles at ``train_pos`` with the given positives.
 
     Args:
         inputs: the baseline's inputs.
         cfg: training settings.
-        positives: kind -> per training tile, candidate indices into ``train_pos`` (None: the tile itself).
+        positives: region positions -> {kind: per position, candidate indices into those positions
+            (None: the tile itself)}.
         train_pos: region positions whose tiles are trained on.
         name: baseline name, for error messages.
+        val_pos: held-out anchors whose NT-Xent decides the run's length (their positives are drawn
+            among themselves and the training tiles); None: ``inputs.val_idx`` with a tile, if any.
 
     Returns:
         The trained model and the trainer's per-step history.
     """
-    model = build_model(cfg, tuple(positives), inputs.seed)
+    if val_pos is None and inputs.val_idx is not None:
+        val_pos = np.setdiff1d(np.asarray(inputs.val_idx, int)[inputs.tensors.satellite_mask[inputs.val_idx]],
+                               train_pos)
+    train_kinds = positives(train_pos)
+    model = build_model(cfg, tuple(train_kinds), inputs.seed)
     tiles = torch.from_numpy(inputs.tensors.satellite[train_pos])  # (n, 3, S, S) uint8
-    data = PairViews(tiles, positives, model.vision.image_size, cfg, seed=inputs.seed)
+    data = PairViews(tiles, train_kinds, model.vision.image_size, cfg, seed=inputs.seed)
     batch = min(cfg.batch_size, len(data))
+    val = None
+    if val_pos is not None and len(val_pos) >= 2:
+        both = np.concatenate([val_pos, train_pos])
+        val = PairViews(torch.from_numpy(inputs.tensors.satellite[both]), positives(both), model.vision.image_size,
+                        cfg, seed=inputs.seed, n_anchors=len(val_pos))
+    stopping = inputs.scale.early_stopping() if (val is not None and inputs.scale is not None) else {}
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=batch, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                       seed=inputs.seed, progress=inputs.progress)
-    history = run_trainer(model, data, tcfg, cfg.out_dir)
+                       seed=inputs.seed, progress=inputs.progress, **stopping)
+    history = run_trainer(model, data, tcfg, cfg.out_dir, val_dataset=val)
     model.eval()
     return model, history
 
 
-def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: dict[str, list[np.ndarray] | None],
-              train_pos: np.ndarray, name: str, info: dict | None = None) -> FittedEncoder:
+def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np.ndarray], dict],
+              train_pos: np.ndarray, name: str, info: dict | None = None,
+              val_pos: np.ndarray | None = None) -> FittedEncoder:
     """Train (:func:`train_pairs`) and return mean-patch features of every region's tile."""
-    model, history = train_pairs(inputs, cfg, positives, train_pos, name)
+    model, history = train_pairs(inputs, cfg, positives, train_pos, name, val_pos)
     feats = encode_satellite(model.features, inputs.tensors, model.vision.image_size, progress=inputs.progress,
                              desc=f"{name} features")
     total, trainable = count_params(model.visual)

@@ -62,12 +62,20 @@ def _prepare(inputs: BaselineInputs, config: TextSimCLRConfig | None, caption_em
     return cfg, caption_emb, have
 
 
+def _val_positions(inputs: BaselineInputs, have: np.ndarray, train_pos: np.ndarray) -> np.ndarray | None:
+    if inputs.val_idx is None:
+        return None
+    v = np.asarray(inputs.val_idx, int)
+    return np.setdiff1d(v[have[v]], train_pos)
+
+
 def train(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
           caption_emb: np.ndarray | None = None) -> tuple[SimCLRViT, list[dict]]:
     """Train Text-SimCLR; ``caption_emb`` (N, D) normalised overrides the MiniLM embeddings (tests)."""
     cfg, caption_emb, have = _prepare(inputs, config, caption_emb)
     pos = usable_train(inputs.train_idx, have, NAME)
-    return train_pairs(inputs, cfg, {"text_pair": caption_positives(caption_emb, pos, cfg.positives_k)}, pos, NAME)
+    return train_pairs(inputs, cfg, lambda p: {"text_pair": caption_positives(caption_emb, p, cfg.positives_k)},
+                       pos, NAME, _val_positions(inputs, have, pos))
 
 
 def fit(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
@@ -80,7 +88,11 @@ def fit(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
         return NotAvailable(NAME, f"n/a: fewer than 2 training regions have both a satellite tile and "
                                   f"'{cfg.caption_style}' captions")
     pos = usable_train(train_idx, have, NAME)
-    positives = {"text_pair": caption_positives(caption_emb, pos, cfg.positives_k)}
+
+    def positives(p):
+        return {"text_pair": caption_positives(caption_emb, p, cfg.positives_k)}
+
     return fit_pairs(inputs, cfg, positives, pos, NAME,
                      {"objective": f"NT-Xent, positive = one of the {cfg.positives_k} caption-nearest regions",
-                      "text_encoder": encoder})
+                      "text_encoder": encoder},
+                     val_pos=_val_positions(inputs, have, pos))

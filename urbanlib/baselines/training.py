@@ -43,7 +43,7 @@ def read_history(out_dir: Path) -> list[dict]:
 
 
 def run_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: str = "",
-                collate: Callable | None = None) -> list[dict]:
+                collate: Callable | None = None, val_dataset=None) -> list[dict]:
     """Train ``model`` with the shared Trainer and return its full per-step history.
 
     Args:
@@ -53,8 +53,10 @@ def run_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: s
         out_dir: run directory kept after training (checkpoints, ``losses.csv``); a finished run
             there is resumed, i.e. not retrained. Empty: a temporary directory, deleted afterwards.
         collate: list of samples -> batch dict (the trainer's stacking default if None).
+        val_dataset: held-out samples whose loss decides the run's length (the trainer's early stopping).
     """
     kwargs = {"collate": collate} if collate is not None else {}
+    kwargs["val_dataset"] = val_dataset
     if out_dir:
         Trainer(model, dataset, train_config, out_dir, **kwargs).fit(resume=True)
         return read_history(Path(out_dir))

@@ -23,11 +23,11 @@ def _config(inputs: BaselineInputs, config: SimCLRConfig | None) -> SimCLRConfig
 def train(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> tuple[SimCLRViT, list[dict]]:
     """Train UrbanViT; returns the model and its per-step history."""
     pos = satellite_train_positions(inputs, NAME)
-    return train_pairs(inputs, _config(inputs, config), {"simclr": None}, pos, NAME)
+    return train_pairs(inputs, _config(inputs, config), lambda p: {"simclr": None}, pos, NAME)
 
 
 def fit(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> FittedEncoder:
     """Train UrbanViT on the training regions' tiles; features = mean patch tokens of every region's tile."""
     pos = satellite_train_positions(inputs, NAME)
-    return fit_pairs(inputs, _config(inputs, config), {"simclr": None}, pos, NAME,
+    return fit_pairs(inputs, _config(inputs, config), lambda p: {"simclr": None}, pos, NAME,
                      {"objective": "SimCLR NT-Xent, two views of one tile"})

@@ -97,3 +97,19 @@ def regression_metrics(y_true, y_pred, indicators: list[str] | None = None) -> p
     rows = [{"indicator": names[j], "metric": m, "value": float(values[m][j]), "n": int(n[j])}
             for j in range(t.shape[1]) for m in METRICS]
     return pd.DataFrame(rows)
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment of two (n, d) feature matrices of the same n rows (Kornblith et al.).
+
+    1 when one is a rotation and isotropic scaling of the other: how far training moved a
+    representation from its initialisation (rows with a non-finite value in either are left out).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear_cka: {x.shape[0]} rows against {y.shape[0]}")
+    ok = np.isfinite(x).all(1) & np.isfinite(y).all(1)
+    x, y = x[ok] - x[ok].mean(0), y[ok] - y[ok].mean(0)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    norm = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(cross / norm) if norm > 0 else float("nan")

@@ -52,7 +52,8 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 
     run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, progress=progress,
                              val_idx=city.pretrain_val_idx, **URBANCLIP_VARIANTS[name])
-    return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached}, run.history)
+    return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached}, run.history,
+                    run)
 
 
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
@@ -63,7 +64,7 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
         base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
                                protocol=city.protocol)
         return Features(name, run_features(base, city.tensors, imagery=imagery),
-                        {"wall_s": base.wall_s, "cached": base.cached}, base.history)
+                        {"wall_s": base.wall_s, "cached": base.cached, "imagery": imagery}, base.history)
     if name.startswith("mu="):
         spec = {"config": {"mu": float(name[3:])}}
     elif name in URBANLN_VARIANTS:
@@ -79,7 +80,7 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
                            **kwargs)
     return Features(name, run_features(run, city.tensors, imagery=imagery),
                     {"wall_s": run.wall_s, "cached": run.cached, "context_length": run.info["context_length"],
-                     "captions_truncated": run.info["captions_truncated"]}, run.history)
+                     "captions_truncated": run.info["captions_truncated"], "imagery": imagery}, run.history, run)
 
 
 def probe_features(city: City, features):

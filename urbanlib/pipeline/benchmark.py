@@ -45,6 +45,7 @@ class Features:
     features: np.ndarray  # (N, F); NaN rows where the encoder had no input
     info: dict = field(default_factory=dict)  # wall_s, cached, parameters, notes
     history: pd.DataFrame | None = None  # training log, if the encoder trained
+    run: object = None  # the cached pretraining run (a RunResult) the features come from, if one
 
 
 def baseline_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
@@ -101,7 +102,8 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
             return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
                             "run's weights at initialisation", "parameters": run.info["parameters"]})
         return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
-                                                                "parameters": run.info["parameters"]}, run.history)
+                                                                "parameters": run.info["parameters"]}, run.history,
+                        run)
     if name.startswith(("UrbanLN", "CLIP (random init")):
         from .urbanln import pretrain_stage0, pretrain_urbanln
 
@@ -124,7 +126,7 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
                             {"cached": run.cached, "note": "UrbanLN's starting point, stage 0 alone"})
         return Features(name, run_features(run, city.tensors, imagery=imagery),
                         {"wall_s": run.wall_s + run.info["stage0_wall_s"], "cached": run.cached,
-                         "parameters": run.info["student_total"]}, run.history)
+                         "parameters": run.info["student_total"], "imagery": imagery}, run.history, run)
     if name.startswith("Captions only"):
         from urbanlib.eval.text_features import region_text_features
 

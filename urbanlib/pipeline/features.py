@@ -90,3 +90,20 @@ def init_features(run: RunResult, tensors: RegionTensors, imagery: str = "satell
         return fn(model.encode_image_features, tensors)
 
     return cached_array(run, f"init-features-{imagery}-{tensors.key}", compute)
+
+
+def pretraining_record(run: RunResult, tensors: RegionTensors, model: str, city: str, seed: int,
+                       variant: str = "", protocol: str = "all-tiles", imagery: str = "satellite") -> dict:
+    """One ``results/pretraining.csv`` row: how long the run trained, why it stopped, how far it moved.
+
+    ``cka_to_init`` is the linear CKA between the frozen features at initialisation and after
+    training, over every region the probe reads (1: training left the representation where it was).
+    """
+    from urbanlib.eval.metrics import linear_cka
+
+    info = run.info
+    return {"table": "pretraining", "model": model, "variant": variant, "city": city, "seed": seed,
+            "protocol": protocol, "lr": info.get("lr"), "steps": info.get("steps"), "best_step": info.get("best_step"),
+            "step_cap": info.get("step_cap"), "best_val_loss": info.get("best_val_loss"),
+            "stopped_by": info.get("stopped_by"), "train_cpu_s": info.get("cpu_s"),
+            "cka_to_init": linear_cka(init_features(run, tensors, imagery), run_features(run, tensors, imagery))}

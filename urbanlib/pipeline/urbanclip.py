@@ -44,7 +44,7 @@ def train_config(scale: Scale, seed: int, progress: bool = True, n_pairs: int | 
     base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": 5e-4, "warmup_steps": warmup,
             "weight_decay": 0.05, "seed": seed, "progress": progress, "checkpoint_every": 100}
     if validate:
-        base.update(schedule=scale.lr_schedule, patience=scale.patience, evals_per_epoch=scale.evals_per_epoch)
+        base.update(scale.early_stopping())
     base.update(overrides)
     return TrainConfig(**base)
 

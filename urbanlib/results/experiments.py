@@ -43,20 +43,68 @@ register(Experiment(
 ))
 
 
+BENCHMARK_GROUPS = {  # one resumable unit per (city, seed, group): a pretraining run with all that probes it
+    "urbanclip": ["UrbanCLIP", "UrbanCLIP (random init)", "Captions only (MiniLM, short)",
+                  "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"],
+    "urbanln": ["UrbanLN (satellite)", "UrbanLN (street)", "UrbanLN stage 0 (satellite)", "UrbanLN stage 0 (street)",
+                "CLIP (random init, satellite)", "CLIP (random init, street)"],
+    "baselines": None,  # BASELINE_ORDER, filled in at run time (importing the pipeline is slow)
+}
+SPLITS = ("random", "blocked")
+
+
+def _pretraining_rows(city, feats: dict, seed: int) -> list[dict]:
+    """``results/pretraining.csv`` rows of the runs behind the probed features (once per run)."""
+    from urbanlib.pipeline.features import pretraining_record
+
+    rows, seen = [], set()
+    for name, f in feats.items():
+        run = getattr(f, "run", None)
+        if run is None or (run.run_dir, f.info.get("imagery")) in seen:
+            continue
+        seen.add((run.run_dir, f.info.get("imagery")))
+        rows.append(pretraining_record(run, city.tensors, name, city.name, seed, protocol=city.protocol,
+                                       imagery=f.info.get("imagery", "satellite")))
+    return rows
+
+
 def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
-    """Every model of the benchmark on one city, split and pretraining seed: mean and std over probe seeds."""
-    from urbanlib.pipeline.benchmark import BENCHMARK_MODELS, run_benchmark
+    """One group of the benchmark's models on one city and pretraining seed, probed on both splits.
+
+    Pretraining is label-free on the city's tiles (the "all-tiles" protocol), so each encoder is
+    trained once and probed on the random and the blocked split; rows are the mean and std over
+    probe seeds. ``group == "stage0"`` trains the seed's shared stage-0 CLIP (city ``all``).
+    """
+    from urbanlib.pipeline.benchmark import BASELINE_ORDER, run_benchmark
     from urbanlib.pipeline.city import open_city
 
-    city = open_city(config["city"], scale, seed, split=config["split"], progress=False)
-    metrics, _, _ = run_benchmark(city, BENCHMARK_MODELS, log=lambda *a: None)
-    agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
-    rows = []
-    for r in agg.itertuples():
-        for stat in ("mean", "std"):
-            rows.append({"city": config["city"], "model": r.model, "task": f"{r.indicator}/{config['split']}",
-                         "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))})
-    return rows
+    if config["group"] == "stage0":
+        from urbanlib.pipeline.urbanln import pretrain_stage0
+
+        run = pretrain_stage0(None, scale, seed, progress=False)
+        i = run.info
+        return [{"city": "all", "model": "UrbanLN stage 0", "task": "pretraining", "metric": k, "value": float(i[k])}
+                for k in ("best_val_loss", "steps", "best_step", "cpu_s")] + [
+            {"table": "pretraining", "model": "UrbanLN stage 0", "variant": "", "city": "all", "seed": seed,
+             "protocol": "all-tiles", "lr": i["lr"], "steps": i["steps"], "best_step": i["best_step"],
+             "step_cap": i["step_cap"], "best_val_loss": i["best_val_loss"], "stopped_by": i["stopped_by"],
+             "cka_to_init": float("nan"), "train_cpu_s": i["cpu_s"]}]
+    models = BENCHMARK_GROUPS[config["group"]] or BASELINE_ORDER
+    rows, feats = [], {}
+    for split in SPLITS:
+        city = open_city(config["city"], scale, seed, split=split, progress=False)
+        metrics, f, _ = run_benchmark(city, models, log=lambda *a: None)
+        feats.update(f)
+        agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
+        n_test = metrics.groupby("model")["n_test"].max() if "n_test" in metrics else {}
+        for r in agg.itertuples():
+            for stat in ("mean", "std"):
+                rows.append({"city": config["city"], "model": r.model, "task": f"{r.indicator}/{split}",
+                             "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))})
+        for model, n in dict(n_test).items():
+            rows.append({"city": config["city"], "model": model, "task": f"all/{split}", "metric": "n_test",
+                         "value": float(n)})
+    return rows + _pretraining_rows(city, feats, seed)
 
 
 def _profiles_book_city_first() -> list[str]:
@@ -70,15 +118,19 @@ def _benchmark_plan(scale: str):
     from urbanlib.scales import get_scale
 
     n = get_scale(scale).pretrain_seeds
-    # random split first, one city's seeds together: each finished block already answers the claims
-    return [(f"{p}-{split}-s{s}", {"city": p, "split": split}, s)
-            for split in ("random", "blocked") for p in _profiles_book_city_first() for s in range(n)]
+    # seed by seed, the shared stage 0 first: each finished seed adds one unit per city to every claim
+    plan = []
+    for s in range(n):
+        plan.append((f"all-s{s}-stage0", {"city": "all", "group": "stage0"}, s))
+        plan += [(f"{p}-s{s}-{g}", {"city": p, "group": g}, s) for p in _profiles_book_city_first()
+                 for g in BENCHMARK_GROUPS]
+    return plan
 
 
 register(Experiment(
     name="benchmark", run=_benchmark, plan=_benchmark_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
-    description="R2/RMSE/MAE (mean and std over probe seeds) of every model, per SynthCity profile, split "
-                "and pretraining seed; task is '<indicator>/<split>'",
+    description="R2/RMSE/MAE (mean and std over probe seeds) of every model and its random-init twin, per "
+                "SynthCity profile and pretraining seed, on both splits; task is '<indicator>/<split>'",
 ))
 
 
@@ -116,22 +168,37 @@ register(Experiment(
 ))
 
 
+ABLATION_GROUPS = {  # UrbanCLIP Fig. 4; UrbanLN Fig. 3 and the Table 4 mu sweep, in units of at most ~45 CPU-min
+    "urbanclip": (["UrbanCLIP", "w/o refined text", "w/o L_LM", "w/o L_Con", "UrbanViT", "Text-SimCLR"], []),
+    "urbanln-a": ([], ["UrbanLN", "w/o Refinement", "w/o Consensus", "w/o IPSI", "stage 0 only (reference)"]),
+    "urbanln-b": ([], ["UrbanLN", "w/o MSD", "one captioner (sim-qwen)", "mu=0.3", "mu=0.4", "mu=0.6"]),
+}
+
+
 def _ablations(config: dict, seed: int, scale: str) -> list[dict]:
-    """Every ablation of both papers (and the mu sweep) on one city and pretraining seed, random split."""
+    """One group of both papers' ablations on one city and pretraining seed, random split."""
     from urbanlib.pipeline.ablations import run_ablations
     from urbanlib.pipeline.city import open_city
+    from urbanlib.pipeline.features import pretraining_record
 
     city = open_city(config["city"], scale, seed, progress=False)
-    metrics, _ = run_ablations(city)
+    uc, ln = ABLATION_GROUPS[config["group"]]
+    metrics, feats = run_ablations(city, urbanclip=uc, urbanln=ln)
     agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
-    return [{"city": config["city"], "model": r.model, "task": f"{r.indicator}/random", "metric": f"{r.metric}_{stat}",
+    rows = [{"city": config["city"], "model": r.model, "task": f"{r.indicator}/random", "metric": f"{r.metric}_{stat}",
              "value": float(getattr(r, stat))} for r in agg.itertuples() for stat in ("mean", "std")]
+    for name, f in feats.items():
+        if getattr(f, "run", None) is not None and name not in ("UrbanCLIP", "UrbanLN"):  # those: the benchmark's
+            rows.append(pretraining_record(f.run, city.tensors, "UrbanCLIP" if name in uc else "UrbanLN", city.name,
+                                           seed, variant=name, protocol=city.protocol))
+    return rows
 
 
 def _ablations_plan(scale: str):
     from urbanlib.scales import get_scale
 
-    return [(f"{p}-s{s}", {"city": p}, s) for p in _profiles_book_city_first() for s in range(get_scale(scale).pretrain_seeds)]
+    return [(f"{p}-s{s}-{g}", {"city": p, "group": g}, s) for s in range(get_scale(scale).pretrain_seeds)
+            for p in _profiles_book_city_first() for g in ABLATION_GROUPS]
 
 
 register(Experiment(

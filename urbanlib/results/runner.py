@@ -17,6 +17,14 @@ from .registry import Experiment, load_all
 from .store import append_rows, config_hash, read_results
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (``getrusage``): the tier's budget is counted in these."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def pending_units(exp: Experiment, scale: str, results_dir: Path | None = None):
     """Units of ``exp``'s plan whose rows (same unit id and config hash) are not yet stored."""
     done = read_results(exp.name, results_dir)
@@ -41,9 +49,10 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
             if (unit, config, seed) not in pending_units(exp, scale, results_dir):
                 log(f"{name}: {unit} was stored meanwhile (another worker); skipped")
                 continue
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             rows = exp.run(config, seed, scale)
-            append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir)
+            append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir,
+                        cpu_s=cpu_seconds() - c0)
             n += 1
         skipped = f", {len(pending) - len(todo)} pending left out by --units" if units else ""
         log(f"{name}: {len(todo)} unit(s) ran, {len(exp.plan(scale)) - len(pending)} already stored{skipped}")

@@ -20,7 +20,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO / "results"))
 ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
-PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash", "wall_s", "machine", "config"]
+PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash", "wall_s", "cpu_s", "machine",
+                      "config"]
+PRETRAINING_COLUMNS = ["model", "variant", "city", "seed", "protocol", "lr", "steps", "best_step", "step_cap",
+                       "best_val_loss", "stopped_by", "cka_to_init", "train_cpu_s"]  # results/pretraining.csv
 
 
 def config_hash(config: dict, scale: str | None = None) -> str:
@@ -76,29 +79,45 @@ def read_results(experiment: str, results_dir: Path | None = None) -> pd.DataFra
 
 
 def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed: int, scale: str,
-                wall_s: float, results_dir: Path | None = None) -> pd.DataFrame:
+                wall_s: float, results_dir: Path | None = None, cpu_s: float = float("nan")) -> pd.DataFrame:
     """Append one unit's rows (each with city, model, task, metric, value) with provenance.
 
     Rows of the same unit already present are replaced, so re-running a unit never duplicates it.
+    Rows with ``"table": "pretraining"`` (one per pretraining run the unit's rows probe, the
+    :data:`PRETRAINING_COLUMNS`) go to ``results/pretraining.csv`` under the same provenance.
     """
     from urbanlib.book.runner import source_tree_hash
 
     prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, "git_tree": git_tree(),
-            "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "machine": machine(),
-            "config": json.dumps(config, sort_keys=True, default=str)}
+            "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
+            "machine": machine(), "config": json.dumps(config, sort_keys=True, default=str)}
+    side = [r for r in rows if r.get("table") == "pretraining"]
+    rows = [r for r in rows if r.get("table") is None]
     new = pd.DataFrame([{"experiment": experiment, "unit": unit, **r, **prov} for r in rows])
     missing = [c for c in ROW_COLUMNS if c not in new.columns]
     if missing:
         raise ValueError(f"result rows of {experiment}/{unit} lack column(s) {missing}")
-    path = results_path(experiment, results_dir)
+    if side:
+        bad = [c for c in PRETRAINING_COLUMNS if any(c not in r for r in side)]
+        if bad:
+            raise ValueError(f"pretraining rows of {experiment}/{unit} lack column(s) {bad}")
+        table = pd.DataFrame([{"experiment": experiment, "unit": unit, **{c: r[c] for c in PRETRAINING_COLUMNS},
+                               **{k: v for k, v in prov.items() if k != "seed"}} for r in side])
+        _replace_unit("pretraining", experiment, unit, table, results_dir)
+    return _replace_unit(experiment, experiment, unit, new[ROW_COLUMNS + PROVENANCE_COLUMNS], results_dir)
+
+
+def _replace_unit(table: str, experiment: str, unit: str, new: pd.DataFrame, results_dir: Path | None):
+    """Swap the rows of (experiment, unit) in ``results/<table>.csv`` for ``new``, locked and atomically."""
+    path = results_path(table, results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # two `make results` workers finishing units of one experiment together: the second waits, then
-    # re-reads, so neither drops the other's unit
+    # two `make results` workers finishing units together: the second waits, then re-reads, so
+    # neither drops the other's unit
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        old = read_results(experiment, results_dir)
-        old = old[old["unit"] != unit]
-        out = pd.concat([old, new[ROW_COLUMNS + PROVENANCE_COLUMNS]], ignore_index=True)
+        old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=new.columns)
+        old = old[~((old["experiment"] == experiment) & (old["unit"].astype(str) == unit))]
+        out = pd.concat([old, new], ignore_index=True) if len(old) else new
         tmp = path.with_name(path.name + ".tmp")
         out.to_csv(tmp, index=False)
         os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
