@@ -262,7 +262,7 @@ def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path):
     assert tr.step < 400  # stopped well before the cap
     rows = _val_rows(tmp_path)
     steps = [int(r["step"]) for r in rows]
-    assert steps[0] == 0 and steps == sorted(steps) and all(b - a == 4 for a, b in zip(steps, steps[1:]))  # 8 steps/epoch
+    assert steps[0] == 0 and steps == sorted(steps) and all(b - a == 4 for a, b in zip(steps, steps[1:], strict=False))  # 8 steps/epoch
     vals = [float(r["val_loss"]) for r in rows]
     best = min(range(len(vals)), key=vals.__getitem__)
     assert steps[best] == st.best_step and vals[best] == pytest.approx(st.best_val)
