@@ -30,6 +30,7 @@ from urbanlib.models import get_config
 from urbanlib.models.config import VisionConfig
 from urbanlib.models.urbanclip import mean_patch_features, vit_token_features
 from urbanlib.pipeline.augment import dihedral
+from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale, get_scale
 from urbanlib.train import TrainConfig
@@ -63,10 +64,11 @@ class SimCLRConfig:
 
     @classmethod
     def for_scale(cls, scale: Scale | str | None, **overrides) -> SimCLRConfig:
-        """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None)."""
+        """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None), the family's lr."""
         s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
         batch = 16 if s.model_size == "tiny" else 32  # as urbanlib.pipeline.urbanclip.train_config
-        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, **overrides})
+        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch,
+                      "lr": chosen_lr("SimCLR ViT", s), **overrides})
 
 
 # ---- views -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ its latest checkpoint (the trainer's resume reproduces the uninterrupted run).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -28,8 +29,13 @@ from urbanlib.train.trainer import TrainConfig, Trainer
 _CODE_DIRS = ("models", "train", "pipeline")
 
 
+@functools.cache
 def code_hash(dirs: tuple[str, ...] = _CODE_DIRS) -> str:
-    """Hash of the urbanlib sources that shape a trained model (by default: models, trainer, pipeline)."""
+    """Hash of the urbanlib sources that shape a trained model (by default: models, trainer, pipeline).
+
+    Computed once per process: the code that runs is the code imported at start, so editing a file
+    while a long run is going neither renames its cache folder nor mixes two versions in one unit.
+    """
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for d in dirs:

@@ -23,6 +23,7 @@ from urbanlib.scales import Scale, get_scale
 from urbanlib.train.trainer import TrainConfig
 
 from .caption_sets import urbanclip_texts
+from .hparams import chosen_lr
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
 from .tensors import RegionTensors
@@ -36,12 +37,14 @@ def train_config(scale: Scale, seed: int, progress: bool = True, n_pairs: int | 
     ``scale.pretrain_epochs`` is the step cap; with ``validate`` the run evaluates its validation
     loss ``scale.evals_per_epoch`` times an epoch and stops after ``scale.patience`` evaluations
     without improvement (spanning at least two epochs), with ``scale.lr_schedule``.
-    Warmup is 20 steps, or a tenth of the cap when ``n_pairs`` makes it shorter than 200 steps.
+    The learning rate is UrbanCLIP's validation choice (:mod:`urbanlib.pipeline.hparams`) unless
+    overridden. Warmup is 20 steps, or a tenth of the cap when ``n_pairs`` makes it shorter than 200 steps.
     """
     batch = 16 if scale.model_size == "tiny" else 32
     epochs = overrides.get("epochs", scale.pretrain_epochs)
     warmup = 20 if n_pairs is None else max(1, min(20, epochs * (n_pairs // batch) // 10))
-    base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": 5e-4, "warmup_steps": warmup,
+    base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": chosen_lr("UrbanCLIP", scale),
+            "warmup_steps": warmup,
             "weight_decay": 0.05, "seed": seed, "progress": progress, "checkpoint_every": 100}
     if validate:
         base.update(scale.early_stopping())

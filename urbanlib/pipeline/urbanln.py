@@ -42,6 +42,7 @@ from urbanlib.scales import Scale, get_scale
 
 from .caption_sets import urbanln_captions
 from .city import pretrain_holdout
+from .hparams import chosen_lr
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
 from .tensors import RegionTensors, load_tensors, normalize
@@ -49,8 +50,6 @@ from .texts import region_texts, street_texts
 from .urbanclip import train_config
 
 IMAGERY = ("satellite", "street")
-STAGE0_LR = 5e-4
-FINETUNE_LR = 5e-5
 
 
 def _scale(scale) -> Scale:
@@ -63,7 +62,7 @@ def stage0_profiles(target_city: str | None, protocol: str = "all-tiles") -> lis
 
 
 def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, progress: bool = True,
-                    epochs: int | None = None, protocol: str = "all-tiles") -> RunResult:
+                    epochs: int | None = None, protocol: str = "all-tiles", lr: float | None = None) -> RunResult:
     """A 77-token CLIP trained on profiles' tiles and short captions until its validation loss plateaus (cached).
 
     Args:
@@ -73,8 +72,10 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
         progress: progress bars.
         epochs: step cap in epochs over the pooled pairs (default ``scale.pretrain_epochs``).
         protocol: ``"all-tiles"`` (one stage 0 per seed for every city) or ``"train-only"``.
+        lr: peak learning rate (default: the family's validation choice, :mod:`~urbanlib.pipeline.hparams`).
     """
     scale = _scale(scale)
+    lr = lr if lr is not None else chosen_lr("UrbanLN stage 0", scale)
     profiles = stage0_profiles(target_city, protocol)
     images, texts, val_images, val_texts = [], [], [], []
     for p in profiles:
@@ -96,7 +97,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
     val = (AugmentedPairs(np.concatenate(val_images), val_texts, np.arange(len(val_texts)), tok, augment=False,
                           seed=seed) if val_texts else None)
     cfg = train_config(scale, seed, progress, n_pairs=len(texts), epochs=epochs or scale.pretrain_epochs,
-                       lr=STAGE0_LR, validate=val is not None, val_key="inbatch_contrastive_loss")
+                       lr=lr, validate=val is not None, val_key="inbatch_contrastive_loss")
     key = {"method": "clip-stage0", "profiles": profiles, "scale": scale.run_dict(),
            "clip": f"clip-{scale.model_size}", "texts": stable_hash(texts), "val_texts": stable_hash(val_texts),
            "seed": seed}
@@ -162,10 +163,10 @@ def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imag
 
 def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
                      seed: int = 0, imagery: str = "satellite", config: UrbanLNConfig | None = None,
-                     texts=None, lr: float = FINETUNE_LR, stage0: bool = True, refinement: bool = True,
+                     texts=None, lr: float | None = None, stage0: bool = True, refinement: bool = True,
                      consensus: bool = True, sources: list[str] | None = None, progress: bool = True,
                      val_idx: np.ndarray | None = None, protocol: str = "all-tiles",
-                     ema_half_life_epochs: float | None = 1.0) -> RunResult:
+                     ema_half_life_epochs: float | None = 1.0, stage0_lr: float | None = None) -> RunResult:
     """Fine-tune (or load the cached) UrbanLN on ``ds``'s regions ``train_idx``.
 
     Args:
@@ -178,7 +179,8 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
             (each street view with its own long captions; region features average the views).
         config: UrbanLN method settings (IPSI, MSD, mu, queue...); ``n_train_pairs`` is filled in.
         texts: explicit caption lists (per region for satellite, per region and slot for street).
-        lr: fine-tuning learning rate (paper: 1e-7 on OpenAI's CLIP; see module docstring).
+        lr: fine-tuning learning rate (default: the family's validation choice; paper: 1e-7 on
+            OpenAI's CLIP; see module docstring).
         stage0: start from :func:`pretrain_stage0` (False: random init, for comparison).
         refinement: train on divide-and-conquer refined captions (False: "w/o Refinement").
         consensus: one caption per image chosen by CAPTURE consensus (False: "w/o Consensus", a
@@ -189,8 +191,10 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
         protocol: the city's pretraining protocol (which stage 0 to start from).
         ema_half_life_epochs: the teacher's EMA half-life in epochs below the ``paper`` scale
             (None: ``config.momentum`` as given).
+        stage0_lr: stage 0's learning rate (default: its validation choice).
     """
     scale = _scale(scale)
+    lr = lr if lr is not None else chosen_lr("UrbanLN", scale)
     if imagery not in IMAGERY:
         raise ValueError(f"imagery must be one of {IMAGERY}, got {imagery!r}")
     if texts is None:
@@ -212,7 +216,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
     clip = create_clip(f"clip-{scale.model_size}")
     base = None
     if stage0:
-        base = pretrain_stage0(city, scale, seed, progress, protocol=protocol)
+        base = pretrain_stage0(city, scale, seed, progress, protocol=protocol, lr=stage0_lr)
         clip.load_state_dict(base.model.clip.state_dict())
     model = UrbanLN(clip, config)
     ctx = model.context_length

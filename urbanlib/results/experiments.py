@@ -43,6 +43,80 @@ register(Experiment(
 ))
 
 
+def _selection(config: dict, seed: int, scale: str) -> list[dict]:
+    """One learning-rate candidate of one family on the development city, scored on the probe's validation regions."""
+    from urbanlib.baselines import run_baseline
+    from urbanlib.baselines.base import BaselineInputs
+    from urbanlib.baselines.simclr import SimCLRConfig
+    from urbanlib.eval.probe import fit_probes
+    from urbanlib.pipeline.benchmark import probe_config
+    from urbanlib.pipeline.city import open_city
+    from urbanlib.pipeline.features import run_features
+    from urbanlib.pipeline.hparams import candidate_scores, choose, selection_split
+
+    family, lr = config["family"], float(config["lr"])
+    city = open_city(config["city"], scale, seed, progress=False)
+    info = {}
+    if family == "UrbanCLIP":
+        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
+
+        run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=seed, progress=False,
+                                 val_idx=city.pretrain_val_idx, train_overrides={"lr": lr})
+        feats, info = run_features(run, city.tensors), run.info
+    elif family == "UrbanLN stage 0":
+        from urbanlib.pipeline.urbanln import pretrain_stage0
+
+        run = pretrain_stage0(None, city.scale, seed, progress=False, lr=lr)
+        feats, info = run_features(run, city.tensors), run.info
+    elif family == "UrbanLN":
+        from urbanlib.pipeline.urbanln import pretrain_urbanln
+        from urbanlib.results.store import read_results
+
+        scores = candidate_scores(read_results("selection"))
+        stage0 = choose(scores[scores["family"] == "UrbanLN stage 0"], scale)
+        if "UrbanLN stage 0" not in stage0:
+            raise RuntimeError("UrbanLN's candidates fine-tune the chosen stage 0: run stage 0's candidates first")
+        run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=seed, progress=False,
+                               val_idx=city.pretrain_val_idx, lr=lr, stage0_lr=stage0["UrbanLN stage 0"])
+        feats, info = run_features(run, city.tensors), run.info
+    elif family == "SimCLR ViT":
+        out = run_baseline("UrbanViT", BaselineInputs(city.ds, city.tensors, city.pretrain_idx, seed, city.scale,
+                                                       False, val_idx=city.pretrain_val_idx),
+                           SimCLRConfig.for_scale(city.scale, lr=lr))
+        feats = out.features
+    else:
+        raise KeyError(f"unknown family {family!r}")
+    res = fit_probes(feats, city.ds.log_targets(), selection_split(city.split), list(range(city.scale.probe_seeds)),
+                     probe_config(city.scale), indicators=city.ds.indicators)
+    r2 = res.metrics[res.metrics["metric"] == "R2"].groupby("indicator")["value"].mean()
+    task = f"lr={lr:g}"
+    rows = [{"city": config["city"], "model": family, "task": task, "metric": f"val_R2/{ind}", "value": float(v)}
+            for ind, v in r2.items()]
+    rows.append({"city": config["city"], "model": family, "task": task, "metric": "val_r2", "value": float(r2.mean())})
+    for k in ("best_val_loss", "steps", "best_step", "cpu_s"):
+        if info.get(k) is not None:
+            rows.append({"city": config["city"], "model": family, "task": task, "metric": k, "value": float(info[k])})
+    if info.get("stopped_by"):
+        rows.append({"city": config["city"], "model": family, "task": task, "metric": "stopped_by_patience",
+                     "value": float(info["stopped_by"] == "patience")})
+    return rows
+
+
+def _selection_plan(scale: str):
+    from urbanlib.pipeline.hparams import DEV_CITY, DEV_SEED, GRIDS
+
+    order = ["UrbanLN stage 0", "UrbanCLIP", "SimCLR ViT", "UrbanLN"]  # stage 0 before the fine-tuning it feeds
+    return [(f"{f.replace(' ', '_')}-lr{lr:g}", {"family": f, "lr": lr, "city": DEV_CITY}, DEV_SEED)
+            for f in order for lr in GRIDS[f]]
+
+
+register(Experiment(
+    name="selection", run=_selection, plan=_selection_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    description="Learning-rate candidates per method family on the development city and seed: the probe's "
+                "R2 on validation regions (never test), with the run's length and stopping reason",
+))
+
+
 BENCHMARK_GROUPS = {  # one resumable unit per (city, seed, group): a pretraining run with all that probes it
     "urbanclip": ["UrbanCLIP", "UrbanCLIP (random init)", "Captions only (MiniLM, short)",
                   "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"],
@@ -128,7 +202,7 @@ def _benchmark_plan(scale: str):
 
 
 register(Experiment(
-    name="benchmark", run=_benchmark, plan=_benchmark_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    name="benchmark", run=_benchmark, plan=_benchmark_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False, needs_selection=True,
     description="R2/RMSE/MAE (mean and std over probe seeds) of every model and its random-init twin, per "
                 "SynthCity profile and pretraining seed, on both splits; task is '<indicator>/<split>'",
 ))
@@ -162,7 +236,7 @@ def _transfer_plan(scale: str):
 
 
 register(Experiment(
-    name="transfer", run=_transfer, plan=_transfer_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    name="transfer", run=_transfer, plan=_transfer_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False, needs_selection=True,
     description="Cross-city transfer: encoder and probe trained on 'city' (the source), tested on every profile; "
                 "task is '<target>/<indicator>'",
 ))
@@ -202,6 +276,6 @@ def _ablations_plan(scale: str):
 
 
 register(Experiment(
-    name="ablations", run=_ablations, plan=_ablations_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    name="ablations", run=_ablations, plan=_ablations_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False, needs_selection=True,
     description="UrbanCLIP Fig. 4 and UrbanLN Fig. 3 ablations and the Table 4 mu sweep, per profile and seed",
 ))

@@ -23,6 +23,7 @@ class Experiment:
     description: str = ""
     meta: dict = field(default_factory=dict)
     verify_in_ci: bool = True  # False for units that train models (minutes each): verified by a slow test
+    needs_selection: bool = False  # trains with the chosen learning rates: waits for the selection experiment
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

@@ -39,11 +39,18 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     ``only`` names experiments; ``units`` is a glob over unit ids (``"synth-ring-*"``). Each unit is
     checked again just before it runs, so several workers can share one ``results/`` folder.
     """
+    from urbanlib.pipeline import hparams
+
     n = 0
     for name, exp in load_all().items():
         if only and name not in only:
             continue
         pending = pending_units(exp, scale, results_dir)
+        if exp.needs_selection and scale in hparams.SELECTED_SCALES and set(hparams.selected().get(scale, {})) \
+                < set(hparams.GRIDS):
+            log(f"{name}: waits for the learning-rate selection ({hparams.selected_path()} lacks families); "
+                f"{len(pending)} unit(s) left pending")
+            continue
         todo = [t for t in pending if not units or fnmatch.fnmatchcase(t[0], units)]
         for unit, config, seed in tqdm(todo, desc=name, unit="unit"):
             if (unit, config, seed) not in pending_units(exp, scale, results_dir):
@@ -54,6 +61,9 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
             append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir,
                         cpu_s=cpu_seconds() - c0)
             n += 1
+        if name == "selection" and scale in hparams.SELECTED_SCALES and not pending_units(exp, scale, results_dir):
+            choice = hparams.write_selected(hparams.candidate_scores(read_results("selection", results_dir)), scale)
+            log(f"selection: chosen learning rates at {scale}: {choice} -> {hparams.selected_path()}")
         skipped = f", {len(pending) - len(todo)} pending left out by --units" if units else ""
         log(f"{name}: {len(todo)} unit(s) ran, {len(exp.plan(scale)) - len(pending)} already stored{skipped}")
     return n
