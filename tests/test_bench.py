@@ -36,3 +36,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert math.isfinite(float(row["value"])), row
         assert row["machine"] and row["torch"] and row["git_commit"] and row["threads"] == "1" and row["mode"] == "quick"
     assert float(by_figure["flops_urbanclip"]["value"]) > 0 and float(by_figure["flops_coca"]["value"]) > 0
+    from urbanlib.analysis.efficiency import BENCH_TARGETS, bench_summary, read_bench
+
+    summary = bench_summary(read_bench(out))
+    assert set(BENCH_TARGETS) <= set(summary.index)
+    assert summary.loc[list(BENCH_TARGETS), "met"].map(lambda v: isinstance(v, bool)).all()

@@ -20,6 +20,8 @@ from torch import nn
 from urbanlib.models.urbanln import count_parameters
 
 __all__ = [
+    "BENCH_TARGETS",
+    "bench_summary",
     "count_parameters",
     "image_encoder",
     "measure_throughput",
@@ -27,6 +29,7 @@ __all__ = [
     "paper_size_parameter_counts",
     "parameter_counts",
     "plot_efficiency",
+    "read_bench",
     "throughput_table",
 ]
 
@@ -246,3 +249,41 @@ def plot_efficiency(counts: pd.DataFrame, speed: pd.DataFrame | None = None):
         ax2.set_title("; ".join(facts), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# Issue 15's targets for the training-speed benchmark (``benchmarks/bench.py``): figure -> (op, bound).
+BENCH_TARGETS = {
+    "urbanclip_vs_coca_step": (">=", 1.2),
+    "urbanln_vs_clip248_step": (">=", 0.9),
+    "msd_overhead": ("<=", 0.10),
+    "mfu_fp32_urbanclip": (">=", 0.75),
+    "mfu_fp32_urbanln": (">=", 0.65),
+    "extraction_ratio": (">=", 1.2),
+}
+
+
+def read_bench(path=None) -> pd.DataFrame:
+    """``results/bench.csv`` written by ``make bench``: one row per figure with provenance columns."""
+    from pathlib import Path
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / "results" / "bench.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `make bench` to measure it")
+    return pd.read_csv(path)
+
+
+def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
+    """The ratios, overheads and MFUs of a bench run with their target and whether it is met.
+
+    Returns:
+        DataFrame indexed by figure: ``median``, ``min``, ``max`` (over rounds), ``unit``, ``target``,
+        ``met`` (None where the issue set no target), ``note``.
+    """
+    keep = bench[~bench["figure"].str.startswith(("step_s_", "time_s_", "flops_"))].set_index("figure")
+    rows = []
+    for figure, r in keep.iterrows():
+        op, bound = BENCH_TARGETS.get(figure, (None, None))
+        met = None if op is None else bool(r["value"] >= bound if op == ">=" else r["value"] <= bound)
+        rows.append({"figure": figure, "median": r["value"], "min": r["lo"], "max": r["hi"], "unit": r["unit"],
+                     "target": f"{op} {bound}" if op else "", "met": met, "note": r["note"]})
+    return pd.DataFrame(rows).set_index("figure")
