@@ -171,3 +171,35 @@ def test_recall_at_k_hand_case():
     assert r["i2t_R@1"] == pytest.approx(100 / 3, rel=1e-5) and r["i2t_R@2"] == pytest.approx(200 / 3, rel=1e-5)
     # text 0 -> image 1 (owner 0): miss@1; text 1 -> image 0 (owner 1): miss; text 2 hit; text 3 -> image 0 hit
     assert r["t2i_R@1"] == pytest.approx(50.0, rel=1e-5)
+
+
+def test_validation_plot_and_sentence_say_why_a_run_stopped():
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from urbanlib.pipeline.plots import describe_stopping, plot_validation
+
+    curve = pd.DataFrame({"step": [0, 10, 20, 30, 40], "epoch": [0, 0.5, 1, 1.5, 2],
+                          "val_loss": [5.0, 3.0, 2.5, 2.6, 2.7], "best_val_loss": [5.0, 3.0, 2.5, 2.5, 2.5],
+                          "lr_scale": [1, 1, 1, 1, 0.5]})
+    info = {"best_step": 20, "steps": 40, "step_cap": 100, "stopped_by": "patience", "epochs_run": 2.0,
+            "best_val_loss": 2.5}
+    fig = plot_validation(curve, info)
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) >= 4  # curve, best so far, best step, one lr cut
+    text = describe_stopping(info)
+    assert "40 of at most 100 steps" in text and "patience" in text and "step 20" in text
+    assert "cap" in describe_stopping({**info, "stopped_by": "cap"})
+    assert "no validation loss" in describe_stopping({})
+
+
+def test_teacher_student_curve_probes_both_towers_at_each_snapshot(city):
+    from urbanlib.pipeline.urbanln import pretrain_urbanln, teacher_student_curve
+
+    run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
+                           val_idx=city.pretrain_val_idx)
+    curve = teacher_student_curve(run, city.tensors, city.split, city.ds.log_targets(), city.ds.indicators, "smoke")
+    snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
+    assert len(snaps) >= 2 and len(curve) == 2 * len(snaps)
+    first = curve[curve["step"] == 0].set_index("model")["R2"]
+    assert first["student"] == pytest.approx(first["teacher"])  # at step 0 the teacher is the student's copy
+    assert np.isfinite(curve["R2"]).all()

@@ -330,3 +330,13 @@ def test_validation_settings_need_a_val_dataset_and_a_known_key(tmp_path):
     tr = Trainer(_Linear(), _Points(64, 0), _es_cfg(val_key="nope"), tmp_path, val_dataset=_Points(24, 1))
     with pytest.raises(KeyError, match="nope"):
         tr.fit()
+
+
+def test_old_checkpoints_are_pruned_and_snapshots_kept_at_each_evaluation(tmp_path):
+    tr = Trainer(_Linear(), _Points(64, 0), _es_cfg(max_steps=30, patience=0, checkpoint_every=5, snapshots=True,
+                                                   keep_checkpoints=2), tmp_path, val_dataset=_Points(24, 1))
+    tr.fit()
+    steps = sorted(p.name for p in tmp_path.glob("step-*"))
+    assert steps == ["step-00000025", "step-00000030"]  # the newest two
+    snaps = sorted(p.name for p in (tmp_path / "snapshots").glob("step-*.safetensors"))
+    assert snaps == [f"step-{s:08d}.safetensors" for s in range(0, 31, 4)]

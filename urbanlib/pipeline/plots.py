@@ -38,6 +38,52 @@ def plot_losses(history: pd.DataFrame, terms: list[str] | None = None, title: st
     return fig
 
 
+def plot_validation(curve: pd.DataFrame, info: dict, title: str = "") -> Figure:
+    """The validation loss over training: where it was best, where the lr was cut, why the run stopped.
+
+    Args:
+        curve: :func:`~urbanlib.pipeline.runs.validation_curve` (step, epoch, val_loss, best_val_loss, lr_scale).
+        info: the run's facts (``best_step``, ``steps``, ``step_cap``, ``stopped_by``).
+        title: figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    if curve.empty:
+        ax.text(0.5, 0.5, "this run evaluated no validation loss", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    ax.plot(curve["step"], curve["val_loss"], marker="o", ms=3, lw=1.2, label="validation loss")
+    ax.plot(curve["step"], curve["best_val_loss"], lw=1, ls="--", color="0.4", label="best so far")
+    best = info.get("best_step")
+    if best is not None:
+        ax.axvline(best, color="C2", lw=1, label=f"best, step {best} (the weights kept)")
+    cuts = curve["step"][curve["lr_scale"].diff().fillna(0) < 0]
+    for k, step in enumerate(cuts):
+        ax.axvline(step, color="C3", lw=0.6, alpha=0.6, label="lr halved" if k == 0 else None)
+    lo, hi = curve["val_loss"].min(), curve["val_loss"].quantile(0.9)
+    ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))  # the plateau, not the first steps
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out loss")
+    ax.set_title(title or f"stopped by {info.get('stopped_by')} at step {info.get('steps')} "
+                          f"(cap {info.get('step_cap')})")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def describe_stopping(info: dict) -> str:
+    """One sentence on how long a run trained and why it stopped (for the pretraining pages)."""
+    stop = info.get("stopped_by")
+    if stop is None:
+        return "This run evaluated no validation loss; it trained for its fixed length."
+    why = ("its validation loss had stopped improving (patience)" if stop == "patience" else
+           "it reached its step cap while its validation loss may still have been improving; at this "
+           "scale the cap is set by the time budget, not by the data")
+    return (f"The run trained {info.get('steps')} of at most {info.get('step_cap')} steps "
+            f"({info.get('epochs_run', float('nan')):.1f} epochs) and stopped because {why}; the weights kept are "
+            f"those of step {info.get('best_step')}, validation loss {info.get('best_val_loss', float('nan')):.3f}.")
+
+
 def plot_image_captions(images: np.ndarray, columns: dict[str, list[str]], region_ids=None,
                         width: int = 60, max_chars: int = 400) -> Figure:
     """One row per image: the image, then one wrapped text per column (e.g. training vs generated).

@@ -88,7 +88,8 @@ def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfi
         collate: optional collate function for the trainer.
         val_dataset: held-out pairs whose loss decides the run's length (see :class:`TrainConfig`).
     """
-    run_dir = run_dir_for(name, {**key_obj, "train": asdict(config)})
+    storage = ("progress", "keep_checkpoints", "snapshots", "num_threads")  # shape the disk, not the result
+    run_dir = run_dir_for(name, {**key_obj, "train": {k: v for k, v in asdict(config).items() if k not in storage}})
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir / ".lock"):  # two notebooks asking for one run: the second waits, then loads it
         return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset)

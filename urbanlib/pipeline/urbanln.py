@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 import numpy as np
+import pandas as pd
 import torch
 
 from urbanlib.data.dataset import UrbanDataset
@@ -227,7 +228,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
         data = OneViewPerRegion(data, region, seed)
     val = AugmentedPairs(v_images, v_caps, v_region, tok, augment=False, seed=seed) if v_caps else None
     cfg = train_config(scale, seed, progress, n_pairs=len(data), lr=lr, validate=val is not None,
-                       val_key="inbatch_contrastive_loss")
+                       val_key="inbatch_contrastive_loss", snapshots=scale.name in ("smoke", "default"))
     key = {"method": "urbanln", "imagery": imagery, "config": asdict(config), "data": tensors.key,
            "regions": sorted(set(region.tolist())), "texts": stable_hash(caps), "seed": seed,
            "stage0": str(base.run_dir.name) if base else None, "val_texts": stable_hash(v_caps),
@@ -281,3 +282,42 @@ def teacher_student_agreement(model: UrbanLN, images: np.ndarray, caps: list[lis
     top_s, top_t = (s_img @ s_txt.T).argmax(1), (t_img @ t_txt.T).argmax(1)
     return {"image_cosine": float((s_img * t_img).sum(-1).mean()), "text_cosine": float((s_txt * t_txt).sum(-1).mean()),
             "top1_agreement": float((top_s == top_t).float().mean())}
+
+
+def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets: np.ndarray, indicators,
+                          scale: str | Scale, imagery: str = "satellite", probe_seeds=(0, 1)) -> pd.DataFrame:
+    """Probe R² of the student and of its EMA teacher at every saved evaluation of an UrbanLN run.
+
+    Reads the run's weight snapshots (saved at the ``smoke`` and ``default`` scales); each snapshot's
+    student and teacher image towers are read out like the benchmark's (mean final patch tokens) and
+    probed (mean over ``probe_seeds`` and indicators). With distillation working as intended the
+    teacher, an average of recent students, leads or matches the student. Returns rows step, model
+    (student | teacher), R2; empty without MSD or snapshots.
+    """
+    import copy
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from urbanlib.eval.probe import fit_probes
+
+    from .benchmark import probe_config
+    from .features import satellite_features, street_features
+
+    snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
+    if run.model.msd is None or not snaps:
+        return pd.DataFrame(columns=["step", "model", "R2"])
+    model = copy.deepcopy(run.model).eval()
+    fn = satellite_features if imagery == "satellite" else street_features
+    rows = []
+    for path in snaps:
+        model.load_state_dict(load_file(str(path)))
+        step = int(path.stem.split("-")[1])
+        for who, clip in (("student", model.clip), ("teacher", model.msd.teacher)):
+            tower = SimpleNamespace(clip=clip)  # encode_image_features reads only .clip
+            feats = fn(lambda x, t=tower: UrbanLN.encode_image_features(t, x), tensors)
+            res = fit_probes(feats, targets, split, list(probe_seeds), probe_config(_scale(scale)),
+                             indicators=indicators)
+            r2 = res.metrics.loc[res.metrics["metric"] == "R2", "value"].mean()
+            rows.append({"step": step, "model": who, "R2": float(r2)})
+    return pd.DataFrame(rows)

@@ -73,6 +73,8 @@ class TrainConfig:
     val_key: str = "loss"  # which term of ``model(batch)`` is the validation loss
     restore_best: bool = True  # the run's final weights are those of its best evaluation
     fused_adamw: bool = True  # torch's fused AdamW kernel (fewer passes over the parameters)
+    keep_checkpoints: int = 1  # checkpoints kept on disk, newest first (0 = all); the final one is always kept
+    snapshots: bool = False  # also save the model weights at every evaluation (snapshots/step-N.safetensors)
 
 
 @dataclass
@@ -197,6 +199,10 @@ class Trainer:
             if cfg is not None and hasattr(cfg, "to_dict"):
                 extra["model_config"] = cfg.to_dict()
             path = save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, extra)
+            if self.config.keep_checkpoints:
+                old = sorted(p for p in self.out_dir.glob("step-*") if p.is_dir() and p != path)
+                for stale in old[: max(0, len(old) - (self.config.keep_checkpoints - 1))]:
+                    shutil.rmtree(stale, ignore_errors=True)
         if is_distributed():
             dist.barrier()
         return path
@@ -254,6 +260,12 @@ class Trainer:
         st, cfg = self.stop, self.config
         st.evals += 1
         improved = st.best_val is None or val < st.best_val - cfg.min_delta * abs(st.best_val)
+        if cfg.snapshots and self.rank == 0:
+            snap = self.out_dir / "snapshots"
+            snap.mkdir(exist_ok=True)
+            tmp = snap / f".tmp{os.getpid()}"
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, str(tmp))
+            tmp.replace(snap / f"step-{self.step:08d}.safetensors")
         if improved:
             st.best_val, st.best_step, st.bad_evals, st.bad_since_cut = val, self.step, 0, 0
             if cfg.restore_best and self.rank == 0:
@@ -340,7 +352,7 @@ class Trainer:
         if not (resume and self.resume()):
             torch.manual_seed(cfg.seed)
             if self.rank == 0:
-                for stale in ("val.csv", "best"):
+                for stale in ("val.csv", "best", "snapshots"):
                     p = self.out_dir / stale
                     if p.is_dir():
                         shutil.rmtree(p)
