@@ -13,6 +13,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory):
+    """Every test's cache (cities, tensors, runs, features) lives in one temporary folder, never in the repo's.
+
+    Shared by the session, so a city built by one test is reused by the next; tests that need an
+    empty cache of their own point ``URBANLIB_CACHE`` elsewhere with ``monkeypatch``.
+    """
+    old = os.environ.get("URBANLIB_CACHE")
+    os.environ["URBANLIB_CACHE"] = str(tmp_path_factory.mktemp("urbanlib-cache"))
+    yield
+    if old is None:
+        os.environ.pop("URBANLIB_CACHE", None)
+    else:
+        os.environ["URBANLIB_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)

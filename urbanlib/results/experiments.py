@@ -208,6 +208,39 @@ register(Experiment(
 ))
 
 
+def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
+    """UrbanCLIP and its random-init twin under the stricter "train-only" protocol, on one city and seed.
+
+    The benchmark's UrbanCLIP rows use the papers' "all-tiles" protocol (label-free pretraining on
+    every tile); this unit measures what pretraining only on the probe's train regions changes.
+    """
+    from urbanlib.pipeline.benchmark import run_benchmark
+    from urbanlib.pipeline.city import open_city
+
+    city = open_city(config["city"], scale, seed, split=config["split"], progress=False, protocol="train-only")
+    metrics, feats, _ = run_benchmark(city, ["UrbanCLIP", "UrbanCLIP (random init)"], log=lambda *a: None)
+    agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
+    rows = [{"city": config["city"], "model": f"{r.model} [train-only]", "task": f"{r.indicator}/{config['split']}",
+             "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))}
+            for r in agg.itertuples() for stat in ("mean", "std")]
+    return rows + [{**r, "variant": "train-only protocol"} for r in _pretraining_rows(city, feats, seed)]
+
+
+def _protocol_plan(scale: str):
+    from urbanlib.scales import get_scale
+
+    return [(f"{BOOK_CITY}-random-s{s}", {"city": BOOK_CITY, "split": "random"}, s)
+            for s in range(get_scale(scale).pretrain_seeds)]
+
+
+register(Experiment(
+    name="protocol", run=_protocol, plan=_protocol_plan, rtol=1e-4, atol=1e-5, verify_in_ci=False,
+    needs_selection=True,
+    description="UrbanCLIP pretrained only on the probe's train regions ('train-only'), against the tier's "
+                "'all-tiles' protocol, on the book's city, random split",
+))
+
+
 def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
     """Transfer R2/RMSE/MAE from one source city to every profile, for the models of the transfer figures."""
     from urbanlib.data.synthcity import PROFILES
