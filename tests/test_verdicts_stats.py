@@ -273,3 +273,22 @@ def test_findings_are_generated_from_the_table():
     assert len(sentences) == len(set(claims["question"]))
     assert any("Does text help UrbanCLIP?" in s and "UC14" in s for s in sentences)
     assert findings.summary_sentence(table).startswith(f"Of the {len(claims)} claims")
+
+
+def test_probe_seed_gains_pair_models_with_their_twin_over_probe_seeds():
+    import pandas as pd
+
+    from urbanlib.analysis.twins import probe_seed_gains
+
+    rows = []
+    for seed in range(5):
+        for ind, base in (("carbon", 0.5), ("gdp", 0.3)):
+            rows.append({"model": "UrbanCLIP", "indicator": ind, "probe_seed": seed, "metric": "R2",
+                         "value": base + 0.1 + 0.01 * seed, "split": "blocked(4)", "city": "c"})
+            rows.append({"model": "UrbanCLIP (random init)", "indicator": ind, "probe_seed": seed, "metric": "R2",
+                         "value": base + 0.005 * seed, "split": "blocked(4)", "city": "c"})
+    g = probe_seed_gains(pd.DataFrame(rows))
+    pooled = g[g["indicator"] == "mean"].iloc[0]
+    assert pooled["twin"] == "UrbanCLIP (random init)" and pooled["split"] == "blocked"
+    assert pooled["n_probe_seeds"] == 5 and pooled["gain"] == pytest.approx(0.1 + 0.005 * 2)
+    assert pooled["ci_low"] < pooled["gain"] < pooled["ci_high"]

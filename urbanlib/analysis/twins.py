@@ -15,7 +15,7 @@ import pandas as pd
 
 from .paired import paired_test
 
-__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "gains_over_twin"]
+__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "gains_over_twin", "probe_seed_gains"]
 
 _VIT = "UrbanCLIP (random init)"  # UrbanCLIP's ViT at initialisation
 _CLIP_SAT, _CLIP_SV = "CLIP (random init, satellite)", "CLIP (random init, street)"
@@ -122,3 +122,18 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
         out = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     out.attrs["notes"] = notes
     return out
+
+
+def probe_seed_gains(metrics: pd.DataFrame, twins: Mapping[str, str] | None = None, metric: str = "R2",
+                     level: float = 0.95) -> pd.DataFrame:
+    """Gains over the twin on one city and pretraining seed, paired over *probe* seeds.
+
+    For a page that ran one pretraining seed: ``metrics`` are :func:`~urbanlib.pipeline.benchmark.run_benchmark`
+    rows (model, indicator, probe_seed, metric, value, split, city). The interval covers the probe's
+    seed noise only, not pretraining seeds or cities (the ``full`` tier's gains do).
+    """
+    m = metrics[metrics["metric"] == metric]
+    rows = m.assign(task=m["indicator"] + "/" + m["split"].astype(str).str.split("(").str[0],
+                    metric=f"{metric}_mean", seed=m["probe_seed"].astype(int))
+    out = gains_over_twin(rows[["city", "seed", "model", "task", "metric", "value"]], twins, metric, level)
+    return out.rename(columns={"n_units": "n_probe_seeds"})
