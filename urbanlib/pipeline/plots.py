@@ -76,9 +76,9 @@ def describe_stopping(info: dict) -> str:
     stop = info.get("stopped_by")
     if stop is None:
         return "This run evaluated no validation loss; it trained for its fixed length."
+    still = " (its validation loss was still improving at the end)" if info.get("best_step") == info.get("steps") else ""
     why = ("its validation loss had stopped improving (patience)" if stop == "patience" else
-           "it reached its step cap while its validation loss may still have been improving; at this "
-           "scale the cap is set by the time budget, not by the data")
+           f"it reached its step cap before its patience ran out{still}")
     return (f"The run trained {info.get('steps')} of at most {info.get('step_cap')} steps "
             f"({info.get('epochs_run', float('nan')):.1f} epochs) and stopped because {why}; the weights kept are "
             f"those of step {info.get('best_step')}, validation loss {info.get('best_val_loss', float('nan')):.3f}.")
