@@ -257,3 +257,16 @@ def test_coca_variant_generates_with_open_clip():
     with torch.no_grad():
         out = model.generate(torch.randn(1, 3, 32, 32), seq_len=6, max_seq_len=24, generation_type="top_k")
     assert out.shape == (1, 6) and out[0, 0].item() == 49406  # starts with <start_of_text>
+
+
+def test_tokenize_cuts_long_captions_without_a_false_end():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from urbanlib.models.text import tokenize
+
+    short, long = "a park by the river", " ".join(["dense blocks"] * 40)
+    ref = SimpleTokenizer(context_length=16)([short, long])
+    ours = tokenize([short, long], 16)
+    assert torch.equal(ours[0], ref[0])  # fits: identical to open_clip, <end> included
+    assert ours[1, -1] != 49407 and (ours[1] != 0).all() and torch.equal(ours[1, :-1], ref[1, :-1])
+    assert ref[1, -1] == 49407 and torch.equal(tokenize([short, long], 16, end_at_cut=True), ref)

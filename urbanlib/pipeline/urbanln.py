@@ -94,7 +94,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
     clip = create_clip(f"clip-{scale.model_size}")
     model = UrbanLN(clip, UrbanLNConfig(use_ipsi=False, use_msd=False))
     tok = lambda t: tokenize_captions(t, 77).tokens  # noqa: E731
-    data = AugmentedPairs(np.concatenate(images), texts, np.arange(len(texts)), tok, augment=True, seed=seed)
+    data = AugmentedPairs(np.concatenate(images), texts, np.arange(len(texts)), tok, augment=False, seed=seed)
     val = (AugmentedPairs(np.concatenate(val_images), val_texts, np.arange(len(val_texts)), tok, augment=False,
                           seed=seed) if val_texts else None)
     cfg = train_config(scale, seed, progress, n_pairs=len(texts), epochs=epochs or scale.pretrain_epochs,
@@ -223,7 +223,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
     ctx = model.context_length
     n_trunc = tokenize_captions(sorted({t for ts in caps for t in ts}), ctx)
     tok = lambda t: tokenize_captions(t, ctx).tokens  # noqa: E731
-    data = AugmentedPairs(images, caps, region, tok, augment=True, seed=seed)
+    data = AugmentedPairs(images, caps, region, tok, augment=False, seed=seed)  # captions name directions
     if imagery == "street":
         data = OneViewPerRegion(data, region, seed)
     val = AugmentedPairs(v_images, v_caps, v_region, tok, augment=False, seed=seed) if v_caps else None
