@@ -160,7 +160,8 @@ def msd_loss(
 
     Returns:
         dict with ``loss`` (Eq. 6), ``contrastive_loss`` (Eq. 4), ``distill_loss`` (Eq. 5, 0 without
-        a teacher), ``n_candidates``, ``n_masked`` (mean masked candidates per query) and
+        a teacher), ``n_candidates``, ``n_masked`` (mean masked candidates per query),
+        ``n_candidates_effective`` (unmasked candidates per query: L_C's chance level is its log) and
         ``n_false_negatives`` (mean candidates per query from the query's own region other than its
         positive: masked when ``mask_same_region``, treated as negatives otherwise).
     """
@@ -213,6 +214,7 @@ def msd_loss(
         "distill_loss": distill,
         "n_candidates": torch.tensor(float(cand_region.shape[0]), device=image.device),
         "n_masked": masked.float().sum(dim=1).mean().detach(),
+        "n_candidates_effective": (~masked).float().sum(dim=1).mean().detach(),  # chance level: ln of this
         "n_false_negatives": false_negative.float().sum(dim=1).mean().detach(),
     }
 
