@@ -54,7 +54,3 @@ def create_clip(name: str, pretrained: str | None = None) -> open_clip.CLIP:
         model.load_state_dict(load_file(str(pretrained)))
     return model
 
-
-def clip_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A CLIP's weights as a plain tensor dict (for safetensors)."""
-    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -7,7 +7,7 @@ never repaired (see :data:`FLAGS`). ``claims.csv`` is a register of every
 quantitative or directional claim the papers make, tables or prose.
 
 Nothing here reads the paper texts: the CSVs are package data. They were written
-by :mod:`urbanlib.paper._transcribe` (tables) and by hand (claims).
+by ``tools/transcribe_paper.py`` (tables, a one-off tool outside the package) and by hand (claims).
 """
 
 from __future__ import annotations

@@ -55,7 +55,3 @@ def _captions(ds: UrbanDataset, style: str, sources: list[str] | None):
         cap = cap[cap["source"].isin(sources)]
     return cap
 
-
-def texts_hash_input(texts) -> list:
-    """A JSON-able form of nested caption lists, for cache keys."""
-    return texts if isinstance(texts, list) else list(np.asarray(texts).tolist())

@@ -3,7 +3,7 @@
 It is not imported by :mod:`urbanlib.paper`; nothing at run time reads the paper
 texts. It exists so that the transcription can be audited and redone::
 
-    python -m urbanlib.paper._transcribe /work/shared/papers urbanlib/paper/tables.csv
+    python tools/transcribe_paper.py ../shared/papers urbanlib/paper/tables.csv
 
 Each table block is located by its first row label and the printed cells are
 split on tabs exactly as extracted from the PDF. Cells are never repaired: a
@@ -246,7 +246,7 @@ def _flag_conflicts(records: list[dict]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Write the tidy CSV: ``python -m urbanlib.paper._transcribe PAPERS_DIR OUT_CSV``."""
+    """Write the tidy CSV: ``python tools/transcribe_paper.py PAPERS_DIR OUT_CSV``."""
     records = transcribe(Path(argv[0]))
     with open(argv[1], "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
