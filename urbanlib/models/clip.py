@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import open_clip
-import torch
 from safetensors.torch import load_file
 
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"

@@ -7,8 +7,6 @@ street view's captions are the ones written for that very image.
 
 from __future__ import annotations
 
-import numpy as np
-
 from urbanlib.data.dataset import UrbanDataset
 
 
