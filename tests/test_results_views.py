@@ -93,3 +93,29 @@ def test_results_page_renders_stored_units(stored, tmp_path, monkeypatch):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1  # the ablation bars
     md = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert re.search(r"\d+ of 24 stored pages present", md)  # the stored-page index of the real manifest
+
+
+def test_pretraining_summary_and_selection_table(tmp_path, monkeypatch):
+    import json
+
+    from urbanlib.results.store import append_rows
+    from urbanlib.results.views import pretraining_summary, selection_table
+
+    monkeypatch.setenv("URBANLIB_RESULTS", str(tmp_path))
+    pre = {"table": "pretraining", "model": "UrbanCLIP", "variant": "", "city": "c", "seed": 0, "protocol": "all-tiles",
+           "lr": 5e-4, "steps": 300, "best_step": 240, "step_cap": 1000, "best_val_loss": 2.5, "cka_to_init": 0.4,
+           "train_cpu_s": 3600.0}
+    metric = {"city": "c", "model": "m", "task": "t/random", "metric": "R2_mean", "value": 0.5}
+    for seed, stop in ((0, "patience"), (1, "cap"), (2, "patience"), (3, "patience")):
+        append_rows("benchmark", f"c-s{seed}", [metric, {**pre, "seed": seed, "stopped_by": stop}], {"s": seed}, seed,
+                    "smoke", 1.0, tmp_path)
+    summary = pretraining_summary(tmp_path)
+    row = summary.loc[("UrbanCLIP", "")]
+    assert row["runs"] == 4 and row["stopped by patience"] == "75%" and row["training CPU-h"] == 4.0
+    for lr, r2 in ((2e-4, 0.3), (5e-4, 0.5)):
+        rows = [{"city": "c", "model": "UrbanCLIP", "task": f"lr={lr:g}", "metric": k, "value": v}
+                for k, v in (("val_r2", r2), ("steps", 100.0), ("stopped_by_patience", 1.0))]
+        append_rows("selection", f"UrbanCLIP-lr{lr:g}", rows, {"lr": lr}, 0, "full", 1.0, tmp_path)
+    (tmp_path / "selected_lr.json").write_text(json.dumps({"full": {"UrbanCLIP": 5e-4}}))
+    table = selection_table(tmp_path).set_index("lr")
+    assert table.loc[5e-4, "chosen"] and not table.loc[2e-4, "chosen"] and table.loc[2e-4, "val_r2"] == 0.3

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .registry import load_all
-from .store import read_results
+from .store import read_results, results_path
 
 
 def tier_rows(experiment: str, results_dir: Path | None = None) -> pd.DataFrame:
@@ -79,3 +79,46 @@ def provenance_summary(experiment: str, results_dir: Path | None = None) -> pd.S
         "scale": ", ".join(sorted(units["scale"].astype(str).unique())),
         "total wall time (h)": round(float(units["wall_s"].sum()) / 3600, 2),
     })
+
+
+def pretraining_summary(results_dir: Path | None = None) -> pd.DataFrame:
+    """Per model (and variant): how many runs ``results/pretraining.csv`` holds, why they stopped, how far they moved.
+
+    Columns: runs, stopped by patience (share), median steps, median best step, median step cap,
+    median linear CKA to initialisation, training CPU-hours (sum). Empty when no row is stored.
+    """
+    path = results_path("pretraining", results_dir)
+    if not path.is_file():
+        return pd.DataFrame()
+    t = pd.read_csv(path)
+    t["variant"] = t["variant"].fillna("")
+    g = t.groupby(["model", "variant"], sort=False)
+    return pd.DataFrame({
+        "runs": g.size(),
+        "stopped by patience": g["stopped_by"].apply(lambda s: f"{(s == 'patience').mean():.0%}"),
+        "median steps": g["steps"].median(), "median best step": g["best_step"].median(),
+        "median step cap": g["step_cap"].median(), "median CKA to init": g["cka_to_init"].median().round(3),
+        "training CPU-h": (g["train_cpu_s"].sum() / 3600).round(2),
+    })
+
+
+def selection_table(results_dir: Path | None = None) -> pd.DataFrame:
+    """The learning-rate candidates per family: validation R² of each, and which one was chosen.
+
+    Rows family × lr with ``val_r2`` (the probe's R² on validation regions, mean over indicators and
+    probe seeds), the run's steps and stopping reason, and ``chosen`` from ``results/selected_lr.json``.
+    """
+    from urbanlib.pipeline.hparams import candidate_scores, selected
+
+    rows = read_results("selection", results_dir)
+    if rows.empty:
+        return pd.DataFrame()
+    scores = candidate_scores(rows)
+    extra = rows[rows["metric"].isin(["steps", "stopped_by_patience"])].assign(
+        lr=lambda d: d["task"].str.replace("lr=", "", regex=False).astype(float)).pivot_table(
+        index=["model", "lr"], columns="metric", values="value").rename_axis(index=["family", "lr"])
+    out = scores.set_index(["family", "lr"])[["val_r2"]].join(extra).reset_index()
+    choice = {(s, f): lr for s, fams in selected().items() for f, lr in fams.items()}
+    scale = rows["scale"].iloc[0]
+    out["chosen"] = [choice.get((scale, f)) == lr for f, lr in zip(out["family"], out["lr"], strict=True)]
+    return out
