@@ -4,7 +4,7 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= book,dev,captions
+EXTRAS  ?= book,dev,captions,geo
 SCALE   ?= default
 
 .PHONY: book test test-all results pages lint install wordnet clean
