@@ -5,11 +5,17 @@ The tile datasets feed the shared :class:`~urbanlib.train.trainer.Trainer`.
 Every baseline trains on ``inputs.train_idx`` only, augments with the shared dihedral transforms
 (:func:`urbanlib.pipeline.augment.dihedral`), and embeds *all* regions afterwards, with NaN rows
 where a region has no satellite tile.
+
+Training length (the rule of every conv baseline): with ``inputs.val_idx`` the run evaluates its
+own loss on held-out, unaugmented samples and stops by the scale's early stopping
+(:meth:`~urbanlib.scales.Scale.early_stopping`), keeping its best weights; its epochs are then the
+cap, :func:`epoch_cap`: the scale's ``pretrain_epochs`` (as every pretraining family), or the
+baseline's own preset where that is larger (small conv nets on a few hundred tiles take more, and
+cheaper, epochs than a ViT). Without ``val_idx`` the run has that many epochs, fixed.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,9 +26,11 @@ from tqdm.auto import tqdm
 
 from urbanlib.pipeline.augment import dihedral
 from urbanlib.pipeline.tensors import normalize
-from urbanlib.train.trainer import TrainConfig, Trainer
+from urbanlib.scales import Scale, get_scale
+from urbanlib.train.trainer import TrainConfig
 
 from .base import BaselineInputs
+from .training import fit_trainer
 
 SCALE_NAMES = ("smoke", "default", "full", "paper")
 
@@ -33,6 +41,32 @@ def scale_name(inputs: BaselineInputs) -> str:
     if name not in SCALE_NAMES:
         raise KeyError(f"unknown scale {name!r}; baselines are sized for {SCALE_NAMES}")
     return name
+
+
+def resolve_scale(scale: Scale | str | None) -> Scale:
+    """A :class:`Scale` from a preset, its name, or None (the ``default`` preset); only the presets baselines know."""
+    s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
+    if s.name not in SCALE_NAMES:
+        raise KeyError(f"unknown scale {s.name!r}; baselines are sized for {SCALE_NAMES}")
+    return s
+
+
+def epoch_cap(preset_epochs: int, scale: Scale) -> int:
+    """Epochs of a conv baseline's run: the scale's ``pretrain_epochs``, or its preset's where larger (module doc)."""
+    return max(int(preset_epochs), int(scale.pretrain_epochs))
+
+
+def val_positions(inputs: BaselineInputs, mask: np.ndarray | None = None) -> np.ndarray | None:
+    """``inputs.val_idx`` restricted to regions with a tile (and ``mask``), never a training region; None if none.
+
+    These are the held-out, label-free regions whose loss decides a run's length.
+    """
+    if inputs.val_idx is None:
+        return None
+    idx = np.unique(np.asarray(inputs.val_idx, dtype=int))
+    keep = inputs.tensors.satellite_mask[idx] if mask is None else np.asarray(mask)[idx]
+    idx = np.setdiff1d(idx[keep], np.asarray(inputs.train_idx, dtype=int))
+    return idx if len(idx) else None
 
 
 def seeded(seed: int, *salt: int) -> torch.Generator:
@@ -137,19 +171,39 @@ class TileDataset:
 
 
 def train(model: nn.Module, dataset, *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
-          weight_decay: float = 0.05, warmup_steps: int = 10, desc: str = "") -> list[dict]:
-    """Train ``model`` (``forward(batch) -> {"loss": ...}``) with the shared trainer; returns its log.
+          weight_decay: float = 0.05, warmup_steps: int = 10, desc: str = "", val_dataset=None,
+          stopping: dict | None = None) -> tuple[list[dict], dict]:
+    """Train ``model`` (``forward(batch) -> {"loss": ...}``) with the shared trainer on the CPU.
 
     The trainer writes its end-of-run checkpoint into a temporary folder that is discarded: the
     baselines keep features, not weights. The batch size shrinks to the dataset size if needed.
+
+    Args:
+        model: the protocol model.
+        dataset: training samples.
+        epochs: passes over ``dataset``: the step cap when ``val_dataset`` is given.
+        batch_size: samples per step.
+        lr: peak AdamW learning rate.
+        seed: data order and the torch RNG of the run.
+        progress: show the trainer's progress bar.
+        weight_decay: AdamW decay of the matrices.
+        warmup_steps: linear warmup steps.
+        desc: label of the run (temporary folder name).
+        val_dataset: held-out samples of the same kind (unaugmented) whose loss decides the length;
+            the best evaluation's weights are the result.
+        stopping: early-stopping fields of :class:`~urbanlib.train.TrainConfig`
+            (``scale.early_stopping()``); ignored without ``val_dataset``.
+
+    Returns:
+        The per-step log and the run's facts (:func:`~urbanlib.baselines.training.training_facts`).
     """
     batch_size = max(2, min(batch_size, len(dataset)))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_steps=warmup_steps, seed=seed, progress=progress, betas=(0.9, 0.999))
-    with tempfile.TemporaryDirectory(prefix=f"urbanlib-{desc or 'baseline'}-") as tmp:
-        history = Trainer(model, dataset, cfg, tmp, device="cpu").fit(resume=False)
+                      warmup_steps=warmup_steps, seed=seed, progress=progress, betas=(0.9, 0.999),
+                      **(stopping if val_dataset is not None and stopping else {}))
+    history, facts = fit_trainer(model, dataset, cfg, val_dataset=val_dataset, device="cpu")
     model.eval()
-    return history
+    return history, facts
 
 
 @torch.no_grad()

@@ -7,18 +7,27 @@ pooling, flattened, then a linear map to the bottleneck. Decoder: the mirror ima
 transposed convs that double the side). Loss: mean squared error on CLIP-normalised pixels, the
 pixel space PCA is fitted in, so the two reconstruction errors are comparable. Tiles get the shared
 dihedral augmentation.
+
+Length and learning rate: with ``inputs.val_idx`` the reconstruction loss of those held-out tiles
+(unaugmented) decides when training stops (the scale's early stopping); the epochs are the cap,
+``max(preset epochs, scale.pretrain_epochs)`` (:func:`~urbanlib.baselines._common.epoch_cap`).
+The learning rate is the ``"Autoencoder"`` family's (:func:`urbanlib.pipeline.hparams.chosen_lr`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from urbanlib.eval.metrics import linear_cka
+from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
+from urbanlib.scales import Scale
 
 from ._common import (
     ConvConfig,
@@ -26,11 +35,16 @@ from ._common import (
     TileDataset,
     count_params,
     embed_all,
-    scale_name,
+    epoch_cap,
+    resolve_scale,
     train,
     train_positions,
+    val_positions,
 )
 from .base import BaselineInputs, FittedEncoder
+from .training import stopping_fields
+
+FAMILY = "Autoencoder"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 
 
 @dataclass
@@ -39,24 +53,32 @@ class AutoencoderConfig:
 
     conv: ConvConfig = field(default_factory=lambda: ConvConfig(convs_per_block=1, batch_norm=False))  # encoder
     bottleneck: int = 64  # feature dimension
-    epochs: int = 8  # passes over the training tiles
+    epochs: int = 8  # passes over the training tiles (the cap when a validation set decides the length)
     batch_size: int = 16  # tiles per step (small batches: more steps in the same time)
-    lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine)
+    lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine, or cut on plateaus)
     augment: bool = True  # shared dihedral augmentation of the training tiles
 
     @classmethod
-    def for_scale(cls, name: str) -> AutoencoderConfig:
-        """Preset sized for ``name`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger).
+    def for_scale(cls, scale: Scale | str | None, **overrides) -> AutoencoderConfig:
+        """Preset sized for ``scale`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger).
 
-        No BatchNorm: with small batches it slowed reconstruction training down in our runs.
+        Epochs: :func:`~urbanlib.baselines._common.epoch_cap`; lr: the family's
+        (:func:`~urbanlib.pipeline.hparams.chosen_lr`) unless overridden. No BatchNorm: with small
+        batches it slowed reconstruction training down in our runs.
         """
-        if name == "smoke":
-            return cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1, batch_norm=False), bottleneck=32, epochs=40,
-                       batch_size=8, lr=3e-3)
-        if name == "paper":
-            return cls(ConvConfig(widths=(32, 64, 128, 256), batch_norm=False), bottleneck=128, epochs=30,
-                       batch_size=32, lr=1e-3)
-        return cls()
+        s = resolve_scale(scale)
+        if s.name == "smoke":
+            cfg = cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1, batch_norm=False), bottleneck=32, epochs=40,
+                      batch_size=8)
+        elif s.name == "paper":
+            cfg = cls(ConvConfig(widths=(32, 64, 128, 256), batch_norm=False), bottleneck=128, epochs=30,
+                      batch_size=32)
+        else:
+            cfg = cls()
+        fields = {"epochs": epoch_cap(cfg.epochs, s), **overrides}
+        if "lr" not in fields:
+            fields["lr"] = chosen_lr(FAMILY, s)
+        return replace(cfg, **fields)
 
 
 class ConvAutoencoder(nn.Module):
@@ -114,23 +136,34 @@ def reconstruction_mse(model: ConvAutoencoder, satellite: np.ndarray, batch_size
     return total / count
 
 
-def train_autoencoder(inputs: BaselineInputs, config: AutoencoderConfig | None = None
+def train_autoencoder(inputs: BaselineInputs, config: AutoencoderConfig | None = None,
                       ) -> tuple[ConvAutoencoder, list[dict]]:
     """Train on the training regions' tiles; returns the model (eval mode) and the step log."""
-    cfg = config or AutoencoderConfig.for_scale(scale_name(inputs))
-    model = build(cfg, inputs.tensors.satellite.shape[-1], inputs.seed)
-    data = TileDataset(inputs.tensors.satellite, train_positions(inputs), inputs.seed, augment=cfg.augment)
-    history = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
-                    progress=inputs.progress, desc="autoencoder")
+    model, history, _, _ = _train(inputs, config or AutoencoderConfig.for_scale(inputs.scale))
     return model, history
+
+
+def _train(inputs: BaselineInputs, cfg: AutoencoderConfig) -> tuple[ConvAutoencoder, list[dict], dict,
+                                                                    ConvAutoencoder]:
+    """The trained model, its log, its training facts and the same model at initialisation."""
+    model = build(cfg, inputs.tensors.satellite.shape[-1], inputs.seed)
+    init = copy.deepcopy(model).eval()
+    data = TileDataset(inputs.tensors.satellite, train_positions(inputs), inputs.seed, augment=cfg.augment)
+    val_pos = val_positions(inputs)
+    val = TileDataset(inputs.tensors.satellite, val_pos, inputs.seed, augment=False) if val_pos is not None else None
+    stopping = stopping_fields(inputs, val)
+    history, facts = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
+                           progress=inputs.progress, desc="autoencoder", val_dataset=val, stopping=stopping)
+    return model, history, facts, init
 
 
 def fit(inputs: BaselineInputs, config: AutoencoderConfig | None = None) -> FittedEncoder:
     """Train the autoencoder and return every region's bottleneck vector."""
-    cfg = config or AutoencoderConfig.for_scale(scale_name(inputs))
-    model, history = train_autoencoder(inputs, cfg)
+    cfg = config or AutoencoderConfig.for_scale(inputs.scale)
+    model, history, facts, init = _train(inputs, cfg)
     feats = embed_all(model.encode, inputs, desc="autoencoder features")
     n = count_params(model.encoder) + count_params(model.to_code)  # the decoder is not part of the encoder
     return FittedEncoder("Autoencoder", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "trained from random init (reconstruction)",
-                          "final_loss": history[-1]["loss"] if history else None})
+                          "final_loss": history[-1]["loss"] if history else None, "training": facts,
+                          "cka_to_init": linear_cka(embed_all(init.encode, inputs, desc="autoencoder init"), feats)})

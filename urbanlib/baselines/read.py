@@ -22,6 +22,14 @@ Our datasets have no such human labels, so this module keeps the method and swap
 - **Student**: a fresh net of the same shape trained on labels + hard pseudo-labels with noise
   (dihedral augmentation, Gaussian pixel noise, dropout), as in noisy-student self-training.
 - **Features**: the student's penultimate layer (pooled conv features).
+- **Length**: with ``inputs.val_idx`` given (the benchmark's runs), ``val_fraction`` of the labelled
+  tiles are held out of both trainings (never pseudo-labelled either) and their cross-entropy,
+  unaugmented, stops the teacher and then the student (the scale's early stopping). READ's loss is
+  supervised, so its validation set is its own labelled tiles, not ``inputs.val_idx``, whose labels
+  it must not read. Both epoch counts are caps, each ``max(preset, scale.pretrain_epochs)``
+  (:func:`~urbanlib.baselines._common.epoch_cap`); the learning rate of both is the ``"READ"``
+  family's (:func:`urbanlib.pipeline.hparams.chosen_lr`). Without ``val_idx``: fixed epochs, every
+  labelled tile trained on.
 
 Deviations from the paper: READ fine-tunes an ImageNet ResNet-18 (transfer learning), and builds
 a district vector from statistics of many tiles ("embedded statistics"), then reduces it with PCA.
@@ -31,14 +39,18 @@ and the region feature is the tile feature itself.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from urbanlib.eval.metrics import linear_cka
+from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
+from urbanlib.scales import Scale
 
 from ._common import (
     ConvConfig,
@@ -46,12 +58,15 @@ from ._common import (
     TileDataset,
     count_params,
     embed_all,
-    scale_name,
+    epoch_cap,
+    resolve_scale,
     train,
     train_positions,
 )
 from .base import BaselineInputs, FittedEncoder
+from .training import stopping_fields
 
+FAMILY = "READ"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 LABEL_FALLBACKS = ("night_light", "population", "gdp", "carbon", "poi_count")
 
 
@@ -66,21 +81,32 @@ class READConfig:
     dropout: float = 0.3  # before the classifier (student noise; teacher regularisation)
     pixel_noise: float = 0.1  # std of Gaussian noise added to the student's (normalised) input
     confidence: float = 0.0  # minimum averaged teacher probability to keep a pseudo-label (0: keep all)
-    teacher_epochs: int = 30  # passes over the labelled tiles
-    student_epochs: int = 8  # passes over labelled + pseudo-labelled tiles
+    teacher_epochs: int = 30  # passes over the labelled tiles (the cap with validation)
+    student_epochs: int = 8  # passes over labelled + pseudo-labelled tiles (the cap with validation)
     batch_size: int = 32  # tiles per step
-    lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine)
+    lr: float = 2e-3  # AdamW peak learning rate of teacher and student (warmup + cosine, or cut on plateaus)
+    val_fraction: float = 0.2  # labelled tiles held out to stop both trainings (only with inputs.val_idx)
 
     @classmethod
-    def for_scale(cls, name: str) -> READConfig:
-        """Preset sized for ``name`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger)."""
-        if name == "smoke":
-            return cls(label_fraction=0.3, conv=ConvConfig(widths=(16, 32, 64), convs_per_block=1), teacher_epochs=30,
-                       student_epochs=25, batch_size=16)
-        if name == "paper":
-            return cls(conv=ConvConfig(widths=(32, 64, 128, 256)), teacher_epochs=60, student_epochs=20,
-                       batch_size=64, lr=1e-3)
-        return cls()
+    def for_scale(cls, scale: Scale | str | None, **overrides) -> READConfig:
+        """Preset sized for ``scale`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger).
+
+        Epochs: :func:`~urbanlib.baselines._common.epoch_cap` of each preset; lr: the family's
+        (:func:`~urbanlib.pipeline.hparams.chosen_lr`) unless overridden.
+        """
+        s = resolve_scale(scale)
+        if s.name == "smoke":
+            cfg = cls(label_fraction=0.3, conv=ConvConfig(widths=(16, 32, 64), convs_per_block=1), teacher_epochs=30,
+                      student_epochs=25, batch_size=16)
+        elif s.name == "paper":
+            cfg = cls(conv=ConvConfig(widths=(32, 64, 128, 256)), teacher_epochs=60, student_epochs=20, batch_size=64)
+        else:
+            cfg = cls()
+        fields = {"teacher_epochs": epoch_cap(cfg.teacher_epochs, s),
+                  "student_epochs": epoch_cap(cfg.student_epochs, s), **overrides}
+        if "lr" not in fields:
+            fields["lr"] = chosen_lr(FAMILY, s)
+        return replace(cfg, **fields)
 
 
 class Classifier(nn.Module):
@@ -119,14 +145,20 @@ def build(config: READConfig, seed: int, pixel_noise: float = 0.0) -> Classifier
 
 
 # ---- labels -----------------------------------------------------------------------------------
+def label_pool(inputs: BaselineInputs) -> np.ndarray:
+    """Training regions whose labels READ may read: those in ``inputs.label_idx`` (all training regions if None)."""
+    idx = train_positions(inputs)
+    return idx if inputs.label_idx is None else np.intersect1d(idx, inputs.label_idx)
+
+
 def label_column(inputs: BaselineInputs, cfg: READConfig) -> str:
-    """The indicator used as label: ``cfg.label_indicator`` if present in the training regions, else a fallback."""
-    regions, idx = inputs.ds.regions, train_positions(inputs)
+    """The indicator used as label: ``cfg.label_indicator`` if present in the label pool, else a fallback."""
+    regions, pool = inputs.ds.regions, label_pool(inputs)
     for name in (cfg.label_indicator, *LABEL_FALLBACKS):
-        if name in regions.columns and regions[name].iloc[idx].notna().sum() >= 2 * cfg.n_classes:
+        if name in regions.columns and regions[name].iloc[pool].notna().sum() >= 2 * cfg.n_classes:
             return name
     raise ValueError(f"READ needs an indicator to bin into classes; none of {(cfg.label_indicator, *LABEL_FALLBACKS)} "
-                     f"has {2 * cfg.n_classes}+ values in the training regions")
+                     f"has {2 * cfg.n_classes}+ values in the regions whose labels it may read")
 
 
 def class_edges(values: np.ndarray, n_classes: int) -> np.ndarray:
@@ -145,7 +177,7 @@ def split_labelled(inputs: BaselineInputs, cfg: READConfig) -> tuple[str, np.nda
     col = label_column(inputs, cfg)
     idx = train_positions(inputs)
     y = inputs.ds.regions[col].to_numpy(float)
-    pool = idx if inputs.label_idx is None else np.intersect1d(idx, inputs.label_idx)  # labels: probe train only
+    pool = label_pool(inputs)  # labels: probe train only
     has = pool[~np.isnan(y[pool])]
     rng = np.random.default_rng([inputs.seed, 3])
     n_lab = min(len(has), max(2 * cfg.n_classes, round(cfg.label_fraction * len(idx))))
@@ -171,47 +203,79 @@ def accuracy(model: Classifier, satellite: np.ndarray, classes: np.ndarray) -> f
     return float((dihedral_probs(model, satellite).argmax(1).numpy() == classes).mean())
 
 
+def hold_out_labelled(labelled: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the labelled tiles kept for training and those held out to stop it (by seed, at least one)."""
+    if fraction <= 0 or len(labelled) < 3:
+        return labelled, labelled[:0]
+    rng = np.random.default_rng([seed, 5])
+    n_val = min(len(labelled) - 2, max(1, round(fraction * len(labelled))))
+    val = np.sort(rng.choice(labelled, n_val, replace=False))
+    return np.setdiff1d(labelled, val), val
+
+
 def train_read(inputs: BaselineInputs, config: READConfig | None = None) -> tuple[Classifier, Classifier, dict]:
     """Teacher on the labelled subset, pseudo-labels, then the noisy student.
 
     Returns:
-        teacher, student (eval mode) and ``info``: label column, class edges, counts, both step logs.
+        teacher, student (eval mode) and ``info``: label column, class edges, counts, both step logs,
+        both runs' facts (``teacher_training``, ``training``), the student at initialisation
+        (``student_init``).
     """
-    cfg = config or READConfig.for_scale(scale_name(inputs))
+    cfg = config or READConfig.for_scale(inputs.scale)
     sat = inputs.tensors.satellite
     col, labelled, classes, unlabelled = split_labelled(inputs, cfg)
     y = inputs.ds.regions[col].to_numpy(float)
-    kw = {"batch_size": cfg.batch_size, "lr": cfg.lr, "seed": inputs.seed, "progress": inputs.progress}
+    of_class = dict(zip(labelled.tolist(), classes.tolist(), strict=True))
+    validate = inputs.val_idx is not None
+    fit_lab, val_lab = hold_out_labelled(labelled, cfg.val_fraction if validate else 0.0, inputs.seed)
+    fit_classes = np.array([of_class[p] for p in fit_lab], dtype=np.int64)
+    kw = {"batch_size": cfg.batch_size, "lr": cfg.lr, "seed": inputs.seed, "progress": inputs.progress,
+          "stopping": stopping_fields(inputs, val_lab if len(val_lab) else None)}
+
+    def val_set(seed: int) -> TileDataset | None:
+        if not len(val_lab):
+            return None
+        labels = torch.as_tensor([of_class[p] for p in val_lab], dtype=torch.long)
+        return TileDataset(sat, val_lab, seed, augment=False, extra={"label": labels})
 
     teacher = build(cfg, inputs.seed)
-    data = TileDataset(sat, labelled, inputs.seed, extra={"label": torch.as_tensor(classes, dtype=torch.long)})
-    teacher_log = train(teacher, data, epochs=cfg.teacher_epochs, desc="read-teacher", **kw)
+    data = TileDataset(sat, fit_lab, inputs.seed, extra={"label": torch.as_tensor(fit_classes, dtype=torch.long)})
+    teacher_log, teacher_facts = train(teacher, data, epochs=cfg.teacher_epochs, desc="read-teacher",
+                                       val_dataset=val_set(inputs.seed), **kw)
 
     probs = dihedral_probs(teacher, sat[unlabelled])
     conf, pseudo = probs.max(1)
     keep = (conf >= cfg.confidence).numpy()
-    idx = np.concatenate([labelled, unlabelled[keep]])
-    targets = np.concatenate([classes, pseudo.numpy()[keep]])
+    idx = np.concatenate([fit_lab, unlabelled[keep]])
+    targets = np.concatenate([fit_classes, pseudo.numpy()[keep]])
     order = np.argsort(idx)
     student = build(cfg, inputs.seed + 1, pixel_noise=cfg.pixel_noise)
+    student_init = copy.deepcopy(student).eval()
     data = TileDataset(sat, idx[order], inputs.seed + 1, extra={"label": torch.as_tensor(targets[order])})
-    student_log = train(student, data, epochs=cfg.student_epochs, desc="read-student", **kw)
+    student_log, student_facts = train(student, data, epochs=cfg.student_epochs, desc="read-student",
+                                       val_dataset=val_set(inputs.seed + 1), **kw)
 
     info = {"label_indicator": col, "class_edges_log1p": class_edges(y[labelled], cfg.n_classes).tolist(),
-            "n_labelled": int(len(labelled)), "n_unlabelled": int(len(unlabelled)),
-            "n_pseudo_labelled": int(keep.sum()), "labelled_positions": labelled,
-            "teacher_history": teacher_log, "student_history": student_log}
+            "n_labelled": int(len(labelled)), "n_labelled_validation": int(len(val_lab)),
+            "n_unlabelled": int(len(unlabelled)), "n_pseudo_labelled": int(keep.sum()),
+            "labelled_positions": labelled, "validation_positions": val_lab,
+            "teacher_history": teacher_log, "student_history": student_log,
+            "teacher_training": teacher_facts, "training": student_facts, "student_init": student_init}
     return teacher, student, info
 
 
 def fit(inputs: BaselineInputs, config: READConfig | None = None) -> FittedEncoder:
     """Train READ's teacher and student; features are the student's penultimate layer."""
-    cfg = config or READConfig.for_scale(scale_name(inputs))
+    cfg = config or READConfig.for_scale(inputs.scale)
     _, student, info = train_read(inputs, cfg)
     feats = embed_all(student.features, inputs, desc="READ features")
+    init = info.pop("student_init")
     history = [{**r, "stage": "teacher"} for r in info.pop("teacher_history")]
     history += [{**r, "step": r["step"] + len(history), "stage": "student"} for r in info.pop("student_history")]
     info.pop("labelled_positions")
+    info.pop("validation_positions")
     n = count_params(student.encoder)
     return FittedEncoder("READ", feats, history, n, n,
-                         {"config": asdict(cfg), "weights": "teacher-student from random init", **info})
+                         {"config": asdict(cfg), "weights": "teacher-student from random init",
+                          "supervised": "labels of inputs.label_idx only (the probe's train regions)", **info,
+                          "cka_to_init": linear_cka(embed_all(init.features, inputs, desc="READ init"), feats)})

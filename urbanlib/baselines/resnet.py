@@ -17,12 +17,20 @@ resized to ``input_px`` (bilinear) and standardised with ImageNet's mean and std
 weights expect. The architecture is timm's unchanged ``resnet18`` (stride 32 overall), so small
 tiles leave a small last map: 2x2 at the default 64 px, 1x1 for smoke (32 px, kept for speed),
 7x7 at the paper's 224 px. Tiles of another size than ``input_px`` are up/down-sampled.
+
+The stand-in's length: with ``inputs.val_idx`` given (the benchmark's runs) its source-city holdout
+(``holdout_fraction`` of the source regions, never trained on) is its validation set: the zone
+cross-entropy of those tiles, unaugmented, stops the run (the scale's early stopping) and its best
+weights are kept. The epochs are the cap, ``max(preset epochs, scale.pretrain_epochs)``
+(:func:`~urbanlib.baselines._common.epoch_cap`); the learning rate is the ``"ResNet-18 land-use"``
+family's (:func:`urbanlib.pipeline.hparams.chosen_lr`). Without ``val_idx``: fixed epochs.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +41,24 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from urbanlib.data.synthcity import PROFILES, load_city
+from urbanlib.eval.metrics import linear_cka
+from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import load_tensors
-from urbanlib.scales import get_scale
+from urbanlib.scales import Scale, get_scale
 
-from ._common import TileDataset, count_params, embed_all, recalibrate_batchnorm, scale_name, train
+from ._common import (
+    TileDataset,
+    count_params,
+    embed_all,
+    epoch_cap,
+    recalibrate_batchnorm,
+    resolve_scale,
+    train,
+)
 from .base import BaselineInputs, FittedEncoder, NotAvailable
+from .training import stopping_fields
+
+FAMILY = "ResNet-18 land-use"  # the stand-in's learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 
 WEIGHTS_ENV = "URBANLIB_RESNET18_WEIGHTS"
 REAL_DATA_SOURCE = "synth-grid"  # land-use source profile for datasets that are not SynthCity
@@ -50,19 +71,29 @@ class ResNetConfig:
     input_px: int = 64  # tiles are resized to this side before the network
     weights: str | None = None  # local ImageNet checkpoint (.safetensors/.pth); None: $URBANLIB_RESNET18_WEIGHTS
     source_profile: str | None = None  # SynthCity profile supervising the stand-in (None: next after the target)
-    holdout_fraction: float = 0.2  # source regions held out to report the stand-in's land-use accuracy
-    epochs: int = 2  # stand-in training passes over the source city's regions
+    holdout_fraction: float = 0.2  # source regions held out: land-use accuracy, and the stand-in's validation set
+    epochs: int = 2  # stand-in training passes over the source city's regions (the cap with validation)
     batch_size: int = 32  # tiles per step
-    lr: float = 1e-3  # AdamW peak learning rate (warmup + cosine)
+    lr: float = 1e-3  # AdamW peak learning rate (warmup + cosine, or cut on plateaus)
 
     @classmethod
-    def for_scale(cls, name: str) -> ResNetConfig:
-        """Preset sized for ``name`` (default/full: ResNet-18 at 64 px is the slowest baseline on a CPU)."""
-        if name == "smoke":
-            return cls(input_px=32, epochs=3, batch_size=8)
-        if name == "paper":
-            return cls(input_px=224, epochs=30, batch_size=64)
-        return cls()
+    def for_scale(cls, scale: Scale | str | None, **overrides) -> ResNetConfig:
+        """Preset sized for ``scale`` (default/full: ResNet-18 at 64 px is the slowest baseline on a CPU).
+
+        Epochs: :func:`~urbanlib.baselines._common.epoch_cap`; lr: the stand-in family's
+        (:func:`~urbanlib.pipeline.hparams.chosen_lr`) unless overridden.
+        """
+        s = resolve_scale(scale)
+        if s.name == "smoke":
+            cfg = cls(input_px=32, epochs=3, batch_size=8)
+        elif s.name == "paper":
+            cfg = cls(input_px=224, epochs=30, batch_size=64)
+        else:
+            cfg = cls()
+        fields = {"epochs": epoch_cap(cfg.epochs, s), **overrides}
+        if "lr" not in fields:
+            fields["lr"] = chosen_lr(FAMILY, s)
+        return replace(cfg, **fields)
 
 
 def imagenet_input(input_px: int):
@@ -108,9 +139,14 @@ def _encode_all(model: nn.Module, inputs: BaselineInputs, cfg: ResNetConfig, des
     return embed_all(_features(model), inputs, batch_size=64, transform=imagenet_input(cfg.input_px), desc=desc)
 
 
+def _untrained_config(inputs: BaselineInputs) -> ResNetConfig:
+    """The scale's preset for a network that is not trained (no learning rate is chosen or read)."""
+    return ResNetConfig.for_scale(inputs.scale, lr=ResNetConfig.lr)
+
+
 def fit_random(inputs: BaselineInputs, config: ResNetConfig | None = None) -> FittedEncoder:
     """Random-init ResNet-18 features (no training): how much the architecture alone gives."""
-    cfg = config or ResNetConfig.for_scale(scale_name(inputs))
+    cfg = config or _untrained_config(inputs)
     model = create(0, inputs.seed)
     feats = _encode_all(model, inputs, cfg, "ResNet-18 (random) features")
     return FittedEncoder("ResNet-18 (random)", feats, [], count_params(model), 0,
@@ -119,7 +155,7 @@ def fit_random(inputs: BaselineInputs, config: ResNetConfig | None = None) -> Fi
 
 def fit_imagenet(inputs: BaselineInputs, config: ResNetConfig | None = None) -> FittedEncoder | NotAvailable:
     """The papers' ResNet-18: ImageNet weights from a local file, frozen; n/a without one."""
-    cfg = config or ResNetConfig.for_scale(scale_name(inputs))
+    cfg = config or _untrained_config(inputs)
     weights = cfg.weights or os.environ.get(WEIGHTS_ENV)
     if not weights:
         return NotAvailable("ResNet-18 (ImageNet)", f"needs local ImageNet ResNet-18 weights: set {WEIGHTS_ENV}")
@@ -195,24 +231,31 @@ def train_landuse(inputs: BaselineInputs, config: ResNetConfig | None = None) ->
 
     Returns:
         The net (eval mode) and facts about it: source profile, zone names, region counts, step log
-        (``"history"``), held-out accuracy, the source tensors and zone indices (``"source"``), and
-        the source positions trained on / held out (``"fit_positions"`` / ``"holdout_positions"``).
+        (``"history"``), held-out accuracy, the source tensors and zone indices (``"source"``), the
+        source positions trained on / held out (``"fit_positions"`` / ``"holdout_positions"``), the
+        run's facts (``"training"``) and the net at initialisation (``"init"``).
     """
-    cfg = config or ResNetConfig.for_scale(scale_name(inputs))
+    cfg = config or ResNetConfig.for_scale(inputs.scale)
     name, tiles, have, zones, y = load_source(inputs, cfg)
     rng = np.random.default_rng([inputs.seed, 4])
     perm = rng.permutation(have)
     n_hold = int(round(cfg.holdout_fraction * len(perm)))
     hold, fit_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
     model = LandUseNet(len(zones), inputs.seed)
+    init = copy.deepcopy(model.net).eval()
     data = TileDataset(tiles.satellite, fit_idx, inputs.seed, extra={"label": torch.as_tensor(y[fit_idx])},
                        transform=imagenet_input(cfg.input_px))
-    history = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
-                    progress=inputs.progress, desc="resnet-landuse")
+    val = None
+    if inputs.val_idx is not None and len(hold):  # the source holdout decides the length
+        val = TileDataset(tiles.satellite, hold, inputs.seed, augment=False, extra={"label": torch.as_tensor(y[hold])},
+                          transform=imagenet_input(cfg.input_px))
+    stopping = stopping_fields(inputs, val)
+    history, facts = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
+                           progress=inputs.progress, desc="resnet-landuse", val_dataset=val, stopping=stopping)
     recalibrate_batchnorm(model, model.net, tiles.satellite, fit_idx, imagenet_input(cfg.input_px))
     info = {"source_profile": name, "zones": zones, "source_train_regions": int(len(fit_idx)),
             "source_holdout_regions": int(len(hold)), "history": history, "source": (tiles, y),
-            "fit_positions": fit_idx, "holdout_positions": hold}
+            "fit_positions": fit_idx, "holdout_positions": hold, "training": facts, "init": init}
     if len(hold):
         info["source_holdout_accuracy"] = landuse_scores(model.net, tiles.satellite[hold], y[hold],
                                                          cfg.input_px)["accuracy"]
@@ -222,13 +265,14 @@ def train_landuse(inputs: BaselineInputs, config: ResNetConfig | None = None) ->
 
 def fit_landuse(inputs: BaselineInputs, config: ResNetConfig | None = None) -> FittedEncoder:
     """The land-use stand-in: ResNet-18 supervised on another profile's zones, frozen on the target's tiles."""
-    cfg = config or ResNetConfig.for_scale(scale_name(inputs))
+    cfg = config or ResNetConfig.for_scale(inputs.scale)
     model, info = train_landuse(inputs, cfg)
     history = info.pop("history")
     for key in ("source", "fit_positions", "holdout_positions"):
         info.pop(key)
     feats = _encode_all(model.net, inputs, cfg, "ResNet-18 (land-use) features")
+    init = _encode_all(info.pop("init"), inputs, cfg, "ResNet-18 (land-use) init")
     n = count_params(model.net) - count_params(model.net.get_classifier())
     return FittedEncoder("ResNet-18 (land-use stand-in)", feats, history, n, n,
                          {"config": asdict(cfg), "weights": f"trained from random init on {info['source_profile']} "
-                          "land-use zones (stand-in for ImageNet)", **info})
+                          "land-use zones (stand-in for ImageNet)", **info, "cka_to_init": linear_cka(init, feats)})

@@ -14,16 +14,28 @@ inside one large scene; here a region is one tile, so the neighbour is an adjace
 (8-neighbourhood, ``row``/``col``). Real datasets without a grid fall back to the nearest regions
 by lon/lat (:func:`neighbour_sets`). The paper's encoder is a ResNet-18 variant; at 32-64 px we use
 the shared small conv net (:class:`~urbanlib.baselines._common.ConvEncoder`) plus a linear head.
+
+Length and learning rate: with ``inputs.val_idx`` the triplet loss of held-out anchors decides when
+training stops (the scale's early stopping). A validation triplet is a held-out anchor, one of its
+neighbours and one distant tile drawn once by seed among the held-out and training regions, all
+unaugmented. The epochs are the cap, ``max(preset epochs, scale.pretrain_epochs)``
+(:func:`~urbanlib.baselines._common.epoch_cap`); the learning rate is the ``"Tile2Vec"`` family's
+(:func:`urbanlib.pipeline.hparams.chosen_lr`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from urbanlib.eval.metrics import linear_cka
+from urbanlib.pipeline.hparams import chosen_lr
+from urbanlib.scales import Scale
 
 from ._common import (
     ConvConfig,
@@ -31,12 +43,17 @@ from ._common import (
     TileDataset,
     count_params,
     embed_all,
-    scale_name,
+    epoch_cap,
+    resolve_scale,
     seeded,
     train,
     train_positions,
+    val_positions,
 )
 from .base import BaselineInputs, FittedEncoder
+from .training import stopping_fields
+
+FAMILY = "Tile2Vec"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 
 
 @dataclass
@@ -48,18 +65,28 @@ class Tile2VecConfig:
     margin: float = 1.0  # triplet margin (distances are Euclidean)
     l2_weight: float = 0.01  # weight of the embedding-norm penalty
     k_nearest: int = 4  # neighbourhood size when regions have no grid row/col (lon/lat fallback)
-    epochs: int = 8  # passes over the training regions (one triplet per anchor per epoch)
+    epochs: int = 8  # passes over the training regions (one triplet per anchor per epoch); the cap with validation
     batch_size: int = 32  # triplets per step
-    lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine)
+    lr: float = 2e-3  # AdamW peak learning rate (warmup + cosine, or cut on plateaus)
 
     @classmethod
-    def for_scale(cls, name: str) -> Tile2VecConfig:
-        """Preset sized for ``name`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger)."""
-        if name == "smoke":
-            return cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1), z_dim=32, epochs=12, batch_size=16)
-        if name == "paper":
-            return cls(ConvConfig(widths=(32, 64, 128, 256)), z_dim=512, epochs=30, batch_size=64, lr=1e-3)
-        return cls()
+    def for_scale(cls, scale: Scale | str | None, **overrides) -> Tile2VecConfig:
+        """Preset sized for ``scale`` (smoke: seconds; default/full: ~40 s on one thread; paper: larger).
+
+        Epochs: :func:`~urbanlib.baselines._common.epoch_cap`; lr: the family's
+        (:func:`~urbanlib.pipeline.hparams.chosen_lr`) unless overridden.
+        """
+        s = resolve_scale(scale)
+        if s.name == "smoke":
+            cfg = cls(ConvConfig(widths=(16, 32, 64), convs_per_block=1), z_dim=32, epochs=12, batch_size=16)
+        elif s.name == "paper":
+            cfg = cls(ConvConfig(widths=(32, 64, 128, 256)), z_dim=512, epochs=30, batch_size=64)
+        else:
+            cfg = cls()
+        fields = {"epochs": epoch_cap(cfg.epochs, s), **overrides}
+        if "lr" not in fields:
+            fields["lr"] = chosen_lr(FAMILY, s)
+        return replace(cfg, **fields)
 
 
 # ---- spatial sampling -------------------------------------------------------------------------
@@ -102,20 +129,33 @@ def neighbour_sets(regions: pd.DataFrame, anchors: np.ndarray, candidates: np.nd
 
 
 class TripletDataset(TileDataset):
-    """Triplets (anchor, neighbour, distant) over training regions, redrawn every epoch by seed."""
+    """Triplets (anchor, neighbour, distant) over training regions, redrawn every epoch by seed.
 
-    def __init__(self, satellite: np.ndarray, idx: np.ndarray, neighbours: list[np.ndarray], seed: int):
-        super().__init__(satellite, idx, seed, augment=True)
+    Args:
+        satellite: (N, 3, S, S) uint8 tiles of the whole dataset.
+        idx: positions of the anchors.
+        neighbours: per anchor, the positions its neighbour is drawn from.
+        seed: seed of the draws and augmentations.
+        pool: positions a distant tile is drawn from (default ``idx``): held-out anchors draw among
+            themselves and the training regions.
+        augment: shared dihedral augmentation (off for validation triplets).
+    """
+
+    def __init__(self, satellite: np.ndarray, idx: np.ndarray, neighbours: list[np.ndarray], seed: int,
+                 pool: np.ndarray | None = None, augment: bool = True):
+        super().__init__(satellite, idx, seed, augment=augment)
         self.neighbours = neighbours
+        self.pool = self.idx if pool is None else np.asarray(pool)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         g = seeded(self.seed, 2, self.epoch, i)
         a = int(self.idx[i])
         near = self.neighbours[i]
         n = int(near[torch.randint(len(near), (1,), generator=g)])
-        far = self.idx[~np.isin(self.idx, near) & (self.idx != a)]
+        far = self.pool[~np.isin(self.pool, near) & (self.pool != a)]
         d = int(far[torch.randint(len(far), (1,), generator=g)]) if len(far) else n
-        return {"anchor": self.image(a, g), "neighbour": self.image(n, g), "distant": self.image(d, g)}
+        view = g if self.augment else None
+        return {"anchor": self.image(a, view), "neighbour": self.image(n, view), "distant": self.image(d, view)}
 
 
 # ---- model ------------------------------------------------------------------------------------
@@ -172,24 +212,38 @@ def distance_ratio(features: np.ndarray, regions: pd.DataFrame, anchors: np.ndar
 
 def train_tile2vec(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> tuple[Tile2Vec, list[dict]]:
     """Train on triplets of training regions; returns the model (eval mode) and the step log."""
-    cfg = config or Tile2VecConfig.for_scale(scale_name(inputs))
+    model, history, _, _ = _train(inputs, config or Tile2VecConfig.for_scale(inputs.scale))
+    return model, history
+
+
+def _train(inputs: BaselineInputs, cfg: Tile2VecConfig) -> tuple[Tile2Vec, list[dict], dict, Tile2Vec]:
+    """The trained model, its log, its training facts and the same model at initialisation."""
     idx = train_positions(inputs)
     model = build(cfg, inputs.seed)
-    data = TripletDataset(inputs.tensors.satellite, idx, neighbour_sets(inputs.ds.regions, idx, idx, cfg.k_nearest),
+    init = copy.deepcopy(model).eval()
+    regions = inputs.ds.regions
+    data = TripletDataset(inputs.tensors.satellite, idx, neighbour_sets(regions, idx, idx, cfg.k_nearest),
                           inputs.seed)
-    history = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
-                    progress=inputs.progress, desc="tile2vec")
-    return model, history
+    val_pos, val = val_positions(inputs), None
+    if val_pos is not None:
+        both = np.union1d(idx, val_pos)
+        val = TripletDataset(inputs.tensors.satellite, val_pos, neighbour_sets(regions, val_pos, both, cfg.k_nearest),
+                             inputs.seed + 1, pool=both, augment=False)
+    stopping = stopping_fields(inputs, val)
+    history, facts = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
+                           progress=inputs.progress, desc="tile2vec", val_dataset=val, stopping=stopping)
+    return model, history, facts, init
 
 
 def fit(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> FittedEncoder:
     """Train Tile2Vec and return every region's embedding ``z``."""
-    cfg = config or Tile2VecConfig.for_scale(scale_name(inputs))
+    cfg = config or Tile2VecConfig.for_scale(inputs.scale)
     if len(inputs.ds.regions) != len(inputs.tensors):
         raise ValueError(f"regions table has {len(inputs.ds.regions)} rows but tensors hold {len(inputs.tensors)}")
-    model, history = train_tile2vec(inputs, cfg)
+    model, history, facts, init = _train(inputs, cfg)
     feats = embed_all(model.embed, inputs, desc="tile2vec features")
     n = count_params(model)
     return FittedEncoder("Tile2Vec", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "trained from random init (triplet loss)",
-                          "final_loss": history[-1]["loss"] if history else None})
+                          "final_loss": history[-1]["loss"] if history else None, "training": facts,
+                          "cka_to_init": linear_cka(embed_all(init.embed, inputs, desc="tile2vec init"), feats)})

@@ -8,6 +8,7 @@ for all regions, with NaN rows where a region has no image.
 from __future__ import annotations
 
 import csv
+import resource
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 
 from urbanlib.pipeline.tensors import RegionTensors, normalize
 from urbanlib.train import TrainConfig, Trainer
+
+from .base import BaselineInputs
 
 
 def resize_to(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -42,27 +45,68 @@ def read_history(out_dir: Path) -> list[dict]:
     return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in r.items()} for r in rows]
 
 
-def run_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: str = "",
-                collate: Callable | None = None, val_dataset=None) -> list[dict]:
-    """Train ``model`` with the shared Trainer and return its full per-step history.
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (``getrusage``), the unit of the tier's budget."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def training_facts(trainer: Trainer, cpu_s: float) -> dict:
+    """What a finished trainer run reports: ``lr, steps, best_step, step_cap, best_val_loss, stopped_by, cpu_s``.
+
+    Without a validation set ``best_val_loss`` is None and ``best_step`` the last step (the run's
+    result); ``stopped_by`` is ``"patience"`` or ``"cap"``. ``cpu_s`` is this call's process CPU time
+    (about 0 for a finished run that was only loaded).
+    """
+    st = trainer.stop
+    return {"lr": trainer.config.lr, "steps": trainer.step, "best_step": st.best_step if trainer.eval_interval
+            else trainer.step, "step_cap": trainer.total_steps, "best_val_loss": st.best_val,
+            "stopped_by": st.stopped_by, "cpu_s": cpu_s, "train_samples": len(trainer.dataset),
+            "val_samples": len(trainer.val_dataset) if trainer.val_dataset is not None else 0}
+
+
+def fit_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: str = "",
+                collate: Callable | None = None, val_dataset=None,
+                device: str | torch.device | None = None) -> tuple[list[dict], dict]:
+    """Train ``model`` with the shared Trainer; returns its full per-step history and :func:`training_facts`.
 
     Args:
         model: a protocol model (``forward(batch) -> {"loss", ...}``).
         dataset: map-style dataset of dict samples (optionally with ``set_epoch``).
-        train_config: optimiser and schedule.
+        train_config: optimiser, schedule and (with ``val_dataset``) early stopping.
         out_dir: run directory kept after training (checkpoints, ``losses.csv``); a finished run
             there is resumed, i.e. not retrained. Empty: a temporary directory, deleted afterwards.
         collate: list of samples -> batch dict (the trainer's stacking default if None).
         val_dataset: held-out samples whose loss decides the run's length (the trainer's early stopping).
+        device: the trainer's device (its default if None).
     """
     kwargs = {"collate": collate} if collate is not None else {}
-    kwargs["val_dataset"] = val_dataset
+
+    def go(directory: str, resume: bool) -> tuple[list[dict], dict]:
+        trainer = Trainer(model, dataset, train_config, directory, val_dataset=val_dataset, device=device, **kwargs)
+        cpu0 = cpu_seconds()
+        trainer.fit(resume=resume)
+        return read_history(Path(directory)), training_facts(trainer, cpu_seconds() - cpu0)
+
     if out_dir:
-        Trainer(model, dataset, train_config, out_dir, **kwargs).fit(resume=True)
-        return read_history(Path(out_dir))
+        return go(out_dir, True)
     with tempfile.TemporaryDirectory(prefix="urbanlib-baseline-") as tmp:
-        Trainer(model, dataset, train_config, tmp, **kwargs).fit(resume=False)
-        return read_history(Path(tmp))
+        return go(tmp, False)
+
+
+def run_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: str = "",
+                collate: Callable | None = None, val_dataset=None) -> list[dict]:
+    """:func:`fit_trainer`'s per-step history alone."""
+    return fit_trainer(model, dataset, train_config, out_dir, collate, val_dataset)[0]
+
+
+def stopping_fields(inputs: BaselineInputs, val_dataset) -> dict:
+    """The scale's early-stopping :class:`~urbanlib.train.TrainConfig` fields when there is a validation set.
+
+    ``{}`` without a validation set (the old fixed-length run) or without a scale (the trainer then
+    evaluates once an epoch and keeps the best weights, but runs to the cap).
+    """
+    return inputs.scale.early_stopping() if (val_dataset is not None and inputs.scale is not None) else {}
 
 
 @torch.no_grad()

@@ -17,10 +17,16 @@ Downstream features (the probe's common representation): mean-pooled final patch
 satellite tower plus the view-weighted mean of those of the street tower; regions without street
 views get the satellite part only, regions without a tile the street part only, neither: NaN.
 The FILIP term uses the local batch only (no cross-rank gather); this model is not DDP-aware.
+
+Length and learning rate, as UrbanCLIP's runs: ``scale.pretrain_epochs`` is the cap and, with
+``inputs.val_idx``, the loss of those held-out regions (tile, street views and a caption each,
+drawn once by seed) stops the run by the scale's early stopping; the learning rate is the
+``"UrbanVLP"`` family's (:func:`urbanlib.pipeline.hparams.chosen_lr`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -31,21 +37,24 @@ from open_clip.transformer import TextTransformer, VisionTransformer
 from torch import nn
 from tqdm.auto import tqdm
 
+from urbanlib.eval.metrics import linear_cka
 from urbanlib.models import get_config
 from urbanlib.models.config import TextConfig, VisionConfig
 from urbanlib.models.losses import contrastive_loss
 from urbanlib.models.text import choose_text, tokenize
 from urbanlib.models.urbanclip import mean_patch_features, vit_token_features
 from urbanlib.pipeline.augment import dihedral
+from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale, get_scale
 from urbanlib.train import TrainConfig
 
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 from .simclr import item_generator
-from .training import count_params, resize_to, run_trainer, usable_train
+from .training import count_params, fit_trainer, resize_to, stopping_fields, usable_train
 
 NAME = "UrbanVLP"
+FAMILY = "UrbanVLP"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 VOCAB_SIZE = 49408  # open_clip's BPE tokenizer
 
 
@@ -54,9 +63,9 @@ class UrbanVLPConfig:
     """Architecture and training settings; :meth:`for_scale` sizes them like UrbanCLIP's runs."""
 
     model_size: str = "cpu"  # towers from ``urbanclip-<model_size>`` (paper: CLIP ViT-B/16 towers)
-    epochs: int = 6  # passes over the training regions (``scale.pretrain_epochs``)
+    epochs: int = 6  # passes over the training regions (``scale.pretrain_epochs``; the cap with validation)
     batch_size: int = 32  # regions per step (UrbanCLIP: 32, 16 for tiny models); capped at the train size
-    lr: float = 5e-4  # peak AdamW learning rate (TrainConfig default)
+    lr: float = 5e-4  # peak AdamW learning rate (TrainConfig default; for_scale: the family's chosen lr)
     warmup_steps: int = 20  # linear warmup steps
     filip_weight: float = 0.5  # loss = (1 - w) * CLIP(satellite, caption) + w * FILIP(street, caption)
     init_temperature: float = 0.07  # both learnable temperatures start at CLIP's value
@@ -66,10 +75,13 @@ class UrbanVLPConfig:
 
     @classmethod
     def for_scale(cls, scale: Scale | str | None, **overrides) -> UrbanVLPConfig:
-        """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None)."""
+        """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None), the family's lr."""
         s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
         batch = 16 if s.model_size == "tiny" else 32  # as urbanlib.pipeline.urbanclip.train_config
-        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, **overrides})
+        fields = {"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, **overrides}
+        if "lr" not in fields:
+            fields["lr"] = chosen_lr(FAMILY, s)
+        return cls(**fields)
 
 
 # ---- the token-level (FILIP) loss ---------------------------------------------------------------
@@ -292,17 +304,31 @@ def _trainable(inputs: BaselineInputs, cfg: UrbanVLPConfig) -> tuple[np.ndarray,
 
 def train(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> tuple[UrbanVLP, list[dict]]:
     """Train UrbanVLP on training regions with a tile and captions (street views optional)."""
-    cfg = config or UrbanVLPConfig.for_scale(inputs.scale)
+    model, history, _, _ = _train(inputs, config or UrbanVLPConfig.for_scale(inputs.scale))
+    return model, history
+
+
+def _train(inputs: BaselineInputs, cfg: UrbanVLPConfig) -> tuple[UrbanVLP, list[dict], dict, UrbanVLP]:
+    """The trained model, its log, its training facts and the same model at initialisation."""
     ok, captions = _trainable(inputs, cfg)
     pos = usable_train(inputs.train_idx, ok, NAME)
     model = build_model(cfg, inputs.seed)
+    init = copy.deepcopy(model).eval()
     data = RegionTriples(inputs, pos, captions, model.vision.image_size, model.context_length, cfg.text_mode,
                          inputs.seed)
+    val = None
+    if inputs.val_idx is not None:
+        val_pos = np.setdiff1d(np.asarray(inputs.val_idx, dtype=int), pos)
+        val_pos = val_pos[ok[val_pos]]
+        if len(val_pos):  # one fixed draw (epoch 0) of views and captions: set_epoch is never called on it
+            val = RegionTriples(inputs, val_pos, captions, model.vision.image_size, model.context_length,
+                                cfg.text_mode, inputs.seed + 1)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(data)), lr=cfg.lr,
-                       warmup_steps=cfg.warmup_steps, seed=inputs.seed, progress=inputs.progress)
-    history = run_trainer(model, data, tcfg, cfg.out_dir)
+                       warmup_steps=cfg.warmup_steps, seed=inputs.seed, progress=inputs.progress,
+                       **stopping_fields(inputs, val))
+    history, facts = fit_trainer(model, data, tcfg, cfg.out_dir, val_dataset=val)
     model.eval()
-    return model, history
+    return model, history, facts, init
 
 
 @torch.no_grad()
@@ -333,7 +359,7 @@ def fit(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> FittedE
                                   f"'{cfg.caption_style}' captions")
     if not inputs.tensors.has_street[train_idx].any():
         return NotAvailable(NAME, "n/a: no training region has street-view images (UrbanVLP's second tower)")
-    model, history = train(inputs, cfg)
+    model, history, facts, init = _train(inputs, cfg)
     feats = encode_regions(model, inputs)
     total, trainable = count_params(model)
     t = inputs.tensors
@@ -343,4 +369,5 @@ def fit(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> FittedE
                                       "where a region has no street view",
                           "regions_satellite_only": int((t.satellite_mask & ~t.has_street).sum()),
                           "regions_street_only": int((~t.satellite_mask & t.has_street).sum()),
-                          "config": asdict(cfg)})
+                          "config": asdict(cfg), "training": facts,
+                          "cka_to_init": linear_cka(encode_regions(init, inputs), feats)})

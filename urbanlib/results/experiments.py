@@ -43,6 +43,15 @@ register(Experiment(
 ))
 
 
+BASELINE_FAMILIES = {  # learning-rate family -> (baseline it trains, "module:Config" whose for_scale sizes it)
+    "Autoencoder": ("Autoencoder", "autoencoder:AutoencoderConfig"),
+    "Tile2Vec": ("Tile2Vec", "tile2vec:Tile2VecConfig"),
+    "READ": ("READ", "read:READConfig"),
+    "ResNet-18 land-use": ("ResNet-18 (land-use stand-in)", "resnet:ResNetConfig"),
+    "UrbanVLP": ("UrbanVLP", "urbanvlp:UrbanVLPConfig"),
+}
+
+
 def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     """One learning-rate candidate of one family on the development city, scored on the probe's validation regions."""
     from urbanlib.baselines import run_baseline
@@ -84,6 +93,19 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
                                                        False, val_idx=city.pretrain_val_idx),
                            SimCLRConfig.for_scale(city.scale, lr=lr))
         feats = out.features
+    elif family in BASELINE_FAMILIES:
+        from importlib import import_module
+
+        from urbanlib.pipeline.benchmark import SUPERVISED
+
+        name, conf = BASELINE_FAMILIES[family]
+        module, cls = conf.split(":")
+        config_cls = getattr(import_module(f"urbanlib.baselines.{module}"), cls)
+        out = run_baseline(name, BaselineInputs(city.ds, city.tensors, city.pretrain_idx, seed, city.scale, False,
+                                                val_idx=city.pretrain_val_idx,
+                                                label_idx=city.label_idx if name in SUPERVISED else None),
+                           config_cls.for_scale(city.scale, lr=lr))
+        feats, info = out.features, out.info["training"]
     else:
         raise KeyError(f"unknown family {family!r}")
     res = fit_probes(feats, city.ds.log_targets(), selection_split(city.split), list(range(city.scale.probe_seeds)),
@@ -105,7 +127,9 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
 def _selection_plan(scale: str):
     from urbanlib.pipeline.hparams import DEV_CITY, DEV_SEED, GRIDS
 
-    order = ["UrbanLN stage 0", "UrbanCLIP", "SimCLR ViT", "UrbanLN"]  # stage 0 before the fine-tuning it feeds
+    # stage 0 before the fine-tuning it feeds; the cheap conv baselines before the costlier UrbanLN and UrbanVLP
+    order = ["UrbanLN stage 0", "UrbanCLIP", "SimCLR ViT", "Autoencoder", "Tile2Vec", "READ", "ResNet-18 land-use",
+             "UrbanLN", "UrbanVLP"]
     return [(f"{f.replace(' ', '_')}-lr{lr:g}", {"family": f, "lr": lr, "city": DEV_CITY}, DEV_SEED)
             for f in order for lr in GRIDS[f]]
 
@@ -128,13 +152,31 @@ SPLITS = ("random", "blocked")
 
 
 def _pretraining_rows(city, feats: dict, seed: int) -> list[dict]:
-    """``results/pretraining.csv`` rows of the runs behind the probed features (once per run)."""
+    """``results/pretraining.csv`` rows of the runs behind the probed features (once per run).
+
+    Pretraining runs (features with a ``.run``) and trained baselines (``info["training"]``, their
+    facts as :func:`urbanlib.baselines.training.training_facts` wrote them, with ``cka_to_init``
+    over all regions). A supervised baseline's run depends on the split's labels; the features here
+    are those of ``city``'s split, named in its ``variant``.
+    """
+    from urbanlib.pipeline.benchmark import SUPERVISED
     from urbanlib.pipeline.features import pretraining_record
 
     rows, seen = [], set()
     for name, f in feats.items():
         run = getattr(f, "run", None)
-        if run is None or (run.run_dir, f.info.get("imagery")) in seen:
+        info = getattr(f, "info", None) or {}
+        if run is None:
+            t = info.get("training")
+            if isinstance(t, dict):
+                rows.append({"table": "pretraining", "model": name,
+                             "variant": f"labels of the {city.split.name} split" if name in SUPERVISED else "",
+                             "city": city.name, "seed": seed, "protocol": city.protocol, "lr": t.get("lr"),
+                             "steps": t.get("steps"), "best_step": t.get("best_step"), "step_cap": t.get("step_cap"),
+                             "best_val_loss": t.get("best_val_loss"), "stopped_by": t.get("stopped_by"),
+                             "cka_to_init": info.get("cka_to_init"), "train_cpu_s": t.get("cpu_s")})
+            continue
+        if (run.run_dir, f.info.get("imagery")) in seen:
             continue
         seen.add((run.run_dir, f.info.get("imagery")))
         rows.append(pretraining_record(run, city.tensors, name, city.name, seed, protocol=city.protocol,
