@@ -67,8 +67,9 @@ class SimCLRConfig:
         """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None), the family's lr."""
         s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
         batch = 16 if s.model_size == "tiny" else 32  # as urbanlib.pipeline.urbanclip.train_config
-        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch,
-                      "lr": chosen_lr("SimCLR ViT", s), **overrides})
+        lr = overrides.pop("lr") if "lr" in overrides else chosen_lr("SimCLR ViT", s)  # a candidate needs no choice
+        return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, "lr": lr,
+                      **overrides})
 
 
 # ---- views -------------------------------------------------------------------------------------

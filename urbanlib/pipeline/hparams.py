@@ -28,7 +28,7 @@ DEV_CITY, DEV_SEED = "synth-ring", 0
 GRIDS: dict[str, tuple[float, ...]] = {  # family -> candidate learning rates
     "UrbanCLIP": (2e-4, 5e-4, 1e-3),
     "UrbanLN stage 0": (2e-4, 5e-4, 1e-3),
-    "UrbanLN": (1e-5, 5e-5, 2e-4),  # fine-tuning stage 0 (the paper's 1e-7 fine-tunes a 400M-pair CLIP)
+    "UrbanLN": (1e-5, 1e-4, 1e-3),  # fine-tuning stage 0 (the paper's 1e-7 fine-tunes a 400M-pair CLIP)
     "SimCLR ViT": (2e-4, 5e-4, 1e-3),  # UrbanViT, PG-SimCLR and Text-SimCLR share UrbanCLIP's ViT and recipe
     "Autoencoder": (1e-3, 2e-3, 4e-3),  # the small conv nets: around their preset 2e-3
     "Tile2Vec": (1e-3, 2e-3, 4e-3),
@@ -36,7 +36,7 @@ GRIDS: dict[str, tuple[float, ...]] = {  # family -> candidate learning rates
     "ResNet-18 land-use": (5e-4, 1e-3, 2e-3),  # the stand-in's supervised training on another profile's zones
     "UrbanVLP": (2e-4, 5e-4, 1e-3),  # two urbanclip ViTs and a text tower, UrbanCLIP's recipe
 }
-DEFAULT_LR = {"UrbanCLIP": 5e-4, "UrbanLN stage 0": 5e-4, "UrbanLN": 5e-5, "SimCLR ViT": 5e-4,
+DEFAULT_LR = {"UrbanCLIP": 5e-4, "UrbanLN stage 0": 5e-4, "UrbanLN": 1e-4, "SimCLR ViT": 5e-4,
               "Autoencoder": 2e-3, "Tile2Vec": 2e-3, "READ": 2e-3, "ResNet-18 land-use": 1e-3, "UrbanVLP": 5e-4}
 SELECTED_SCALES = ("full", "paper")  # scales whose learning rates are chosen on validation
 

@@ -206,11 +206,11 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
              "step_cap": i["step_cap"], "best_val_loss": i["best_val_loss"], "stopped_by": i["stopped_by"],
              "cka_to_init": float("nan"), "train_cpu_s": i["cpu_s"]}]
     models = BENCHMARK_GROUPS[config["group"]] or BASELINE_ORDER
-    rows, feats = [], {}
+    rows, pre = [], []
     for split in SPLITS:
         city = open_city(config["city"], scale, seed, split=split, progress=False)
         metrics, f, _ = run_benchmark(city, models, log=lambda *a: None)
-        feats.update(f)
+        pre += [r for r in _pretraining_rows(city, f, seed) if r not in pre]  # READ: one run per split
         agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
         n_test = metrics.groupby("model")["n_test"].max() if "n_test" in metrics else {}
         for r in agg.itertuples():
@@ -220,7 +220,7 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
         for model, n in dict(n_test).items():
             rows.append({"city": config["city"], "model": model, "task": f"all/{split}", "metric": "n_test",
                          "value": float(n)})
-    return rows + _pretraining_rows(city, feats, seed)
+    return rows + pre
 
 
 def _profiles_book_city_first() -> list[str]:
