@@ -5,10 +5,17 @@ A checkpoint is a directory ``step-<N>/`` holding ``model.safetensors``, ``optim
 optimizer hyper-parameters, Python/NumPy RNG state, anything else JSON-able). It is assembled in a
 temporary directory and moved into place with ``os.replace``; ``latest.json`` (the pointer) is
 likewise replaced atomically, so a kill mid-write never leaves a broken latest checkpoint.
+
+Every checkpoint records the sha256 of its three files, in ``sha256.json`` inside it and in
+``latest.json``; loading checks them and refuses a file whose bytes changed (:class:`CheckpointError`
+naming the file). Rewriting an existing ``step-<N>/`` first moves the old one aside to
+``.old-step-<N>/``, which :func:`latest_checkpoint` falls back on, so at no instant of a kill does
+``latest.json`` point at a missing folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -21,6 +28,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 LATEST = "latest.json"
+CHECKSUMS = "sha256.json"
+FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as it is: damaged bytes, or a resume that would change the run."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -88,6 +110,7 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:08d}"
+    _recover_aside(directory)
     for stale in directory.glob(".tmp-step-*"):  # left by a run killed mid-write (one writer per run dir)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".tmp-step-{step:08d}-{os.getpid()}"
@@ -98,13 +121,28 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
     rng_tensors, rng_meta = rng_state()
     save_file({**opt_tensors, **rng_tensors}, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta, "rng": rng_meta}))
-    if final.exists():
-        shutil.rmtree(final)
+    sums = {name: file_sha256(tmp / name) for name in FILES}
+    (tmp / CHECKSUMS).write_text(json.dumps(sums))
+    aside = directory / f".old-{final.name}"
+    if final.exists():  # the same step written again: keep the old copy until the pointer is safe
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
     os.replace(tmp, final)
     pointer = directory / f".{LATEST}.tmp-{os.getpid()}"
-    pointer.write_text(json.dumps({"checkpoint": final.name, "step": step}))
+    pointer.write_text(json.dumps({"checkpoint": final.name, "step": step, "sha256": sums}))
     os.replace(pointer, directory / LATEST)
+    shutil.rmtree(aside, ignore_errors=True)
     return final
+
+
+def _recover_aside(directory: Path) -> None:
+    """Undo a rewrite killed between moving the old ``step-N`` aside and putting the new one in place."""
+    for aside in directory.glob(".old-step-*"):
+        final = directory / aside.name[len(".old-"):]
+        if final.is_dir():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, final)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
@@ -118,21 +156,65 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
         raise ValueError(f"{pointer}: unreadable checkpoint pointer ({e})") from e
     path = Path(directory) / name
     if not path.is_dir():
+        aside = Path(directory) / f".old-{name}"
+        if aside.is_dir():  # killed while rewriting that step: the old copy is still whole
+            return aside
         raise FileNotFoundError(f"{pointer} points at {path}, which does not exist")
     return path
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check a checkpoint's files against their recorded sha256 (its ``sha256.json``, else ``latest.json``).
+
+    Checkpoints written before checksums existed have neither and pass unchecked.
+
+    Raises:
+        FileNotFoundError: a file of the checkpoint is missing.
+        CheckpointError: a file's bytes differ from the recorded hash (the message names the file).
+    """
+    path = Path(path)
+    for name in FILES:
+        if not (path / name).exists():
+            raise FileNotFoundError(f"checkpoint {path} is missing {name}")
+    sums = None
+    own = path / CHECKSUMS
+    if own.exists():
+        try:
+            sums = json.loads(own.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{own}: unreadable checksums ({e})") from None
+    else:
+        pointer = path.parent / LATEST
+        if pointer.exists():
+            try:
+                meta = json.loads(pointer.read_text())
+            except json.JSONDecodeError:
+                meta = {}
+            if meta.get("checkpoint") == path.name.removeprefix(".old-"):
+                sums = meta.get("sha256")
+    if not isinstance(sums, dict):
+        return
+    for name, want in sums.items():
+        if name not in FILES:
+            continue
+        got = file_sha256(path / name)
+        if got != want:
+            raise CheckpointError(f"{path / name}: sha256 {got[:16]}... does not match the recorded {str(want)[:16]}...; "
+                                  "the file changed after it was written (a disk error or an edit); delete the run "
+                                  "folder to train it again")
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     restore_rng: bool = True) -> dict[str, Any]:
     """Restore model (and optimizer, RNG) from a checkpoint directory; never unpickles.
 
+    The files are checked against their recorded sha256 first (:func:`verify_checkpoint`).
+
     Returns:
         The JSON state (``step``, config, extras).
     """
     path = Path(path)
-    for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
-        if not (path / name).exists():
-            raise FileNotFoundError(f"checkpoint {path} is missing {name}")
+    verify_checkpoint(path)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     state = json.loads((path / "state.json").read_text())
     tensors = load_file(str(path / "optimizer.safetensors"))

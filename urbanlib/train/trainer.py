@@ -37,12 +37,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from .distributed import is_distributed, rank, world_size
 from .schedule import lr_at
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "plateau")
+# TrainConfig fields a resumed run may change: they shape storage and progress output, not the
+# result; and the step cap (epochs, max_steps), which a run may extend or end early (see ``fit``)
+RESUME_MAY_DIFFER = ("progress", "keep_checkpoints", "snapshots", "num_threads", "checkpoint_every",
+                     "epochs", "max_steps")
 
 
 @dataclass
@@ -194,6 +204,7 @@ class Trainer:
         path = None
         if self.rank == 0:
             extra = {"train_config": asdict(self.config), "history_len": len(self.history),
+                     "samples": len(self.dataset), "val_samples": len(self.val_dataset or []),
                      "scaler": self.scaler.state_dict() if self.scaler else None, "early_stop": asdict(self.stop)}
             cfg = getattr(self.model, "cfg", None)
             if cfg is not None and hasattr(cfg, "to_dict"):
@@ -208,10 +219,17 @@ class Trainer:
         return path
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Load ``path`` or the run's latest checkpoint; returns False when there is none."""
+        """Load ``path`` or the run's latest checkpoint; returns False when there is none.
+
+        Raises:
+            CheckpointError: the checkpoint was written under a different configuration (the message
+                names the differing fields; only :data:`RESUME_MAY_DIFFER` may change) or for a
+                dataset of another size, or one of its files fails its sha256 check.
+        """
         path = path or latest_checkpoint(self.out_dir)
         if path is None:
             return False
+        self._check_resumable(Path(path))
         state = load_checkpoint(path, self.model, self.optimizer)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -219,6 +237,25 @@ class Trainer:
         if state.get("early_stop"):
             self.stop = EarlyStopState(**state["early_stop"])
         return True
+
+    def _check_resumable(self, path: Path) -> None:
+        """Refuse to continue a run whose saved config or data size differs from this trainer's."""
+        verify_checkpoint(path)  # damaged bytes first: a changed state.json is not a config change
+        try:
+            state = json.loads((path / "state.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path / 'state.json'}: unreadable ({e})") from None
+        saved = state.get("train_config") or {}
+        now = json.loads(json.dumps(asdict(self.config)))  # tuples as lists, as saved
+        diff = [f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in now
+                if k in saved and k not in RESUME_MAY_DIFFER and saved[k] != now[k]]
+        for key, n in (("samples", len(self.dataset)), ("val_samples", len(self.val_dataset or []))):
+            if key in state and state[key] != n:
+                diff.append(f"{key} (dataset size): checkpoint {state[key]}, now {n}")
+        if diff:
+            raise CheckpointError(f"{path}: cannot resume this run with a different configuration; differing "
+                                  f"field(s): {'; '.join(diff)}. Use another out_dir, or fit(resume=False) "
+                                  f"to start over")
 
     # ---- validation -------------------------------------------------------------------
     @torch.no_grad()
@@ -295,15 +332,35 @@ class Trainer:
         tmp.replace(best / "model.safetensors")
         (best / "step.json").write_text(json.dumps({"step": self.step, "val_loss": self.stop.best_val}))
 
-    def _trim_val_log(self) -> None:
-        """Drop validation rows logged after the resumed step (a killed run may have written them)."""
-        path = self.out_dir / "val.csv"
-        if path.exists():
-            with path.open() as f:
-                rows = list(csv.reader(f))
-            keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= self.step]
-            with path.open("w", newline="") as f:
-                csv.writer(f).writerows(keep)
+    def _trim_log(self, name: str) -> None:
+        """Rewrite a per-step log up to the resumed step, replacing the file atomically.
+
+        Rows a killed run logged after its checkpoint, a line it left half-written and repeated
+        steps are dropped.
+        """
+        path = self.out_dir / name
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            path.unlink()
+            return
+        keep, last = rows[:1], None
+        for r in rows[1:]:
+            if len(r) != len(rows[0]) or any(v == "" for v in r[:1]):
+                continue  # a partial line (killed mid-write)
+            try:
+                step = int(r[0])
+            except ValueError:
+                continue
+            if step <= self.step and (last is None or step > last):
+                keep.append(r)
+                last = step
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(keep)
+        os.replace(tmp, path)
 
     def _lr(self) -> float:
         cfg = self.config
@@ -314,15 +371,16 @@ class Trainer:
 
     # ---- logging ------------------------------------------------------------------------
     def _open_log(self, fields: list[str]):
+        """Append to ``losses.csv`` (trimmed to the resumed step by ``fit``); a new file gets a header."""
         path = self.out_dir / "losses.csv"
-        rows = []
-        if path.exists():  # keep rows up to the resumed step; a killed run may have logged past it
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        f = path.open("w", newline="")
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        header = None
+        if path.exists() and path.stat().st_size:
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), None)
+        f = path.open("a", newline="")
+        writer = csv.DictWriter(f, fieldnames=header or fields, extrasaction="ignore")
+        if header is None:
+            writer.writeheader()
         return f, writer
 
     # ---- loop ---------------------------------------------------------------------------
@@ -352,16 +410,17 @@ class Trainer:
         if not (resume and self.resume()):
             torch.manual_seed(cfg.seed)
             if self.rank == 0:
-                for stale in ("val.csv", "best", "snapshots"):
+                for stale in ("losses.csv", "val.csv", "best", "snapshots"):
                     p = self.out_dir / stale
                     if p.is_dir():
                         shutil.rmtree(p)
                     elif p.exists():
                         p.unlink()
-        elif self.rank == 0:
-            self._trim_val_log()
         if self.stop.finished and (self.stop.stopped_by == "patience" or self.step >= self.total_steps):
-            return self.history  # finished: never trained further or rewritten
+            return self.history  # finished: never trained further or rewritten (logs included)
+        if self.step and self.rank == 0:
+            self._trim_log("losses.csv")
+            self._trim_log("val.csv")
         self.stop.finished, self.stop.stopped_by = False, None  # a larger cap than the finished run's
         net = self.ddp or self.model
         net.train()
