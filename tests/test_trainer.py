@@ -340,3 +340,11 @@ def test_old_checkpoints_are_pruned_and_snapshots_kept_at_each_evaluation(tmp_pa
     assert steps == ["step-00000025", "step-00000030"]  # the newest two
     snaps = sorted(p.name for p in (tmp_path / "snapshots").glob("step-*.safetensors"))
     assert snaps == [f"step-{s:08d}.safetensors" for s in range(0, 31, 4)]
+
+
+def test_evaluations_during_warmup_do_not_count_against_patience(tmp_path):
+    # lr so large that the loss rises while it warms up: without the rule the run would stop at once
+    cfg = _es_cfg(lr=3.0, warmup_steps=40, patience=5, max_steps=60, schedule="cosine")
+    tr = Trainer(_Linear(), _Points(64, 0), cfg, tmp_path, val_dataset=_Points(24, 1))
+    tr.fit()
+    assert tr.step > 40  # it ran past the warmup: the 10 evaluations inside it did not end it

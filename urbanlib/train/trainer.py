@@ -7,8 +7,9 @@ checkpoints, exact resume, DDP under ``torchrun``.
 
 Training length is decided on data when a validation set is given: the validation loss is computed
 ``evals_per_epoch`` times per epoch (and once at step 0); the run stops when it has not improved for
-``patience`` evaluations spanning at least ``patience_epochs`` epochs, or at the step cap, and the
-weights of the best evaluation are the run's result. With ``schedule="plateau"`` the learning rate
+``patience`` evaluations spanning at least ``patience_epochs`` epochs (evaluations during the lr
+warmup do not count against it), or at the step cap, and the weights of the best evaluation are
+the run's result. With ``schedule="plateau"`` the learning rate
 follows that length: it is cut by ``plateau_factor`` after ``plateau_patience`` evaluations without
 improvement (a cosine over the cap that stops early would never have decayed).
 
@@ -307,7 +308,7 @@ class Trainer:
             st.best_val, st.best_step, st.bad_evals, st.bad_since_cut = val, self.step, 0, 0
             if cfg.restore_best and self.rank == 0:
                 self._save_best()
-        else:
+        elif self.step > cfg.warmup_steps:  # the loss may rise while the lr warms up: not a plateau
             st.bad_evals += 1
             st.bad_since_cut += 1
             if cfg.schedule == "plateau" and st.bad_since_cut >= cfg.plateau_patience:
