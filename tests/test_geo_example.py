@@ -1,0 +1,65 @@
+"""The worked example end to end: SynthCity -> raw geodata -> build_city -> the generator's truth back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rasterio")
+pytest.importorskip("exactextract")
+from PIL import Image  # noqa: E402
+
+from urbanlib.data import load, synthcity  # noqa: E402
+from urbanlib.geo import build_city  # noqa: E402
+from urbanlib.geo.example import write_example_inputs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("example")
+    out = build_city(write_example_inputs(folder))
+    return load(out), synthcity.load_city("synth-ring", scale="smoke", progress=False)
+
+
+def test_built_example_recovers_the_generators_values(example):
+    built, truth = example
+    t = truth.regions.set_index(["row", "col"])
+    b = built.regions.set_index(["row", "col"]).loc[t.index]
+    for name in ("population", "gdp"):  # UTM count rasters aligned with the cells: exact
+        assert np.array_equal(np.isnan(b[name]), np.isnan(t[name]))
+        assert np.allclose(b[name].dropna(), t[name].dropna(), rtol=1e-6)
+    cats = [c for c in t.columns if c.startswith("poi_cat_")]
+    assert (b[cats].to_numpy() == t[cats].to_numpy()).all() and (b["poi_count"] == t["poi_count"]).all()
+    for name, tol in (("night_light", 0.01), ("carbon", 0.05)):  # EPSG:4326 rasters: pixels straddle cell edges
+        ok = b[name].notna() & t[name].notna()
+        rel = (b.loc[ok, name] - t.loc[ok, name]).abs() / t.loc[ok, name].abs()
+        assert ok.sum() >= 55 and rel.median() < tol, (name, rel.describe())
+    assert len(built.street_paths()) == len(truth.street_paths())
+    tsat, bsat = truth.satellite_paths(), built.satellite_paths()
+    for (r, c), rid in list(zip(t.index, t["region_id"], strict=True))[::9]:
+        a = np.asarray(Image.open(tsat[rid]).convert("RGB")).astype(int)
+        assert np.abs(a - np.asarray(Image.open(bsat[b.loc[(r, c), "region_id"]])).astype(int)).max() <= 1
+    report = {e["kind"]: e["count"] for e in built.meta["build_report"]}
+    assert report["poi_unknown_category"] == 2
+
+
+@pytest.mark.notebooks
+def test_data_notebook_runs_on_the_built_example(example, tmp_path):
+    import nbformat
+    import papermill as pm
+
+    built, _ = example
+    out = tmp_path / "data.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks/data.ipynb"), str(out), kernel_name="python3", progress_bar=False,
+                        parameters={"data_dir": str(built.root), "city": "example-city", "scale": "smoke"},
+                        cwd=str(REPO / "notebooks"))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = json.dumps([o.get("text", "") for o in outputs])
+    assert "64 regions in [example-city]" in text
