@@ -10,6 +10,10 @@ Layout (format version 1)::
       images/...       the image files
 
 SynthCity writes this format; the UrbanCLIP and generic adapters map onto it.
+
+Reading validates like every layout (:mod:`urbanlib.data.validate`): typed, finite indicators and
+coordinates, image rows of known kinds and regions, caption records typed line by line, and every
+image decoded once, inside the folder and under the pixel limit (:func:`urbanlib.data.images.check_images`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import images as image_checks
 from . import validate
 from .dataset import CAPTION_COLUMNS, IMAGE_COLUMNS, REGION_COLUMNS, UrbanDataset
 from .report import DataError, LoadReport
@@ -43,19 +48,33 @@ def write(ds: UrbanDataset, data_dir: str | Path) -> Path:
     return data_dir
 
 
-def read(data_dir: str | Path, city: str | None = None) -> UrbanDataset:
-    """Read a folder in urbanlib format; ``city`` keeps one city of a multi-city folder."""
+def read(data_dir: str | Path, city: str | None = None, check_images: bool = True) -> UrbanDataset:
+    """Read a folder in urbanlib format; ``city`` keeps one city of a multi-city folder.
+
+    Args:
+        data_dir: the folder (meta.json, regions.csv, images.csv, captions.jsonl, images/).
+        city: keep this city.
+        check_images: decode every image once (bad ones are skipped and counted in the report).
+    """
     data_dir = Path(data_dir)
     meta_path = data_dir / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: not found; is {data_dir} a folder in urbanlib format?")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{meta_path}: invalid JSON ({e})") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(f"{meta_path}: format_version {meta['format_version']} is newer than this urbanlib "
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object, found a {type(meta).__name__}")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise DataError(f"{meta_path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise DataError(f"{meta_path}: format_version {version} is newer than this urbanlib "
                         f"reads ({FORMAT_VERSION}); upgrade urbanlib")
+    listed = meta.get("indicators", [])
+    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+        raise DataError(f"{meta_path}: 'indicators' must be a list of column names, got {listed!r}")
     report = LoadReport(source=str(data_dir))
     regions = _read_csv(data_dir / "regions.csv", REGION_COLUMNS, dtype={"region_id": str, "city": str})
     images = _read_csv(data_dir / "images.csv", ["region_id", "kind", "path"], dtype={"region_id": str})
@@ -63,15 +82,37 @@ def read(data_dir: str | Path, city: str | None = None) -> UrbanDataset:
         if c not in images:
             images[c] = float("nan")
     cap_path = data_dir / "captions.jsonl"
-    captions = (pd.read_json(cap_path, lines=True, dtype={"region_id": str}) if cap_path.is_file()
-                and cap_path.stat().st_size > 0 else pd.DataFrame(columns=CAPTION_COLUMNS))
-    indicators = [c for c in meta.get("indicators", []) if c in regions.columns]
+    captions = _read_captions(cap_path)
+    indicators = [c for c in listed if c in regions.columns]
     regions = validate.check_regions(regions, report, source=str(data_dir / "regions.csv"), indicators=indicators)
+    images = validate.check_image_rows(images, regions["region_id"], report, source=str(data_dir / "images.csv"))
     if len(captions):
         captions = validate.check_captions(captions, report, region_ids=regions["region_id"], source=str(cap_path))
     ds = UrbanDataset(regions=regions, images=images, captions=captions, indicators=indicators,
                       root=data_dir, report=report, meta=meta)
+    if check_images:
+        image_checks.check_images(ds, report, expected_size=None, annotate=False)
+    validate.check_coverage(ds, report)
     return ds.subset(city=city) if city is not None else ds
+
+
+def _read_captions(path: Path) -> pd.DataFrame:
+    """``captions.jsonl`` as a table, each line checked first (:func:`validate.caption_record`)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=CAPTION_COLUMNS)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            validate.caption_record(line, path, n, text_keys=("text",))
+    if not any(line.strip() for line in lines):
+        return pd.DataFrame(columns=CAPTION_COLUMNS)
+    try:
+        return pd.read_json(path, lines=True, dtype={"region_id": str})
+    except ValueError as e:
+        raise DataError(f"{path}: cannot read as JSON lines ({e})") from None
 
 
 def _read_csv(path: Path, required: list[str], dtype=None) -> pd.DataFrame:
@@ -79,8 +120,8 @@ def _read_csv(path: Path, required: list[str], dtype=None) -> pd.DataFrame:
         raise DataError(f"{path}: not found")
     try:
         df = pd.read_csv(path, dtype=dtype)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot parse CSV ({e})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot parse CSV ({type(e).__name__}: {e})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")

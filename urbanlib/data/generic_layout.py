@@ -15,11 +15,14 @@ taken to lie on a regular lon/lat grid whose cell size is ``cell_size=(dlon, dla
 the smallest gap between distinct centre longitudes (latitudes). A point belongs to the region whose
 cell (centre +- half a cell on both axes) contains it; a point on a shared edge goes to the cell to
 its east/north. Points inside no region's cell are skipped and counted (``street_outside_grid``).
+
+Validation is the shared one (:mod:`urbanlib.data.validate`, :mod:`urbanlib.data.images`): image
+paths (the ``image`` column, street points) must stay inside ``images/``; text or out-of-range
+coordinates and caption lines of the wrong type are a :class:`DataError` naming ``file:line``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -174,12 +177,16 @@ def _street_rows(path: Path, regions: pd.DataFrame, cell_size, report: LoadRepor
     try:
         pts = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot parse CSV ({e})") from None
+        raise DataError(f"{path}: cannot parse CSV ({type(e).__name__}: {e})") from None
     missing = [c for c in ("path", "lon", "lat") if c not in pts.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(pts.columns)}")
-    bad = pts["lon"].isna() | pts["lat"].isna()
-    report.add("street_without_coordinates", "skipped", int(bad.sum()), f"street-view point without lon/lat in {path}",
+    if pts.empty:
+        return pd.DataFrame(columns=IMAGE_COLUMNS)
+    validate.check_coordinates(pts, str(path), columns=("lon", "lat"))
+    bad = pts["lon"].isna() | pts["lat"].isna() | pts["path"].isna()
+    report.add("street_without_coordinates", "skipped", int(bad.sum()),
+               f"street-view point without lon/lat or path in {path}",
                list(pts.loc[bad, "path"].astype(str)[:5]))
     pts = pts[~bad].reset_index(drop=True)
     located = regions.dropna(subset=["lon", "lat"])
@@ -201,17 +208,15 @@ def _street_rows(path: Path, regions: pd.DataFrame, cell_size, report: LoadRepor
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or "region_id" not in rec or not ({"text", "caption"} & set(rec)):
-                raise DataError(f"{path}: line {n} needs 'region_id' and 'text' (or 'caption')")
-            rows.append({"region_id": str(rec["region_id"]), "image": rec.get("image"),
-                         "source": rec.get("source", "generic"), "style": rec.get("style", "short"),
-                         "text": rec.get("text", rec.get("caption"))})
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        rec = validate.caption_record(line, path, n, text_keys=("text", "caption"))
+        rows.append({"region_id": str(rec["region_id"]), "image": rec.get("image"),
+                     "source": rec.get("source") or "generic", "style": rec.get("style") or "short",
+                     "text": rec.get("text", rec.get("caption"))})
     return pd.DataFrame(rows, columns=CAPTION_COLUMNS)

@@ -20,7 +20,10 @@ BD09 -> WGS84 warp inside one tile (metres, far below the 1 km tile size); the e
 kept in ``sw_lat``/``sw_lon`` and the tile indices in ``bd09_x``/``bd09_y``.
 
 Problems in real releases (regions without images or captions, zero indicators, GDP capped at
-10000.0) are kept and counted in the report (see :mod:`urbanlib.data.validate`).
+10000.0) are kept and counted in the report (see :mod:`urbanlib.data.validate`); image names that
+leave the images folder, oversized or undecodable images are skipped and counted
+(:mod:`urbanlib.data.images`); malformed coordinates, non-finite indicators and caption records of
+the wrong type are a :class:`DataError` naming the file and the row or record.
 """
 
 from __future__ import annotations
@@ -128,7 +131,9 @@ def _read_labels(path: Path, city: str, report: LoadReport) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, dtype={"satellite_img_name": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot parse CSV ({e})") from None
+        raise DataError(f"{path}: cannot parse CSV ({type(e).__name__}: {e})") from None
+    if raw.empty:
+        raise DataError(f"{path}: the labels table has no rows")
     rename = {c: LABEL_COLUMNS[c.strip().lower()] for c in raw.columns if c.strip().lower() in LABEL_COLUMNS}
     df = raw.rename(columns=rename)
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -137,7 +142,7 @@ def _read_labels(path: Path, city: str, report: LoadReport) -> pd.DataFrame:
         raise DataError(f"{path}: missing column(s) {[inverse[c] for c in missing]}; found {list(raw.columns)}")
     df = df[[c for c in LABEL_COLUMNS.values() if c in df.columns]].reset_index(drop=True)
 
-    bad_name = df["satellite_img_name"].isna()
+    bad_name = df["satellite_img_name"].isna() | (df["satellite_img_name"].astype(str).str.strip() == "")
     if bad_name.any():
         raise DataError(f"{path}: empty satellite_img_name in row {int(np.flatnonzero(bad_name)[0])}")
     xy = [_pair(v, path, i, "BD09 coordinate") for i, v in enumerate(df["bd09"])]
@@ -182,9 +187,14 @@ def _pair(value, path: Path, row: int, field: str, allow_nan: bool = False) -> t
     if allow_nan and (value is None or (isinstance(value, float) and math.isnan(value))):
         return (math.nan, math.nan)
     m = _PAIR.match(str(value))
-    if not m:
-        raise DataError(f"{path}: row {row} field {field!r} = {value!r} is not a pair like '(a, b)'")
-    return float(m.group(1)), float(m.group(2))
+    try:
+        pair = (float(m.group(1)), float(m.group(2))) if m else None
+    except ValueError:  # "1.2.3" matches the digits-and-dots pattern but is no number
+        pair = None
+    if pair is None or not all(math.isfinite(v) for v in pair):
+        raise DataError(f"{path}: row {row} field {field!r} = {value!r} is not a pair of finite numbers like "
+                        f"'(a, b)'")
+    return pair
 
 
 def _read_captions(path: Path, regions: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
@@ -201,7 +211,11 @@ def _read_captions(path: Path, regions: pd.DataFrame, report: LoadReport) -> pd.
         for ri, rec in enumerate(group):
             if not isinstance(rec, dict) or "image" not in rec or "caption" not in rec:
                 raise DataError(f"{path}: record [{gi}][{ri}] lacks 'caption' or 'image': {str(rec)[:80]!r}")
-            rows.append((str(rec["image"]).strip(), rec["caption"]))
+            for key in ("image", "caption"):
+                if not isinstance(rec[key], str) and not (key == "caption" and rec[key] is None):
+                    raise DataError(f"{path}: record [{gi}][{ri}] {key!r} must be a string, got a "
+                                    f"{type(rec[key]).__name__}: {str(rec[key])[:60]!r}")
+            rows.append((rec["image"].strip(), rec["caption"]))
     by_image = dict(zip(regions["satellite_img_name"], regions["region_id"], strict=True))
     caps = pd.DataFrame({"region_id": [by_image.get(img, f"?{img}") for img, _ in rows],
                          "image": [img for img, _ in rows], "source": "urbanclip-release", "style": "short",

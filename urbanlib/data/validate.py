@@ -8,7 +8,12 @@ Policies (rows are 0-based data rows of the source table):
 * missing ``region_id`` -> DataError (we cannot key anything on it).
 * duplicate ``region_id``: identical rows are dropped (``duplicate_region``, skipped); rows that
   disagree -> DataError naming both rows.
-* indicator that is not numeric -> DataError naming column and row.
+* indicator that is not numeric, not finite (``inf``, ``1e400``, ``"Infinity"``) or boolean ->
+  DataError naming file, column and row.
+* coordinate (``lon``, ``lat``, ``row``, ``col``) that is not numeric or not finite, a longitude
+  outside [-180, 180], a latitude outside [-90, 90], a negative or fractional grid row/col ->
+  DataError naming file, column and row; NaN coordinates are allowed (real data may lack them).
+* a table without rows -> DataError.
 * NaN indicator -> kept as NaN (``missing_<indicator>``, flagged); downstream code masks it.
 * negative indicator -> set to NaN (``negative_<indicator>``, flagged): every canonical indicator
   is a count or an amount, so a negative value is an error in the source, not a measurement.
@@ -17,12 +22,17 @@ Policies (rows are 0-based data rows of the source table):
 * capped indicator: when the maximum value occurs in at least ``cap_min_share`` of rows, it is a
   ceiling of the source (UrbanCLIP's GDP is 10000.0 in ~20% of rows); rows are kept, a boolean
   column ``<indicator>_capped`` marks them (``capped_<indicator>``, flagged).
+* caption text that is not a string (a number, list, object) -> DataError naming file and row;
+  the readers check this first and name the line.
 * empty caption -> skipped (``empty_caption``); caption longer than ``max_caption_chars`` ->
   truncated at a word boundary (``caption_truncated``); caption of an unknown region -> skipped
   (``caption_unknown_region``).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +42,8 @@ from .report import DataError, LoadReport
 
 MAX_CAPTION_CHARS = 4000  # ~10x the longest LLaMA-Adapter caption we know of; longer is a broken file
 CAP_MIN_SHARE = 0.05  # a maximum repeated in >= 5% of rows is treated as a ceiling
+COORDINATE_RANGES = {"lon": (-180.0, 180.0), "lat": (-90.0, 90.0)}  # WGS84 degrees
+IMAGE_KINDS = ("satellite", "street")
 
 
 def _examples(df: pd.DataFrame, mask, col: str = "region_id", n: int = 5) -> list[str]:
@@ -61,13 +73,17 @@ def check_regions(regions: pd.DataFrame, report: LoadReport, source: str = "regi
     bad = df["region_id"].isna() | (df["region_id"].astype(str).str.strip() == "")
     if bad.any():
         raise DataError(f"{source}: empty region_id in {', '.join(_examples(df, bad, col='city'))}")
+    if df.empty:
+        raise DataError(f"{source}: the table has no rows")
     df["region_id"] = df["region_id"].astype(str)
-    df = _drop_duplicate_ids(df, report, source)
     cols = indicators if indicators is not None else [c for c in INDICATORS if c in df.columns]
-    for col in cols:
+    for col in cols:  # typed before duplicates are compared, so rows are numbered as in the source
         if col not in df.columns:
             raise DataError(f"{source}: indicator column {col!r} not found; found {list(df.columns)}")
         df[col] = _numeric(df, col, source)
+    check_coordinates(df, source)
+    df = _drop_duplicate_ids(df, report, source)
+    for col in cols:
         values = df[col].to_numpy(dtype=float)
         nan = np.isnan(values)
         report.add(f"missing_{col}", "flagged", int(nan.sum()), f"{col} is NaN/empty in {source}; kept as NaN",
@@ -107,16 +123,61 @@ def flag_capped(df: pd.DataFrame, col: str, report: LoadReport, source: str = "r
     return float(top)
 
 
-def _numeric(df: pd.DataFrame, col: str, source: str) -> pd.Series:
+def _numeric(df: pd.DataFrame, col: str, source: str, what: str = "") -> pd.Series:
+    """``df[col]`` as finite-or-NaN floats; DataError naming file, column, row and value otherwise."""
     raw = df[col]
+
+    def where(i: int) -> str:
+        rid = f" ({df['region_id'].iloc[i]})" if "region_id" in df.columns else ""
+        return f"{source}: {what}column {col!r} row {i}{rid}"
+
+    if pd.api.types.is_bool_dtype(raw) and len(raw):
+        raise DataError(f"{where(0)} is a boolean ({raw.iloc[0]!r}), not a number")
+    if raw.dtype == object:
+        is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy()
+        if is_bool.any():
+            i = int(np.flatnonzero(is_bool)[0])
+            raise DataError(f"{where(i)} is a boolean ({raw.iloc[i]!r}), not a number")
     num = pd.to_numeric(raw, errors="coerce")
-    blank = raw.astype(str).str.strip().str.lower().isin(["", "nan", "na", "none", "null"])
+    blank = raw.astype(str).str.strip().str.lower().isin(["", "nan", "na", "none", "null", "<na>"])
     bad = num.isna() & raw.notna() & ~blank
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{source}: column {col!r} row {i} ({df['region_id'].iloc[i]}) is not a number: "
-                        f"{raw.iloc[i]!r}")
-    return num.astype(float)
+        raise DataError(f"{where(i)} is not a number: {raw.iloc[i]!r}")
+    num = num.astype(float)
+    inf = np.isinf(num.to_numpy())
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise DataError(f"{where(i)} is not finite: {raw.iloc[i]!r} (inf, overflowing numbers such as 1e400 "
+                        f"and 'Infinity' are refused; leave the cell empty for a missing value)")
+    return num
+
+
+def check_coordinates(df: pd.DataFrame, source: str, columns=("lon", "lat", "row", "col")) -> None:
+    """Refuse coordinates that are text, infinite or out of range (NaN passes); converts text columns in place.
+
+    Numeric columns keep their dtype (an integer grid stays integer); a column read as text whose
+    cells are all numbers or blanks becomes float.
+    """
+    for col in columns:
+        if col not in df.columns:
+            continue
+        num = _numeric(df, col, source, what="coordinate ")
+        v = num.to_numpy()
+        ok = ~np.isnan(v)
+        if col in COORDINATE_RANGES:
+            lo, hi = COORDINATE_RANGES[col]
+            bad = ok & ((v < lo) | (v > hi))
+            why = f"outside [{lo:g}, {hi:g}] degrees"
+        else:
+            bad = ok & ((v < 0) | (v != np.round(v)))
+            why = "not a non-negative whole number (a grid position)"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            rid = f" ({df['region_id'].iloc[i]})" if "region_id" in df.columns else ""
+            raise DataError(f"{source}: coordinate column {col!r} row {i}{rid} = {df[col].iloc[i]!r} is {why}")
+        if df[col].dtype == object:
+            df[col] = num
 
 
 def _drop_duplicate_ids(df: pd.DataFrame, report: LoadReport, source: str) -> pd.DataFrame:
@@ -146,6 +207,11 @@ def check_captions(captions: pd.DataFrame, report: LoadReport, region_ids=None, 
         if col not in df.columns:
             raise DataError(f"{source}: missing field {col!r}; found {list(df.columns)}")
     df["region_id"] = df["region_id"].astype(str)
+    typed = df["text"].map(lambda t: t is None or isinstance(t, str) or (isinstance(t, float) and np.isnan(t)))
+    if not typed.all():
+        i = int(np.flatnonzero(~typed.to_numpy())[0])
+        raise DataError(f"{source}: row {i} ({df['region_id'].iloc[i]}) caption text is a "
+                        f"{type(df['text'].iloc[i]).__name__}, not a string: {str(df['text'].iloc[i])[:60]!r}")
     text = df["text"].where(df["text"].notna(), "").astype(str).str.strip()
     empty = (text == "").to_numpy()
     report.add("empty_caption", "skipped", int(empty.sum()), f"empty caption text in {source}",
@@ -182,3 +248,59 @@ def check_coverage(ds, report: LoadReport) -> None:
     no_cap = ~ids.isin(cap).to_numpy()
     report.add("region_without_caption", "flagged", int(no_cap.sum()), "region has no caption; kept",
                list(ids[no_cap][:5]))
+
+
+def check_image_rows(images: pd.DataFrame, region_ids, report: LoadReport, source: str = "images") -> pd.DataFrame:
+    """Validate an image table (``region_id``, ``kind``, ``path``, ``lon``, ``lat``) before any file is opened.
+
+    An unknown ``kind`` or a text/out-of-range street-view coordinate -> DataError naming file and
+    row; a row without a path (``image_without_path``) or for a region not in the regions table
+    (``image_unknown_region``) -> skipped and counted. Whether the path stays inside the dataset
+    and decodes is :func:`urbanlib.data.images.check_images`' job.
+    """
+    df = images.reset_index(drop=True).copy()
+    if df.empty:
+        return df
+    kind = df["kind"].astype(str)
+    odd = ~kind.isin(IMAGE_KINDS).to_numpy()
+    if odd.any():
+        i = int(np.flatnonzero(odd)[0])
+        raise DataError(f"{source}: row {i} kind {df['kind'].iloc[i]!r} is not one of {IMAGE_KINDS}")
+    check_coordinates(df, source, columns=("lon", "lat"))
+    path = df["path"]
+    no_path = (path.isna() | (path.astype(str).str.strip() == "")).to_numpy()
+    report.add("image_without_path", "skipped", int(no_path.sum()), f"image row without a path in {source}",
+               _examples(df, no_path))
+    keep = ~no_path
+    if region_ids is not None:
+        unknown = keep & ~df["region_id"].astype(str).isin(set(map(str, region_ids))).to_numpy()
+        report.add("image_unknown_region", "skipped", int(unknown.sum()),
+                   f"image of a region not in the regions table ({source})", _examples(df, unknown))
+        keep &= ~unknown
+    return df if keep.all() else df.loc[keep].reset_index(drop=True)
+
+
+def caption_record(line: str, path: Path, n: int, text_keys=("text", "caption")) -> dict:
+    """Parse one JSONL caption line; DataError ``<file>: line <n> ...`` unless it is a well-typed record.
+
+    A record is a JSON object with ``region_id`` (string or integer) and one of ``text_keys``
+    (a string, or null for a missing caption, which is then counted as empty); ``image``, ``source``
+    and ``style`` are strings or null when present.
+    """
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}: line {n}: expected a JSON object, found a {type(rec).__name__}")
+    rid = rec.get("region_id")
+    if "region_id" not in rec or isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise DataError(f"{path}: line {n}: 'region_id' must be a string or an integer, got {rid!r}")
+    keys = [k for k in text_keys if k in rec]
+    if not keys:
+        raise DataError(f"{path}: line {n}: needs 'region_id' and {' or '.join(repr(k) for k in text_keys)}")
+    for k in (*keys, "image", "source", "style"):
+        v = rec.get(k)
+        if v is not None and not isinstance(v, str):
+            raise DataError(f"{path}: line {n}: {k!r} must be a string, got a {type(v).__name__}: {str(v)[:60]!r}")
+    return rec
