@@ -96,20 +96,38 @@ def run_entries(entries: list[Entry], out_dir: Path, cache_dir: Path, force: boo
     return [results[e.slug] for e in entries]
 
 
-def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3") -> None:
-    """Execute one entry with papermill into ``output``; NotebookFailed names the cell on error."""
-    import papermill as pm
+def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", timeout_s: float | None = None) -> None:
+    """Execute one entry with papermill into ``output``.
 
+    Every way a page can fail is a :class:`NotebookFailed` naming the notebook and its parameters:
+    a cell that raises (with the cell), a cell that runs longer than ``timeout_s`` (default: the
+    entry's, from the manifest), a kernel that dies (a crash, out of memory, ``os._exit``) or one
+    that never starts.
+    """
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    timeout = float(timeout_s or entry.timeout_s)
+    what = f"{entry.notebook.name} with parameters {entry.params}"
     try:
         pm.execute_notebook(str(entry.notebook), str(output), parameters=entry.params,
-                            kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent))
+                            kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent),
+                            execution_timeout=timeout)
     except pm.PapermillExecutionError as e:
         first = (e.source or "").strip().splitlines()[:1]
         raise NotebookFailed(
-            f"{entry.notebook.name} with parameters {entry.params} failed in cell {e.cell_index} "
+            f"{what} failed in cell {e.cell_index} "
             f"(execution count {e.exec_count}: {first[0] if first else ''!r}): {e.ename}: {e.evalue}\n"
             f"The executed notebook with the traceback is {output}"
         ) from None
+    except (CellTimeoutError, TimeoutError) as e:
+        raise NotebookFailed(f"{what} timed out: a cell ran longer than {timeout:g} s (timeout_s in the manifest) "
+                             f"and was stopped ({type(e).__name__}: {str(e)[:200]})") from None
+    except DeadKernelError as e:
+        raise NotebookFailed(f"{what} failed: the kernel died (a crash, out of memory or an exit inside a cell): "
+                             f"{str(e)[:200]}") from None
+    except Exception as e:  # noqa: BLE001  (a kernel that does not start, a broken notebook file ...)
+        raise NotebookFailed(f"{what} failed before finishing: {type(e).__name__}: {str(e)[:300]}") from None
 
 
 def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
