@@ -63,3 +63,20 @@ def test_data_notebook_runs_on_the_built_example(example, tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = json.dumps([o.get("text", "") for o in outputs])
     assert "64 regions in [example-city]" in text
+
+
+@pytest.mark.notebooks
+def test_own_city_guide_runs_on_the_example(tmp_path):
+    import nbformat
+    import papermill as pm
+
+    out = tmp_path / "own_city.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks/own_city.ipynb"), str(out), kernel_name="python3", progress_bar=False,
+                        parameters={"scale": "smoke", "work_dir": str(tmp_path / "work")}, cwd=str(REPO / "notebooks"))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    warnings = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
+    assert not warnings, warnings[:2]
+    assert (tmp_path / "work" / "inputs" / "built" / "meta.json").is_file()
+    assert sum(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= 4

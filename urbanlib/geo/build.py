@@ -143,6 +143,8 @@ def _build(cfg: CityConfig, tmp: Path, progress: bool) -> UrbanDataset:
         (tmp / tiles[r]["path"]).unlink(missing_ok=True)
     images = pd.concat([sat, street[street["region_id"].isin(keep)]], ignore_index=True)
 
+    captions = _captions(cfg, images, report) if cfg.captions else pd.DataFrame(columns=CAPTION_COLUMNS)
+
     wgs = regions.wgs84()
     wgs = wgs[wgs["region_id"].isin(keep)]
     wgs[["region_id", "geometry"]].to_file(tmp / "regions.geojson", driver="GeoJSON")
@@ -155,12 +157,42 @@ def _build(cfg: CityConfig, tmp: Path, progress: bool) -> UrbanDataset:
             "config": to_dict(cfg), "inputs": _inputs(cfg),
             "build_seconds": {k: round(v, 3) for k, v in times.items()},
             "build_report": report.to_frame().to_dict(orient="records"),
-            "captions": "none: caption the tiles with urbanlib.captions (the book's pages use the simulated "
-                        "captioner's stand-in when a dataset has no captions)",
+            "captions": (f"{len(captions)} from {cfg.resolve(cfg.captions)}" if cfg.captions else
+                         "none: caption the tiles with urbanlib.captions.batch.caption_dataset (an "
+                         "OpenAI-compatible server such as vLLM or Ollama, or a transformers VLM)"),
             "note": "<indicator>_coverage is the share of the region covered by valid raster pixels; "
                     "satellite_coverage the share of valid pixels in its tile"}
-    return UrbanDataset(regions=table, images=images, captions=pd.DataFrame(columns=CAPTION_COLUMNS),
+    return UrbanDataset(regions=table, images=images, captions=captions,
                         indicators=indicators, root=tmp, report=report, meta=meta)
+
+
+def _captions(cfg: CityConfig, images: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
+    """Captions made earlier (JSONL keyed by built region ids); an image defaults to the region's tile."""
+    path = cfg.resolve(cfg.captions)
+    if not path.is_file():
+        raise DataError(f"captions: {path} not found")
+    try:
+        caps = pd.read_json(path, lines=True, dtype={"region_id": str})
+    except ValueError as e:
+        raise DataError(f"captions: cannot parse {path} as JSON lines ({e})") from None
+    missing = [c for c in ("region_id", "text") if c not in caps.columns]
+    if missing:
+        raise DataError(f"captions: {path} lacks field(s) {missing}; found {list(caps.columns)}")
+    sat = images[images["kind"] == "satellite"].set_index("region_id")["path"]
+    if "image" not in caps:
+        caps["image"] = np.nan
+    caps["image"] = caps["image"].where(caps["image"].notna(), caps["region_id"].map(sat))
+    caps["source"] = caps["source"].fillna("user") if "source" in caps else "user"
+    caps["style"] = caps["style"].fillna("long") if "style" in caps else "long"
+    bad_style = ~caps["style"].isin(["short", "long"])
+    if bad_style.any():
+        raise DataError(f"captions: {path} line {int(np.flatnonzero(bad_style)[0]) + 1}: style must be short or "
+                        f"long, got {caps['style'][bad_style].iloc[0]!r}")
+    unknown = ~caps["image"].isin(set(images["path"])).to_numpy()
+    report.add("caption_unknown_image", "skipped", int(unknown.sum()),
+               f"caption in {path.name} whose region or image is not in the built dataset",
+               [f"line {i + 1}" for i in np.flatnonzero(unknown)[:5]])
+    return caps[~unknown].reset_index(drop=True)
 
 
 def _inputs(cfg: CityConfig) -> list[dict]:
@@ -173,6 +205,7 @@ def _inputs(cfg: CityConfig) -> list[dict]:
         paths.append(("pois", cfg.pois.path))
     if cfg.street_views:
         paths.append(("street_views.points", cfg.street_views.points))
+    paths.append(("captions", cfg.captions))
     rows = []
     for what, p in paths:
         q = cfg.resolve(p)

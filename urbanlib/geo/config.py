@@ -15,6 +15,7 @@ Example (YAML)::
       - {name: night_light, path: viirs.tif, rule: mean}
     pois: {path: pois.csv, category_column: category}
     street_views: {folder: street, points: street/points.csv}
+    captions: captions.jsonl          # optional: captions made earlier, keyed by the built region ids
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class CityConfig:
     indicators: list[IndicatorSpec] = field(default_factory=list)  # indicator rasters
     pois: PoiSpec | None = None  # POI points: poi_count and poi_cat_* columns
     street_views: StreetSpec | None = None  # street-view photos
+    captions: str | None = None  # JSONL of captions already made for this city (region_id, text, style, source, image)
     base_dir: str = ""  # folder relative paths are resolved against (set by load_config)
 
     def resolve(self, p: str | None) -> Path | None:

@@ -12,7 +12,9 @@ generator's and every built value can be compared with the generator's truth:
 * ``night_light`` (EPSG:4326 density, each pixel the value of the cell under its centre) and
   ``carbon`` (EPSG:4326 count) come back approximately: 4326 pixels straddle cell edges;
 * POI counts per category come back exactly (points drawn inside their cell), except two points of
-  a category the config does not declare, which the build report counts.
+  a category the config does not declare, which the build report counts;
+* the generator's simulated captions come along as ``captions.jsonl`` (a stand-in for captions
+  made with a real captioner after a first build).
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ NODATA = -1.0
 
 
 def write_example_inputs(folder: str | Path, profile: str = "synth-ring", scale: str = "smoke", seed: int = 0,
-                         progress: bool = False) -> Path:
-    """Write the example's raw inputs and ``city.yml`` into ``folder``; returns the config path."""
+                         captions: bool = True, progress: bool = False) -> Path:
+    """Write the example's raw inputs and ``city.yml`` into ``folder``; returns the config path.
+
+    With ``captions`` the generator's simulated captions are carried along (``captions.jsonl``,
+    keyed by the ids the build gives), so the pretraining and benchmark pages run on the result.
+    """
     import rasterio
     from pyproj import Transformer
     from rasterio.transform import Affine
@@ -115,6 +121,13 @@ def write_example_inputs(folder: str | Path, profile: str = "synth-ring", scale:
     slon, slat = to_ll.transform(np.array(sx), np.array(sy))
     pd.DataFrame({"path": names, "lon": np.round(slon, 7), "lat": np.round(slat, 7)}).to_csv(
         folder / "street" / "points.csv", index=False)
+    # the generator's captions, keyed by the ids and image paths the build will give them
+    built = {rid: f"example-city_r{r:03d}c{c:03d}" for rid, r, c in zip(reg["region_id"], reg["row"], reg["col"],
+                                                                        strict=True)}
+    caps = ds.captions[["region_id", "image", "source", "style", "text"]].copy()
+    caps["image"] = [im.replace(rid, built[rid]) for im, rid in zip(caps["image"], caps["region_id"], strict=True)]
+    caps["region_id"] = caps["region_id"].map(built)
+    caps.to_json(folder / "captions.jsonl", orient="records", lines=True, force_ascii=False)
     config = {
         "city": "example-city",
         "out": "built",
@@ -127,6 +140,7 @@ def write_example_inputs(folder: str | Path, profile: str = "synth-ring", scale:
                        {"name": "night_light", "path": "night_light.tif", "rule": "mean"}],
         "pois": {"path": "pois.csv", "category_column": "category", "categories": cats},
         "street_views": {"folder": "street", "points": "street/points.csv"},
+        "captions": "captions.jsonl" if captions else None,
     }
     path = folder / "city.yml"
     path.write_text(f"# raw inputs made from SynthCity {profile} ({scale}, seed {seed}) by urbanlib.geo.example\n"
