@@ -80,3 +80,20 @@ def test_own_city_guide_runs_on_the_example(tmp_path):
     assert not warnings, warnings[:2]
     assert (tmp_path / "work" / "inputs" / "built" / "meta.json").is_file()
     assert sum(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", ["pretrain_urbanclip.ipynb", "benchmark.ipynb"])
+def test_training_pages_run_on_the_built_example(example, notebook, tmp_path):
+    """Measured: pretrain_urbanclip 32 s, benchmark 150 s at smoke scale, one thread."""
+    import nbformat
+    import papermill as pm
+
+    built, _ = example
+    out = tmp_path / notebook
+    pm.execute_notebook(str(REPO / "notebooks" / notebook), str(out), kernel_name="python3", progress_bar=False,
+                        parameters={"data_dir": str(built.root), "city": "example-city", "scale": "smoke"},
+                        cwd=str(REPO / "notebooks"))
+    nb = nbformat.read(out, as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]

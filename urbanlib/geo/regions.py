@@ -209,8 +209,9 @@ def _polygons(cfg: CityConfig, report: LoadReport) -> Regions:
         if r.id_column not in gdf.columns:
             raise DataError(f"{path}: id_column {r.id_column!r} not found; columns: {list(gdf.columns)}")
         ids = gdf[r.id_column]
-        if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
-            raise DataError(f"{path}: empty {r.id_column!r} in row {int(np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == '').to_numpy())[0])}")
+        blank = (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy()
+        if blank.any():
+            raise DataError(f"{path}: empty {r.id_column!r} in row {int(np.flatnonzero(blank)[0])}")
         dup = ids.astype(str).duplicated()
         if dup.any():
             raise DataError(f"{path}: duplicate {r.id_column!r} {ids[dup].iloc[0]!r}; region ids must be unique")
