@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import email.utils
 import http.client
 import inspect
 import io
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -20,6 +23,7 @@ import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PIL import Image
@@ -199,13 +203,42 @@ class _Malformed(Exception):
 _RETRY_EXCEPTIONS = (OSError, http.client.HTTPException)
 
 
+def parse_retry_after(value, cap: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date, clamped to ``[0, cap]``.
+
+    Anything else (``-1``, ``nan``, ``inf``, text, a date that does not parse) gives None: the
+    caller falls back to its own backoff.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), cap)
+
+
 class OpenAICompatibleCaptioner(Captioner):
     """Captions from any OpenAI-compatible ``/chat/completions`` endpoint, one request per image.
 
     Images travel as base64 PNG data URLs in the OpenAI vision message format. Requests run on a
     thread pool of ``max_concurrency`` workers. Timeouts, connection errors, HTTP 429 and 5xx are
-    retried with exponential backoff (``backoff_s · 2**attempt``, or the server's ``Retry-After``);
-    other 4xx errors are not retried. A malformed reply (not JSON, no ``choices[0].message.content``,
+    retried with exponential backoff (``backoff_s · 2**attempt``, or the server's ``Retry-After`` in
+    seconds or as an HTTP date, clamped to ``[0, max_backoff_s]``; an unparsable one is ignored);
+    other 4xx errors are not retried. One attempt never takes longer than ``deadline_s`` overall
+    (``timeout_s`` bounds each socket read, so a server that drips its reply byte by byte is cut
+    off at the deadline and retried like a timeout). Every failure is a :class:`CaptionError`. A malformed reply (not JSON, no ``choices[0].message.content``,
     empty text) is retried ``malformed_retries`` times, then raises :class:`CaptionError`.
 
     Args:
@@ -214,7 +247,8 @@ class OpenAICompatibleCaptioner(Captioner):
         api_key: sent as ``Authorization: Bearer``; ``None`` sends no header.
         max_concurrency: most requests in flight at once.
         batch_size: images per :meth:`caption` call from the batch writer.
-        timeout_s: per-request socket timeout (seconds).
+        timeout_s: socket timeout of each read (seconds).
+        deadline_s: longest one attempt may take, connect to last byte (default ``timeout_s``).
         max_retries: retries after the first attempt, for retryable failures.
         backoff_s: first backoff (seconds); doubles each retry, capped at ``max_backoff_s``.
         max_backoff_s: backoff cap (seconds).
@@ -228,15 +262,19 @@ class OpenAICompatibleCaptioner(Captioner):
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_concurrency: int = 4,
                  batch_size: int = 8, timeout_s: float = 60, max_retries: int = 5, backoff_s: float = 1.0,
                  max_backoff_s: float = 30.0, malformed_retries: int = 1, max_tokens: int = 512,
-                 temperature: float = 0.0, name: str | None = None, extra_body: dict | None = None):
+                 temperature: float = 0.0, name: str | None = None, extra_body: dict | None = None,
+                 deadline_s: float | None = None):
         if max_concurrency < 1 or batch_size < 1 or max_retries < 0:
             raise ValueError("max_concurrency and batch_size must be >= 1, max_retries >= 0")
+        if not (timeout_s > 0 and (deadline_s is None or deadline_s > 0)):
+            raise ValueError("timeout_s and deadline_s must be > 0")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
         self.max_concurrency = int(max_concurrency)
         self.batch_size = int(batch_size)
         self.timeout_s = float(timeout_s)
+        self.deadline_s = float(deadline_s if deadline_s is not None else timeout_s)
         self.max_retries = int(max_retries)
         self.backoff_s = float(backoff_s)
         self.max_backoff_s = float(max_backoff_s)
@@ -282,12 +320,20 @@ class OpenAICompatibleCaptioner(Captioner):
         return content.strip()
 
     def _backoff(self, attempt: int, retry_after: str | None = None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.max_backoff_s)
-            except ValueError:
-                pass
-        return min(self.backoff_s * 2 ** attempt, self.max_backoff_s)
+        wait = parse_retry_after(retry_after, self.max_backoff_s)
+        return wait if wait is not None else min(self.backoff_s * 2 ** attempt, self.max_backoff_s)
+
+    def _read(self, req, deadline: float) -> bytes:
+        """POST and read the whole reply before ``deadline`` (``time.monotonic``); TimeoutError past it."""
+        with self._opener.open(req, timeout=min(self.timeout_s, max(0.001, deadline - time.monotonic()))) as resp:
+            parts = []
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"reply not complete within the {self.deadline_s:g} s deadline")
+                chunk = resp.read1(65536)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
 
     def request(self, image: Image.Image, prompt: str, ident: str = "image") -> str:
         """One caption from one request, with the retry policy above.
@@ -304,8 +350,8 @@ class OpenAICompatibleCaptioner(Captioner):
             retry_after = None
             try:
                 req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with self._pool, self._opener.open(req, timeout=self.timeout_s) as resp:
-                    raw = resp.read()
+                with self._pool:
+                    raw = self._read(req, time.monotonic() + self.deadline_s)
                 return self._parse(raw)
             except urllib.error.HTTPError as e:
                 try:
@@ -325,6 +371,8 @@ class OpenAICompatibleCaptioner(Captioner):
                 reason = getattr(e, "reason", e)
                 kind = "timeout" if isinstance(reason, TimeoutError | socket.timeout) else "connection error"
                 last = f"{kind} after {self.timeout_s:g} s: {reason}" if kind == "timeout" else f"{kind}: {reason}"
+            except Exception as e:  # noqa: BLE001  (anything else, e.g. an image PIL cannot encode: not retried)
+                raise CaptionError(f"{ident}: request to {self.url} failed: {type(e).__name__}: {e}") from None
             if attempt >= self.max_retries:
                 raise CaptionError(f"{ident}: gave up after {attempt + 1} attempts to {self.url}; last error: {last}")
             time.sleep(self._backoff(attempt, retry_after))
@@ -347,6 +395,8 @@ class OpenAICompatibleCaptioner(Captioner):
                     results[i] = fut.result()
                 except CaptionError as e:
                     errors.append(str(e))
+                except Exception as e:  # noqa: BLE001  (every failure is a CaptionError)
+                    errors.append(f"{ids[i]}: {type(e).__name__}: {e}")
         if errors:
             raise CaptionError(f"{self.name}: {len(errors)} of {len(images)} captions failed: " + " | ".join(errors),
                                partial=results)

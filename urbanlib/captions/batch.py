@@ -3,20 +3,27 @@
 Each finished caption is appended as one JSON line, flushed and fsynced before the next batch
 starts. A rerun reads the file, skips every finished (image, source, style, prompt) key and
 continues; a line torn by a crash mid-write (no trailing newline, or not JSON) is cut off and its
-image captioned again. So a crash repeats no finished work and loses none. One writer per file.
+image captioned again. So a crash repeats no finished work and loses none.
+
+One writer per file: :func:`caption_dataset` holds an exclusive lock (``.<name>.lock`` beside the
+file) from reading the finished keys to its last write, so a second process waits and then skips
+what the first wrote. An image that cannot be decoded is recorded in ``<name>.failures.jsonl``,
+skipped, and the run goes on; the run then ends with a :class:`CaptionError` naming those images.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
+from ..data.images import open_rgb, resolve_inside
 from ..data.report import DataError
 from .backends import Captioner, CaptionError
 from .prompts import default_prompt, prompt_hash
@@ -114,6 +121,24 @@ def _write(f, rec: dict) -> None:
     os.fsync(f.fileno())
 
 
+def failures_path(out_jsonl: str | Path) -> Path:
+    """Where :func:`caption_dataset` records the images it could not read: ``<name>.failures.jsonl``."""
+    out = Path(out_jsonl)
+    return out.with_name(out.stem + ".failures.jsonl")
+
+
+@contextmanager
+def writer_lock(out_jsonl: str | Path):
+    """Hold the exclusive writer lock of a caption file (blocks while another writer holds it)."""
+    out = Path(out_jsonl)
+    with open(out.with_name(f".{out.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def caption_dataset(ds, captioner: Captioner, out_jsonl: str | Path, prompt: str | None = None,
                     kind: str = "satellite", style: str | None = None, progress: bool = True,
                     batch_size: int | None = None) -> Path:
@@ -139,8 +164,10 @@ def caption_dataset(ds, captioner: Captioner, out_jsonl: str | Path, prompt: str
 
     Raises:
         CaptionError: a caption failed; the captions finished before it (and those of the same
-            batch that succeeded) are already on disk, so rerunning resumes.
-        DataError: an image file is missing, or ``out_jsonl`` has a corrupt line.
+            batch that succeeded) are already on disk, so rerunning resumes. Or, at the end, some
+            images could not be read (missing, truncated, too large): they are named, recorded in
+            :func:`failures_path` and skipped, and every other image is captioned.
+        DataError: ``out_jsonl`` has a corrupt line.
     """
     out = Path(out_jsonl)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +177,17 @@ def caption_dataset(ds, captioner: Captioner, out_jsonl: str | Path, prompt: str
         raise ValueError(f"{captioner.name} writes {sim_style!r} captions, not {style!r}")
     prompt = default_prompt(style, kind) if prompt is None else prompt
     ph = prompt_hash(prompt)
+    with writer_lock(out):
+        bad = _caption_locked(ds, captioner, out, prompt, ph, kind, style, progress, batch_size)
+    if bad:
+        raise CaptionError(f"{captioner.name}: {len(bad)} image(s) could not be read and were skipped (recorded in "
+                           f"{failures_path(out)}; every other image is captioned): " + " | ".join(bad[:10]))
+    return out
+
+
+def _caption_locked(ds, captioner, out: Path, prompt: str, ph: str, kind: str, style: str, progress: bool,
+                    batch_size) -> list[str]:
+    """The body of :func:`caption_dataset`, under the writer lock; returns the unreadable images' errors."""
     done = {record_key(r) for r in read_records(out, repair=True)}
     imgs = ds.images[ds.images["kind"] == kind].drop_duplicates("path")
     todo = [(str(r.region_id), str(r.path)) for r in imgs.itertuples(index=False)
@@ -157,27 +195,35 @@ def caption_dataset(ds, captioner: Captioner, out_jsonl: str | Path, prompt: str
     bs = int(batch_size or captioner.batch_size)
     bar = tqdm(total=len(imgs), initial=len(imgs) - len(todo), desc=f"captions {captioner.name}",
                disable=not progress, leave=False)
+    unreadable: list[str] = []
     try:
         with open(out, "a", encoding="utf-8") as f:
             for start in range(0, len(todo), bs):
-                chunk = todo[start:start + bs]
-                images = []
+                chunk, images = [], []
+                for rid, path in todo[start:start + bs]:
+                    try:  # fully decoded here: a bad file is this image's failure, not the batch's
+                        full = resolve_inside(ds.root, path)
+                        if full is None:  # never read, never sent to a server
+                            raise DataError(f"{path}: image path leaves the dataset folder {ds.root}; not read")
+                        im = open_rgb(full)
+                        im.filename = str(full)  # the simulated captioners look the scene up by file name
+                        images.append(im)
+                        chunk.append((rid, path))
+                    except DataError as e:
+                        unreadable.append(str(e))
+                        _record_failure(out, path, captioner.name, style, ph, str(e))
+                if not chunk:
+                    continue
                 try:
-                    for _, path in chunk:
-                        full = Path(ds.root) / path
-                        if not full.is_file():
-                            raise DataError(f"{full}: image listed in the dataset's images table not found")
-                        images.append(Image.open(full))
-                    try:
-                        texts: list[str | None] = list(captioner.caption(images, prompt))
-                        failure = None
-                    except CaptionError as e:  # keep what succeeded, then stop
-                        texts, failure = list(e.partial or [None] * len(chunk)), e
-                    if len(texts) != len(chunk):
-                        raise CaptionError(f"{captioner.name} returned {len(texts)} captions for {len(chunk)} images")
+                    texts: list[str | None] = list(captioner.caption(images, prompt))
+                    failure = None
+                except CaptionError as e:  # keep what succeeded, then stop
+                    texts, failure = list(e.partial or [None] * len(chunk)), e
                 finally:
                     for im in images:
                         im.close()
+                if len(texts) != len(chunk):
+                    raise CaptionError(f"{captioner.name} returned {len(texts)} captions for {len(chunk)} images")
                 for (rid, path), text in zip(chunk, texts, strict=True):
                     if text is None:
                         continue
@@ -191,4 +237,10 @@ def caption_dataset(ds, captioner: Captioner, out_jsonl: str | Path, prompt: str
                     raise failure
     finally:
         bar.close()
-    return out
+    return unreadable
+
+
+def _record_failure(out: Path, image: str, source: str, style: str, ph: str, error: str) -> None:
+    with open(failures_path(out), "a", encoding="utf-8") as f:
+        _write(f, {"image": image, "source": source, "style": style, "prompt_hash": ph, "error": error,
+                   "created": datetime.now(UTC).isoformat(timespec="seconds")})

@@ -70,11 +70,29 @@ def results_path(experiment: str, results_dir: Path | None = None) -> Path:
     return Path(results_dir or RESULTS_DIR) / f"{experiment}.csv"
 
 
+_CONFLICT = ("<<<<<<< ", "=======", ">>>>>>> ", "|||||||")  # git's merge-conflict lines
+
+
+def _refuse_conflict_markers(path: Path) -> None:
+    """ValueError naming file and line when ``path`` holds git merge-conflict markers (never read as rows)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, start=1):
+            text = line.rstrip("\r\n")
+            if text == "=======" or any(text.startswith(m) for m in _CONFLICT if m != "======="):
+                raise ValueError(f"{path}:{n}: git conflict marker {text[:40]!r}; resolve the merge (keep one "
+                                 f"side's rows, or both) before reading or appending results")
+
+
 def read_results(experiment: str, results_dir: Path | None = None) -> pd.DataFrame:
-    """All committed rows of an experiment (empty frame if none yet)."""
+    """All committed rows of an experiment (empty frame if none yet).
+
+    Raises:
+        ValueError: the file holds git conflict markers (the message names file and line).
+    """
     path = results_path(experiment, results_dir)
     if not path.is_file():
         return pd.DataFrame(columns=ROW_COLUMNS + PROVENANCE_COLUMNS)
+    _refuse_conflict_markers(path)
     return pd.read_csv(path, dtype={"unit": str, "config_hash": str})
 
 
@@ -115,6 +133,8 @@ def _replace_unit(table: str, experiment: str, unit: str, new: pd.DataFrame, res
     # neither drops the other's unit
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            _refuse_conflict_markers(path)
         old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=new.columns)
         old = old[~((old["experiment"] == experiment) & (old["unit"].astype(str) == unit))]
         out = pd.concat([old, new], ignore_index=True) if len(old) else new
