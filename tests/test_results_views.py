@@ -21,8 +21,8 @@ def _unit_rows(city, split, seed, r2):
 @pytest.fixture
 def stored(tmp_path):
     for seed in (0, 2):
-        append_rows("benchmark", f"synth-ring-random-s{seed}", _unit_rows("synth-ring", "random", seed, {"UrbanCLIP": 0.5, "PCA": 0.25}),
-                    {"city": "synth-ring", "split": "random"}, seed, "full", 10.0, tmp_path)
+        append_rows("benchmark", f"synth-ring-s{seed}-urbanclip", _unit_rows("synth-ring", "random", seed, {"UrbanCLIP": 0.5, "PCA": 0.25}),
+                    {"city": "synth-ring", "group": "urbanclip"}, seed, "full", 10.0, tmp_path)
     tr = [{"city": "synth-ring", "model": "A", "task": "synth-grid/gdp", "metric": "R2_mean", "value": 0.3}]
     append_rows("transfer", "synth-ring-s0", tr, {"source": "synth-ring"}, 0, "full", 5.0, tmp_path)
     return tmp_path
@@ -41,11 +41,11 @@ def test_tier_rows_unpack_tasks_and_keep_probe_means(stored):
 def test_coverage_marks_exactly_the_stored_units(stored):
     cov = coverage("benchmark", results_dir=stored).set_index("unit")
     assert cov["stored"].sum() == 2
-    assert cov.loc["synth-ring-random-s0", "stored"] and not cov.loc["synth-ring-random-s1", "stored"]
-    assert cov.loc["synth-ring-random-s2", "wall_s"] == 10.0
+    assert cov.loc["synth-ring-s0-urbanclip", "stored"] and not cov.loc["synth-ring-s1-urbanclip", "stored"]
+    assert cov.loc["synth-ring-s2-urbanclip", "wall_s"] == 10.0
     grid = coverage_grid("benchmark", results_dir=stored)
-    assert grid.loc[("synth-ring", "random")].tolist() == ["✓", "·", "✓"]
-    assert grid.loc[("synth-grid", "blocked")].tolist() == ["·", "·", "·"]
+    assert grid.loc[("synth-ring", "urbanclip")].tolist() == ["✓", "·", "✓"]
+    assert grid.loc[("synth-grid", "baselines")].tolist() == ["·", "·", "·"]
     with pytest.raises(KeyError, match="registered"):
         coverage("benchmarks", results_dir=stored)
     prov = provenance_summary("benchmark", stored)

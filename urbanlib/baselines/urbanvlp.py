@@ -274,7 +274,7 @@ class RegionTriples:
         self.epoch = epoch
         texts = [choose_text(c, self.text_mode, epoch, self.seed, key=int(p))
                  for c, p in zip(self.captions, self.positions, strict=True)]
-        self.tokens = tokenize(texts, self.context_length)  # (n, T)
+        self.tokens = tokenize(texts, self.context_length, end_at_cut=True)  # (n, T); CLIP pools at <end>
 
     def __len__(self) -> int:
         return len(self.positions)

@@ -58,9 +58,9 @@ def coverage(experiment: str, scale: str = "full", results_dir: Path | None = No
 
 
 def coverage_grid(experiment: str, scale: str = "full", results_dir: Path | None = None) -> pd.DataFrame:
-    """:func:`coverage` as a city (× split) by seed grid of ✓ / · marks, for a glance."""
+    """:func:`coverage` as a city (× split or group) by seed grid of ✓ / · marks, for a glance."""
     cov = coverage(experiment, scale, results_dir)
-    index = [c for c in ("city", "source", "split") if c in cov.columns]
+    index = [c for c in ("city", "source", "split", "group", "family") if c in cov.columns]
     cov["mark"] = cov["stored"].map({True: "✓", False: "·"})
     return cov.pivot_table(index=index, columns="seed", values="mark", aggfunc="first")
 
