@@ -127,9 +127,10 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
 def _selection_plan(scale: str):
     from urbanlib.pipeline.hparams import DEV_CITY, DEV_SEED, GRIDS
 
-    # stage 0 before the fine-tuning it feeds; the cheap conv baselines before the costlier UrbanLN and UrbanVLP
-    order = ["UrbanLN stage 0", "UrbanCLIP", "SimCLR ViT", "Autoencoder", "Tile2Vec", "READ", "ResNet-18 land-use",
-             "UrbanLN", "UrbanVLP"]
+    # the cheap families first (their units also measure the tier's costs early); stage 0 before the
+    # UrbanLN fine-tuning it feeds
+    order = ["UrbanCLIP", "SimCLR ViT", "Autoencoder", "Tile2Vec", "READ", "ResNet-18 land-use", "UrbanVLP",
+             "UrbanLN stage 0", "UrbanLN"]
     return [(f"{f.replace(' ', '_')}-lr{lr:g}", {"family": f, "lr": lr, "city": DEV_CITY}, DEV_SEED)
             for f in order for lr in GRIDS[f]]
 
