@@ -17,6 +17,7 @@ Policies (counted in the report by :func:`check_images`, each entry naming the f
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def check_images(ds, report: LoadReport | None = None, expected_size: tuple[int,
         ds: an :class:`UrbanDataset`; paths are relative to ``ds.root`` and must stay inside it.
         report: where counts go (default ``ds.report``).
         expected_size: (width, height) every image should have; None skips the size check.
-        progress: show a tqdm bar (default: when there are more than 500 images).
+        progress: show a tqdm bar (default: when there are more than 500 images and stderr is a terminal;
+            batch jobs and logs stay quiet).
         max_pixels: images with more pixels are skipped without being decoded.
         annotate: add ``width``, ``height`` and ``mode`` columns to ``ds.images``.
 
@@ -131,7 +133,7 @@ def check_images(ds, report: LoadReport | None = None, expected_size: tuple[int,
 
     report = ds.report if report is None else report
     images = ds.images.reset_index(drop=True)
-    show = len(images) > 500 if progress is None else progress
+    show = (len(images) > 500 and sys.stderr.isatty()) if progress is None else progress
     where = [str(p) for p in images["path"]]
     info = []
     for p in tqdm(images["path"], desc="checking images", disable=not show):

@@ -43,8 +43,8 @@ def train_config(scale: Scale, seed: int, progress: bool = True, n_pairs: int | 
     batch = 16 if scale.model_size == "tiny" else 32
     epochs = overrides.get("epochs", scale.pretrain_epochs)
     warmup = 20 if n_pairs is None else max(1, min(20, epochs * (n_pairs // batch) // 10))
-    base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": chosen_lr("UrbanCLIP", scale),
-            "warmup_steps": warmup,
+    lr = overrides["lr"] if "lr" in overrides else chosen_lr("UrbanCLIP", scale)  # a candidate needs no choice
+    base = {"epochs": scale.pretrain_epochs, "batch_size": batch, "lr": lr, "warmup_steps": warmup,
             "weight_decay": 0.05, "seed": seed, "progress": progress, "checkpoint_every": 100}
     if validate:
         base.update(scale.early_stopping())

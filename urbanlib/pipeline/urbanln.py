@@ -208,7 +208,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
                                   else (None, [], np.zeros(0, int)))
     city = ds.cities[0] if len(ds.cities) == 1 else None
     n_regions = len(np.unique(region))
-    batch = train_config(scale, seed).batch_size
+    batch = train_config(scale, seed, lr=lr).batch_size
     momentum = ema_momentum(scale, max(1, n_regions // batch), ema_half_life_epochs,
                             (config or UrbanLNConfig()).momentum)
     n_epoch_pairs = n_regions if imagery == "street" else len(caps)  # street: one view per region per epoch
