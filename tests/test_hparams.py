@@ -61,3 +61,15 @@ def test_training_experiments_wait_for_the_selection(tmp_path, monkeypatch):
     logs = []
     assert runner.run_all("full", results_dir=tmp_path, log=logs.append) == 0 and ran == []
     assert "waits for the learning-rate selection" in logs[0]
+
+
+def test_candidates_with_an_explicit_lr_need_no_choice(tmp_path, monkeypatch):
+    from urbanlib.baselines.simclr import SimCLRConfig
+    from urbanlib.pipeline.urbanclip import train_config
+
+    monkeypatch.setenv("URBANLIB_RESULTS", str(tmp_path))  # no selected_lr.json here
+    full = get_scale("full")
+    assert train_config(full, 0, lr=1e-3).lr == 1e-3
+    assert SimCLRConfig.for_scale(full, lr=2e-4).lr == 2e-4
+    with pytest.raises(LookupError):
+        train_config(full, 0)
