@@ -199,7 +199,7 @@ def test_teacher_student_curve_probes_both_towers_at_each_snapshot(city):
                            val_idx=city.pretrain_val_idx)
     curve = teacher_student_curve(run, city.tensors, city.split, city.ds.log_targets(), city.ds.indicators, "smoke")
     snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
-    assert len(snaps) >= 2 and len(curve) == 2 * len(snaps)
+    assert len(snaps) >= 2 and len(curve) == 2 * min(len(snaps), 6)
     first = curve[curve["step"] == 0].set_index("model")["R2"]
     assert first["student"] == pytest.approx(first["teacher"])  # at step 0 the teacher is the student's copy
     assert np.isfinite(curve["R2"]).all()

@@ -285,14 +285,16 @@ def teacher_student_agreement(model: UrbanLN, images: np.ndarray, caps: list[lis
 
 
 def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets: np.ndarray, indicators,
-                          scale: str | Scale, imagery: str = "satellite", probe_seeds=(0, 1)) -> pd.DataFrame:
+                          scale: str | Scale, imagery: str = "satellite", probe_seeds=(0, 1),
+                          max_points: int = 6) -> pd.DataFrame:
     """Probe R² of the student and of its EMA teacher at every saved evaluation of an UrbanLN run.
 
     Reads the run's weight snapshots (saved at the ``smoke`` and ``default`` scales); each snapshot's
     student and teacher image towers are read out like the benchmark's (mean final patch tokens) and
     probed (mean over ``probe_seeds`` and indicators). With distillation working as intended the
     teacher, an average of recent students, leads or matches the student. Returns rows step, model
-    (student | teacher), R2; empty without MSD or snapshots.
+    (student | teacher), R2 at up to ``max_points`` evenly spaced evaluations; empty without MSD or
+    snapshots.
     """
     import copy
     from types import SimpleNamespace
@@ -305,6 +307,8 @@ def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets
     from .features import satellite_features, street_features
 
     snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
+    if len(snaps) > max_points:  # evenly spaced, first and last kept: each point costs two probe fits
+        snaps = [snaps[i] for i in np.unique(np.linspace(0, len(snaps) - 1, max_points).round().astype(int))]
     if run.model.msd is None or not snaps:
         return pd.DataFrame(columns=["step", "model", "R2"])
     model = copy.deepcopy(run.model).eval()
