@@ -8,6 +8,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from toy_training import Linear, Points
 
 from urbanlib.models import Vocab, create_model, load_trained
 from urbanlib.train import TrainConfig, Trainer, latest_checkpoint, load_checkpoint, lr_at, save_checkpoint
@@ -217,30 +218,7 @@ def test_ddp_gloo_two_processes_match_single_process(tmp_path):
 
 
 # ---- validation, early stopping, plateau schedule ------------------------------------------------
-class _Linear(torch.nn.Module):
-    """y = w x + b with a squared loss: converges in a few dozen steps, then the validation loss plateaus."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(4, 1)
-
-    def forward(self, batch):
-        err = self.lin(batch["x"]).squeeze(-1) - batch["y"]
-        return {"loss": (err ** 2).mean(), "abs_loss": err.abs().mean()}
-
-
-class _Points:
-    def __init__(self, n, seed):
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.3 * torch.randn(n, generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": self.y[i]}
+_Linear, _Points = Linear, Points  # y = w x + b: converges in a few dozen steps, then plateaus
 
 
 def _es_cfg(**kw):

@@ -13,52 +13,23 @@ import sys
 
 import pytest
 import torch
+from toy_training import Linear, Points
 
 from urbanlib.train import TrainConfig, Trainer, latest_checkpoint, load_checkpoint, save_checkpoint
 from urbanlib.train import checkpoint as ckpt_mod
 from urbanlib.train.checkpoint import CheckpointError
 
-MODEL_SRC = '''
-import torch
-
-
-class Linear(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(4, 1)
-
-    def forward(self, batch):
-        err = self.lin(batch["x"]).squeeze(-1) - batch["y"]
-        return {"loss": (err ** 2).mean(), "abs_loss": err.abs().mean()}
-
-
-class Points:
-    def __init__(self, n, seed):
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.3 * torch.randn(n, generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": self.y[i]}
-
-
 CFG = dict(max_steps=60, batch_size=8, lr=0.05, warmup_steps=2, progress=False, seed=1, evals_per_epoch=2,
            patience=5, schedule="plateau", checkpoint_every=7, weight_decay=0.0)
-'''
-ns: dict = {}
-exec(MODEL_SRC, ns)  # the same definitions in this process and in the killed one
-Linear, Points, CFG = ns["Linear"], ns["Points"], ns["CFG"]
+HERE = os.path.dirname(os.path.abspath(__file__))  # toy_training.py: the same model here and in the killed process
 
 KILLER = '''
 import os, signal, sys
 sys.path.insert(0, {here!r})
 import torch
 torch.set_num_threads(1)
-from trainer_fixture import CFG, Linear, Points
+from toy_training import Linear, Points
+CFG = {cfg!r}
 from urbanlib.train import TrainConfig, Trainer
 
 kill_at = int(sys.argv[2])
@@ -92,9 +63,8 @@ def _assert_same_run(a, b, out_a, out_b):
 def test_resume_after_real_sigkill_logs_every_step_once(tmp_path):
     straight = _trainer(tmp_path / "straight")
     straight.fit()
-    (tmp_path / "trainer_fixture.py").write_text(MODEL_SRC)
     script = tmp_path / "killed.py"
-    script.write_text(KILLER.format(here=str(tmp_path)))
+    script.write_text(KILLER.format(here=HERE, cfg=CFG))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "killed"
     for kill_at in (10, 25):  # the second process resumes from step 7, checkpoints at 14 and 21, dies at 25

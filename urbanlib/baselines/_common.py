@@ -17,7 +17,7 @@ cheaper, epochs than a ViT). Without ``val_idx`` the run has that many epochs, f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from urbanlib.pipeline.augment import dihedral
+from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale, get_scale
 from urbanlib.train.trainer import TrainConfig
@@ -54,6 +55,14 @@ def resolve_scale(scale: Scale | str | None) -> Scale:
 def epoch_cap(preset_epochs: int, scale: Scale) -> int:
     """Epochs of a conv baseline's run: the scale's ``pretrain_epochs``, or its preset's where larger (module doc)."""
     return max(int(preset_epochs), int(scale.pretrain_epochs))
+
+
+def sized(cfg, scale: Scale, family: str, overrides: dict):
+    """A conv baseline's preset ``cfg`` with the tier's epoch cap and the family's chosen lr, then ``overrides``."""
+    fields = {"epochs": epoch_cap(cfg.epochs, scale), **overrides}
+    if "lr" not in fields:
+        fields["lr"] = chosen_lr(family, scale)
+    return replace(cfg, **fields)
 
 
 def val_positions(inputs: BaselineInputs, mask: np.ndarray | None = None) -> np.ndarray | None:

@@ -17,7 +17,7 @@ The learning rate is the ``"Autoencoder"`` family's (:func:`urbanlib.pipeline.hp
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from urbanlib.eval.metrics import linear_cka
-from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale
 
@@ -35,8 +34,8 @@ from ._common import (
     TileDataset,
     count_params,
     embed_all,
-    epoch_cap,
     resolve_scale,
+    sized,
     train,
     train_positions,
     val_positions,
@@ -75,10 +74,7 @@ class AutoencoderConfig:
                       batch_size=32)
         else:
             cfg = cls()
-        fields = {"epochs": epoch_cap(cfg.epochs, s), **overrides}
-        if "lr" not in fields:
-            fields["lr"] = chosen_lr(FAMILY, s)
-        return replace(cfg, **fields)
+        return sized(cfg, s, FAMILY, overrides)
 
 
 class ConvAutoencoder(nn.Module):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ from torch import nn
 
 from urbanlib.data.synthcity import PROFILES, load_city
 from urbanlib.eval.metrics import linear_cka
-from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import load_tensors
 from urbanlib.scales import Scale, get_scale
 
@@ -50,9 +49,9 @@ from ._common import (
     TileDataset,
     count_params,
     embed_all,
-    epoch_cap,
     recalibrate_batchnorm,
     resolve_scale,
+    sized,
     train,
 )
 from .base import BaselineInputs, FittedEncoder, NotAvailable
@@ -90,10 +89,7 @@ class ResNetConfig:
             cfg = cls(input_px=224, epochs=30, batch_size=64)
         else:
             cfg = cls()
-        fields = {"epochs": epoch_cap(cfg.epochs, s), **overrides}
-        if "lr" not in fields:
-            fields["lr"] = chosen_lr(FAMILY, s)
-        return replace(cfg, **fields)
+        return sized(cfg, s, FAMILY, overrides)
 
 
 def imagenet_input(input_px: int):

@@ -26,7 +26,7 @@ unaugmented. The epochs are the cap, ``max(preset epochs, scale.pretrain_epochs)
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from urbanlib.eval.metrics import linear_cka
-from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.scales import Scale
 
 from ._common import (
@@ -43,9 +42,9 @@ from ._common import (
     TileDataset,
     count_params,
     embed_all,
-    epoch_cap,
     resolve_scale,
     seeded,
+    sized,
     train,
     train_positions,
     val_positions,
@@ -83,10 +82,7 @@ class Tile2VecConfig:
             cfg = cls(ConvConfig(widths=(32, 64, 128, 256)), z_dim=512, epochs=30, batch_size=64)
         else:
             cfg = cls()
-        fields = {"epochs": epoch_cap(cfg.epochs, s), **overrides}
-        if "lr" not in fields:
-            fields["lr"] = chosen_lr(FAMILY, s)
-        return replace(cfg, **fields)
+        return sized(cfg, s, FAMILY, overrides)
 
 
 # ---- spatial sampling -------------------------------------------------------------------------
