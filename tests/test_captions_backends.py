@@ -7,10 +7,11 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from local_server import LocalServer, ok_reply
 from PIL import Image
 
 from urbanlib.captions import prompts
@@ -167,7 +168,7 @@ def test_transformers_captioner_argument_errors():
 # ---------------------------------------------------------------------------- OpenAI-compatible backend
 
 
-class _Server:
+class _Server(LocalServer):
     """A loopback chat-completions server whose replies a test scripts: reply(n, body) -> (status, bytes, delay)."""
 
     def __init__(self, reply):
@@ -201,22 +202,7 @@ class _Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _ok(text):
-    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+        self.serve(Handler)
 
 
 def _image_digest(body):
@@ -225,7 +211,7 @@ def _image_digest(body):
 
 
 def test_openai_batching_format_order_and_concurrency_limit():
-    with _Server(lambda n, body: (200, _ok(f"caption {_image_digest(body)}"), 0.3)) as srv:
+    with _Server(lambda n, body: (200, ok_reply(f"caption {_image_digest(body)}"), 0.3)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "qwen2.5-vl", api_key="k", max_concurrency=2, backoff_s=0.01)
         imgs = _images(5)
         out = cap.caption(imgs, "describe")
@@ -247,7 +233,7 @@ def test_openai_batching_format_order_and_concurrency_limit():
 
 @pytest.mark.parametrize("status", [503, 500, 429])
 def test_openai_retries_5xx_and_429_then_succeeds(status):
-    with _Server(lambda n, body: (status, b"busy", 0) if n < 2 else (200, _ok("ok"), 0)) as srv:
+    with _Server(lambda n, body: (status, b"busy", 0) if n < 2 else (200, ok_reply("ok"), 0)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", max_retries=3, backoff_s=0.01)
         assert cap.caption(_images(1), "p") == ["ok"]
     assert len(srv.requests) == 3
@@ -264,10 +250,10 @@ def test_openai_gives_up_after_retries_naming_the_image():
 
 
 def test_openai_timeout_is_retried_then_reported():
-    with _Server(lambda n, body: (200, _ok("slow"), 1.0) if n == 0 else (200, _ok("fast"), 0)) as srv:
+    with _Server(lambda n, body: (200, ok_reply("slow"), 1.0) if n == 0 else (200, ok_reply("fast"), 0)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=0.2, max_retries=2, backoff_s=0.01)
         assert cap.caption(_images(1), "p") == ["fast"]
-    with _Server(lambda n, body: (200, _ok("slow"), 1.0)) as srv:
+    with _Server(lambda n, body: (200, ok_reply("slow"), 1.0)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=0.2, max_retries=1, backoff_s=0.01)
         t0 = time.perf_counter()
         with pytest.raises(CaptionError, match=r"image #0: gave up after 2 attempts.*timeout"):
@@ -277,7 +263,7 @@ def test_openai_timeout_is_retried_then_reported():
 
 
 @pytest.mark.parametrize("payload", [b"<html>oops</html>", b'{"choices": []}', b'{"result": "x"}',
-                                     _ok(""), _ok("   ")])
+                                     ok_reply(""), ok_reply("   ")])
 def test_openai_malformed_reply_raises_caption_error(payload):
     with _Server(lambda n, body: (200, payload, 0)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", malformed_retries=1, backoff_s=0.01)
@@ -300,7 +286,7 @@ def test_openai_partial_batch_failure_keeps_successes():
 
     def reply(n, body):
         url = body["messages"][0]["content"][1]["image_url"]["url"]
-        return (400, b"no", 0) if url == bad else (200, _ok(f"c{n}"), 0)
+        return (400, b"no", 0) if url == bad else (200, ok_reply(f"c{n}"), 0)
 
     with _Server(reply) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", max_concurrency=1, backoff_s=0.01)
@@ -493,13 +479,13 @@ def test_caption_dataset_with_the_openai_client_resumes_after_a_failed_request(c
     small = city.subset(region_ids=city.region_ids[:7])
     out = tmp_path / "caps.jsonl"
     # batches of 3, one request at a time: request #4 (second batch) is refused
-    with _Server(lambda n, body: (400, b"no", 0) if n == 4 else (200, _ok(f"caption {n}"), 0)) as srv:
+    with _Server(lambda n, body: (400, b"no", 0) if n == 4 else (200, ok_reply(f"caption {n}"), 0)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", max_concurrency=1, batch_size=3, backoff_s=0.01)
         with pytest.raises(CaptionError, match="HTTP 400"):
             caption_dataset(small, cap, out, progress=False)
     assert len(srv.requests) == 6  # the third batch never started
     assert [r["text"] for r in read_records(out)] == ["caption 0", "caption 1", "caption 2", "caption 3", "caption 5"]
-    with _Server(lambda n, body: (200, _ok(f"again {n}"), 0)) as srv:
+    with _Server(lambda n, body: (200, ok_reply(f"again {n}"), 0)) as srv:
         caption_dataset(small, OpenAICompatibleCaptioner(srv.url, "m", batch_size=3), out, progress=False)
     assert len(srv.requests) == 2  # only the refused image and the one never tried
     recs = read_records(out)

@@ -8,11 +8,12 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pandas as pd
 import pytest
+from local_server import LocalServer, ok_reply
 from PIL import Image
 
 from urbanlib.captions.backends import Captioner, CaptionError, OpenAICompatibleCaptioner, parse_retry_after
@@ -21,7 +22,7 @@ from urbanlib.data.dataset import UrbanDataset
 from urbanlib.results import store
 
 
-class _Scripted:
+class _Scripted(LocalServer):
     """A loopback server; ``script(n)`` -> (status, headers, body, drip_s) for request n."""
 
     def __init__(self, script):
@@ -53,22 +54,7 @@ class _Scripted:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _ok(text):
-    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+        self.serve(Handler)
 
 
 def _img():
@@ -76,7 +62,7 @@ def _img():
 
 
 def test_a_dripping_server_is_cut_off_at_the_deadline():
-    body = _ok("x" * 150)
+    body = ok_reply("x" * 150)
     with _Scripted(lambda n: (200, {}, body, 0.25)) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=1.0, deadline_s=1.5, max_retries=1, backoff_s=0.01)
         t0 = time.monotonic()
@@ -103,7 +89,7 @@ def test_retry_after_as_an_http_date_in_the_future():
 
 def test_odd_retry_after_values_fall_back_to_backoff_instead_of_losing_the_batch():
     replies = [(429, {"Retry-After": "-1"}, b"slow down", 0), (503, {"Retry-After": "nan"}, b"busy", 0),
-               (429, {"Retry-After": "Thu, 99 Foo 20xx"}, b"", 0), (200, {}, _ok("a caption"), 0)]
+               (429, {"Retry-After": "Thu, 99 Foo 20xx"}, b"", 0), (200, {}, ok_reply("a caption"), 0)]
     with _Scripted(lambda n: replies[min(n, 3)]) as srv:
         cap = OpenAICompatibleCaptioner(srv.url, "m", max_retries=5, backoff_s=0.01)
         assert cap.caption([_img()], "p") == ["a caption"]
