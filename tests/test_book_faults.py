@@ -70,3 +70,20 @@ def test_a_dead_kernel_and_a_hung_cell_are_page_failures_and_store_goes_on(tmp_p
     assert "'x': 6" in msg and "timed out" in msg and "8 s" in msg
     pages = sorted(p.name for p in (tmp_path / "site" / "results" / "pages" / "default").glob("[!.]*.ipynb"))
     assert pages == ["square__8.ipynb"]  # the page after the two failures is stored
+
+
+@pytest.mark.notebooks
+def test_the_timeout_bounds_the_whole_page_not_each_cell(tmp_path):
+    import nbformat
+
+    from urbanlib.book.manifest import Entry
+    from urbanlib.book.runner import execute_entry
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time")] + [nbformat.v4.new_code_cell("time.sleep(2)")
+                                                             for _ in range(4)]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(NotebookFailed, match="page ran longer than 5 s"):  # each cell alone is well under 5 s
+        execute_entry(Entry("slow", path, "Slow", {}, timeout_s=5), tmp_path / "out.ipynb", kernel_name="python3")
+    execute_entry(Entry("slow", path, "Slow", {}, timeout_s=30), tmp_path / "ok.ipynb", kernel_name="python3")

@@ -5,7 +5,7 @@ A list value expands into one page per value. ``params`` are executed by every b
 parameter sets are executed once by ``python -m urbanlib.book store`` (part of ``make results``) and
 the book shows the committed pages (:mod:`urbanlib.book.stored`). ``scales`` restricts an
 experiment to some scale presets; ``stored_scales`` the stored sets (default: ``[default]``).
-``timeout_s`` (top level or per experiment) bounds how long any cell of a page may run.
+``timeout_s`` (top level or per experiment) bounds how long a page may run in all.
 
 The manifest is checked before anything runs: unknown keys are an error with a "did you mean",
 every parameter must be a name the notebook's ``parameters`` cell assigns, and scale names must
@@ -98,7 +98,7 @@ class Entry:
     title: str  # page title in the table of contents
     params: dict = field(default_factory=dict)  # papermill parameters (scale included)
     stored: bool = False  # executed by `python -m urbanlib.book store`, shown as stored by the book
-    timeout_s: float = DEFAULT_TIMEOUT_S  # longest any one cell may run before the page fails
+    timeout_s: float = DEFAULT_TIMEOUT_S  # longest the page may run, all cells together, before it fails
 
     @property
     def slug(self) -> str:

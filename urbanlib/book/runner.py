@@ -100,8 +100,8 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
     """Execute one entry with papermill into ``output``.
 
     Every way a page can fail is a :class:`NotebookFailed` naming the notebook and its parameters:
-    a cell that raises (with the cell), a cell that runs longer than ``timeout_s`` (default: the
-    entry's, from the manifest), a kernel that dies (a crash, out of memory, ``os._exit``) or one
+    a cell that raises (with the cell), a page that runs longer than ``timeout_s`` in all (default:
+    the entry's, from the manifest; each cell gets what the cells before it left), a kernel that dies (a crash, out of memory, ``os._exit``) or one
     that never starts.
     """
     import papermill as pm
@@ -109,10 +109,15 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
 
     timeout = float(timeout_s or entry.timeout_s)
     what = f"{entry.notebook.name} with parameters {entry.params}"
+    deadline = time.monotonic() + timeout
+
+    def time_left(cell) -> int:  # the page's budget: each cell may run for what the cells before it left
+        return max(1, int(deadline - time.monotonic()))
+
     try:
         pm.execute_notebook(str(entry.notebook), str(output), parameters=entry.params,
                             kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent),
-                            execution_timeout=timeout)
+                            execution_timeout=timeout, timeout_func=time_left)
     except pm.PapermillExecutionError as e:
         first = (e.source or "").strip().splitlines()[:1]
         raise NotebookFailed(
@@ -121,7 +126,7 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
             f"The executed notebook with the traceback is {output}"
         ) from None
     except (CellTimeoutError, TimeoutError) as e:
-        raise NotebookFailed(f"{what} timed out: a cell ran longer than {timeout:g} s (timeout_s in the manifest) "
+        raise NotebookFailed(f"{what} timed out: the page ran longer than {timeout:g} s (timeout_s in the manifest) "
                              f"and was stopped ({type(e).__name__}: {str(e)[:200]})") from None
     except DeadKernelError as e:
         raise NotebookFailed(f"{what} failed: the kernel died (a crash, out of memory or an exit inside a cell): "
