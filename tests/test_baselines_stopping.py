@@ -266,3 +266,12 @@ def test_benchmark_baseline_features_carry_the_facts(city):
     assert cached.info["cached"] and cached.info["training"] == fresh.info["training"]
     assert cached.info["cka_to_init"] == fresh.info["cka_to_init"]
     assert run_baseline("MuseCL", inputs_of(city)).__class__ is NotAvailable
+
+
+def test_simclr_family_reports_its_training_and_cka(city):
+    from urbanlib.baselines import run_baseline
+
+    out = run_baseline("UrbanViT", inputs_of(city))
+    t = out.info["training"]
+    assert t["stopped_by"] in ("patience", "cap") and 0 < t["steps"] <= t["step_cap"] and t["val_samples"] > 0
+    assert 0.0 <= out.info["cka_to_init"] <= 1.0 + 1e-9

@@ -15,6 +15,7 @@ Downstream features are :func:`~urbanlib.models.urbanclip.mean_patch_features`, 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,7 +38,7 @@ from urbanlib.train import TrainConfig
 from urbanlib.train.distributed import all_gather_with_grad, world_size
 
 from .base import BaselineInputs, FittedEncoder
-from .training import count_params, encode_satellite, run_trainer, usable_train
+from .training import count_params, encode_satellite, fit_trainer, usable_train
 
 
 @dataclass
@@ -273,22 +274,32 @@ def train_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[
     stopping = inputs.scale.early_stopping() if (val is not None and inputs.scale is not None) else {}
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=batch, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        seed=inputs.seed, progress=inputs.progress, **stopping)
-    history = run_trainer(model, data, tcfg, cfg.out_dir, val_dataset=val)
+    init = copy.deepcopy(model).eval()  # the same weights at initialisation: the CKA reference
+    history, facts = fit_trainer(model, data, tcfg, cfg.out_dir, val_dataset=val)
     model.eval()
+    model.training_facts, model.initial = facts, init
     return model, history
 
 
 def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np.ndarray], dict],
               train_pos: np.ndarray, name: str, info: dict | None = None,
               val_pos: np.ndarray | None = None) -> FittedEncoder:
-    """Train (:func:`train_pairs`) and return mean-patch features of every region's tile."""
+    """Train (:func:`train_pairs`) and return mean-patch features of every region's tile.
+
+    ``info`` carries the run's ``training`` facts (:func:`~urbanlib.baselines.training.training_facts`)
+    and ``cka_to_init``, the linear CKA of the features at initialisation and after training.
+    """
+    from urbanlib.eval.metrics import linear_cka
+
     model, history = train_pairs(inputs, cfg, positives, train_pos, name, val_pos)
     feats = encode_satellite(model.features, inputs.tensors, model.vision.image_size, progress=inputs.progress,
                              desc=f"{name} features")
+    init = encode_satellite(model.initial.features, inputs.tensors, model.vision.image_size)
     total, trainable = count_params(model.visual)
     return FittedEncoder(name, feats, history, total, trainable,
                          {"encoder": f"urbanclip-{cfg.model_size} ViT (random init)", "train_regions": len(train_pos),
-                          "config": asdict(cfg), **(info or {})})
+                          "config": asdict(cfg), "training": model.training_facts,
+                          "cka_to_init": linear_cka(init, feats), **(info or {})})
 
 
 def satellite_train_positions(inputs: BaselineInputs, name: str) -> np.ndarray:

@@ -92,7 +92,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
         out = run_baseline("UrbanViT", BaselineInputs(city.ds, city.tensors, city.pretrain_idx, seed, city.scale,
                                                        False, val_idx=city.pretrain_val_idx),
                            SimCLRConfig.for_scale(city.scale, lr=lr))
-        feats = out.features
+        feats, info = out.features, out.info.get("training", {})
     elif family in BASELINE_FAMILIES:
         from importlib import import_module
 
