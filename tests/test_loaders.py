@@ -329,3 +329,46 @@ def test_fixtures_are_deterministic(tmp_path):
     assert (a / "labels/Beijing.csv").read_bytes() != (c / "labels/Beijing.csv").read_bytes()
     g1, g2 = gen.make(tmp_path / "g1"), gen.make(tmp_path / "g2")
     assert (g1 / "indicators.csv").read_bytes() == (g2 / "indicators.csv").read_bytes()
+
+
+def test_a_fill_value_is_found_wherever_it_sits_in_the_distribution():
+    rng = np.random.default_rng(0)
+    n = 400
+    gdp = rng.lognormal(8, 1, n)
+    gdp[rng.choice(n, 80, replace=False)] = 10000.0  # 20%, below the maximum (as in the Beijing release)
+    gdp[:3] = 0.0
+    table = pd.DataFrame({"region_id": [f"r{i}" for i in range(n)], "city": "c", "gdp": gdp,
+                          "crime": rng.poisson(2.0, n).astype(float)})  # counts: common small values, no fill
+    rep = LoadReport()
+    out = validate.check_regions(table, rep, indicators=["gdp", "crime"])
+    assert gdp.max() > 10000.0 and rep.count("fill_gdp") == 80 and out["gdp_fill"].sum() == 80
+    assert (out.loc[out["gdp_fill"], "gdp"] == 10000.0).all() and rep.count("zero_gdp") == 3
+    assert rep.count("capped_gdp") == 0 and rep.count("fill_crime") == 0 and "crime_fill" not in out
+    few = table.assign(gdp=np.where(np.arange(n) < 10, 10000.0, rng.lognormal(8, 1, n)))  # 2.5%: not a fill value
+    assert validate.check_regions(few, LoadReport(), indicators=["gdp"]).get("gdp_fill") is None
+
+
+def _release():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "urbanclip-release"
+    if not (root / "labels" / "Beijing.csv").is_file():
+        pytest.skip("the UrbanCLIP release is not beside this checkout (../shared/datasets/urbanclip-release)")
+    return root
+
+
+def test_the_beijing_release_loads_with_its_fill_value_flagged():
+    from urbanlib.data import load
+
+    ds = load(_release(), layout="urbanclip", city="Beijing")
+    assert len(ds.regions) == 4587 and ds.report.count("fill_gdp") == 940
+    assert int(ds.regions["gdp_fill"].sum()) == 940 and (ds.regions.loc[ds.regions["gdp_fill"], "gdp"] == 10000).all()
+    assert not ds.captions.empty and ds.captions["region_id"].nunique() > 0
+
+
+def test_shanghai_loads_with_labels_only_and_says_so():
+    from urbanlib.data import load
+
+    ds = load(_release(), layout="urbanclip", city="Shanghai")
+    assert len(ds.regions) == 5168 and (ds.captions is None or ds.captions.empty)
+    assert ds.report.count("captions_file_missing") == 1 and ds.report.count("region_without_caption") == 5168

@@ -20,8 +20,14 @@ Policies (rows are 0-based data rows of the source table):
 * zero indicator -> kept (``zero_<indicator>``, flagged): zeros are legitimate (empty land) but
   dominate some real releases, so users should see how many there are.
 * capped indicator: when the maximum value occurs in at least ``cap_min_share`` of rows, it is a
-  ceiling of the source (UrbanCLIP's GDP is 10000.0 in ~20% of rows); rows are kept, a boolean
-  column ``<indicator>_capped`` marks them (``capped_<indicator>``, flagged).
+  ceiling of the source; rows are kept, a boolean column ``<indicator>_capped`` marks them
+  (``capped_<indicator>``, flagged).
+* fill value: a single non-zero value below the maximum held by at least ``cap_min_share`` of the
+  rows, and at least three times as often as the next most common value, is a fill value of the
+  source wherever it sits in the distribution (UrbanCLIP's Beijing GDP is exactly 10000.0 in 20.5% of
+  the rows while its maximum is 49,851); rows are kept, ``<indicator>_fill`` marks them
+  (``fill_<indicator>``, flagged), and models should exclude or model them. Count indicators with
+  naturally common small values do not trigger it (their top values are about as frequent).
 * caption text that is not a string (a number, list, object) -> DataError naming file and row;
   the readers check this first and name the line.
 * empty caption -> skipped (``empty_caption``); caption longer than ``max_caption_chars`` ->
@@ -97,6 +103,7 @@ def check_regions(regions: pd.DataFrame, report: LoadReport, source: str = "regi
                    _examples(df, zero))
         if detect_caps:
             flag_capped(df, col, report, source, cap_min_share)
+            flag_fill(df, col, report, source, cap_min_share)
     return df
 
 
@@ -121,6 +128,33 @@ def flag_capped(df: pd.DataFrame, col: str, report: LoadReport, source: str = "r
                f"the source, true values are >= {top:g}; kept, marked in column {col}_capped",
                _examples(df, at_top))
     return float(top)
+
+
+def flag_fill(df: pd.DataFrame, col: str, report: LoadReport, source: str = "regions",
+              min_share: float = CAP_MIN_SHARE, dominance: float = 3.0) -> float | None:
+    """Mark rows holding a fill value of ``col`` (module policies) with a ``<col>_fill`` column.
+
+    Returns:
+        The fill value, or None when no single non-zero value below the maximum is common enough.
+    """
+    values = df[col].to_numpy(dtype=float)
+    ok = ~np.isnan(values)
+    nonzero = values[ok & (values != 0)]
+    if len(nonzero) < 2:
+        return None
+    uniq, counts = np.unique(nonzero, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    value, n = float(uniq[order[0]]), int(counts[order[0]])
+    runner_up = int(counts[order[1]]) if len(order) > 1 else 0
+    if value == nonzero.max() or n < 2 or n < min_share * ok.sum() or n < dominance * runner_up:
+        return None  # the maximum is flag_capped's case
+    at = ok & (values == value)
+    df[f"{col}_fill"] = at
+    report.add(f"fill_{col}", "flagged", int(at.sum()),
+               f"{col} is exactly {value:g} in {n}/{ok.sum()} rows ({n / ok.sum():.1%}) of {source}, below its "
+               f"maximum {nonzero.max():g}: a fill value of the source; kept, marked in column {col}_fill",
+               _examples(df, at))
+    return value
 
 
 def _numeric(df: pd.DataFrame, col: str, source: str, what: str = "") -> pd.Series:
