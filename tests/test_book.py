@@ -52,8 +52,9 @@ def test_build_renders_computed_output(tmp_path):
     """The whole pipeline on a one-notebook manifest: papermill -> _toc.yml -> strict jupyter-book."""
     root = tmp_path / "site"
     (root / "book").mkdir(parents=True)
-    (root / "book" / "intro.md").write_text("# Test book\n\nIntro.\n")
+    (root / "book" / "intro.md").write_text("# Test book\n\nIntro with math: $L = (1-\\mu) L_C + \\mu L_D$.\n")
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "book" / "_static", root / "book" / "_static")
     (root / "nbs").mkdir()
     manifest = make_notebook.write(root / "nbs", stored=[5])
     (root / "nbs" / "runs.yml").write_text(manifest.read_text() + "    stored_scales: [smoke]\n")
@@ -69,6 +70,15 @@ def test_build_renders_computed_output(tmp_path):
     assert "square of 7 is 49" in html and "square of 12 is 144" in html
     assert "square of 5 is 25" in html and "Stored page, not executed by this build" in html
     assert "Square of 5 (stored)" in (root / "_toc.yml").read_text()
+    # offline: MathJax comes from the book's own files, and no page loads a script, style or font from elsewhere
+    import re
+
+    every = {p: p.read_text() for p in (root / "_build" / "html").rglob("*.html")}
+    intro = next(t for p, t in every.items() if p.name == "intro.html")
+    assert "_static/mathjax/tex-mml-chtml.js" in intro
+    external = re.compile(r"<(?:script|link|img)[^>]+(?:src|href)=[\"'](?:https?:)?//", re.I)
+    assert not {p.name for p, t in every.items() if external.search(t)}
+    assert (root / "_build" / "html" / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
     timings = json.loads((root / ".cache" / "book_timings.json").read_text())
     assert sorted(v["status"] for v in timings.values()) == ["ran", "ran", "stored"]
     # a second run with nothing changed is served from the cache
