@@ -314,3 +314,21 @@ def test_linear_cka_is_one_for_rotations_and_low_for_unrelated_features():
     assert linear_cka(x, y) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="rows"):
         linear_cka(x, x[:10])
+
+
+def test_a_model_the_data_cannot_feed_is_an_na_row_and_the_others_run(monkeypatch):
+    from urbanlib.pipeline import benchmark
+    from urbanlib.pipeline.city import open_city
+
+    city = open_city("synth-ring", "smoke", 0, progress=False)
+    real = benchmark.encoder_features
+
+    def fake(c, name, progress=False):
+        if name == "PCA":
+            raise ValueError("PCA with 10 components needs at least that many training tiles, got 8")
+        return real(c, name, progress)
+
+    monkeypatch.setattr(benchmark, "encoder_features", fake)
+    metrics, feats, _ = benchmark.run_benchmark(city, ["PCA", "ResNet-18 (random)"], log=lambda *a: None)
+    assert isinstance(feats["PCA"], NotAvailable) and "10 components" in feats["PCA"].reason
+    assert set(metrics["model"]) == {"ResNet-18 (random)"}

@@ -77,3 +77,22 @@ def test_benchmark_notebook_runs_on_the_urbanclip_release_layout(tmp_path, monke
     assert "Beijing" in html and "UrbanCLIP" in html
     for reason in ("needs human-mobility flows", "no long captions", "no street images"):
         assert reason in html, reason  # the n/a rows say why
+
+
+def test_benchmark_notebook_runs_only_the_models_asked_for(tmp_path, monkeypatch):
+    import nbformat
+    import papermill as pm
+
+    monkeypatch.setenv("URBANLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("URBANLIB_NUM_THREADS", "1")
+    out = tmp_path / "benchmark.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks/benchmark.ipynb"), str(out), kernel_name="python3",
+                        parameters={"scale": "smoke", "models": ["PCA", "UrbanCLIP"]},
+                        progress_bar=False, cwd=str(REPO / "notebooks"))
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "cache" / "results" / "benchmark-synth-ring-smoke-random.csv")
+    assert set(rows["model"]) == {"PCA", "UrbanCLIP"}

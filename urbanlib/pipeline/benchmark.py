@@ -160,7 +160,9 @@ def run_benchmark(city: City, names: list[str], progress: bool = False,
     """Probe every model in ``names`` on the city's split, all on the same test regions.
 
     The regions every available model has features for (and only those) are probed, so the rows of
-    one table are scored on one test set; the dropped regions are logged.
+    one table are scored on one test set; the dropped regions are logged. A model the data cannot
+    feed (its recipe raises a ``ValueError``, e.g. fewer training tiles than PCA components) becomes a
+    :class:`NotAvailable` row with the reason, and the others still run.
 
     Returns:
         ``(metrics, features, probes)``: tidy rows (model, indicator, probe_seed, metric, value, n_test,
@@ -172,7 +174,10 @@ def run_benchmark(city: City, names: list[str], progress: bool = False,
     feats, times = {}, {}
     for name in names:
         start = time.perf_counter()
-        f = encoder_features(city, name, progress)
+        try:
+            f = encoder_features(city, name, progress)
+        except ValueError as e:  # the data cannot feed this model (too few tiles, no captions, ...): an n/a row
+            f = NotAvailable(name, f"n/a on this dataset: {e}")
         feats[name] = f
         times[name] = time.perf_counter() - start
         if isinstance(f, NotAvailable):
