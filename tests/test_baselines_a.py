@@ -218,3 +218,15 @@ def test_landuse_stand_in_learns_source_zones_better_than_random_init(smoke):
     # its objective (zone cross-entropy) on the tiles it trained on, and held-out accuracy
     assert score(model.net, seen)["cross_entropy"] < score(random_init, seen)["cross_entropy"]
     assert score(model.net, hold)["accuracy"] >= score(random_init, hold)["accuracy"]
+
+
+def test_read_classifier_takes_soft_pseudo_labels_and_one_hot_equals_hard():
+    cfg = read_mod.READConfig.for_scale("smoke")
+    model = read_mod.build(cfg, 0).eval()
+    x = torch.randn(6, 3, 32, 32)
+    hard = torch.tensor([0, 1, 2, 2, 1, 0])
+    a = model({"image": x, "label": hard})
+    b = model({"image": x, "label": torch.eye(3)[hard]})
+    assert torch.allclose(a["loss"], b["loss"]) and a["batch_accuracy"] == b["batch_accuracy"]
+    soft = model({"image": x, "label": torch.full((6, 3), 1 / 3)})["loss"]
+    assert torch.allclose(soft, -model.logits(x).log_softmax(-1).mean())  # a uniform target: mean log-probability

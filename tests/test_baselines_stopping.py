@@ -126,6 +126,9 @@ def test_read_teacher_and_student_stop_on_held_out_labelled_tiles(city):
     assert set(val) <= set(labelled) <= set(city.label_idx)  # validation: READ's own labelled tiles
     check_stopped(info["teacher_training"], len(val))
     check_stopped(info["training"], len(val))
+    # both nets improve on their initialisation (before PreciseBN and soft pseudo-labels the student's
+    # best validation loss was its step 0, so READ's features were a random-init net's)
+    assert info["teacher_training"]["best_step"] > 0 and info["training"]["best_step"] > 0
     # held-out labelled tiles are trained on by neither net (nor pseudo-labelled)
     n_teacher = len(labelled) - len(val)
     assert info["teacher_training"]["train_samples"] == n_teacher

@@ -326,3 +326,63 @@ def test_evaluations_during_warmup_do_not_count_against_patience(tmp_path):
     tr = Trainer(_Linear(), _Points(64, 0), cfg, tmp_path, val_dataset=_Points(24, 1))
     tr.fit()
     assert tr.step > 40  # it ran past the warmup: the 10 evaluations inside it did not end it
+
+
+class _NormedLinear(torch.nn.Module):
+    """A BatchNorm in front of the toy regression: its eval-mode output depends on the running statistics."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, batch):
+        err = self.lin(self.bn(batch["x"])).squeeze(-1) - batch["y"]
+        return {"loss": (err ** 2).mean()}
+
+
+class _Shifted(Points):
+    """Toy points whose inputs sit far from BatchNorm's initial statistics (mean 0, variance 1)."""
+
+    def __init__(self, n, seed):
+        super().__init__(n, seed)
+        self.x = 50.0 + 3.0 * self.x
+
+
+def test_precise_bn_sets_running_statistics_to_the_training_batches_mean(tmp_path):
+    data = _Shifted(64, 0)
+    cfg = _es_cfg(max_steps=3, patience=0, schedule="cosine", precise_bn_batches=2, checkpoint_every=0)
+    tr = Trainer(_NormedLinear(), data, cfg, tmp_path, val_dataset=_Shifted(24, 1))
+    tr.fit()  # evaluates at step 0 and at the cap (3 steps < the eval interval of 4: only step 0 and the end)
+    tr._precise_bn()
+    order = tr._epoch_order(0)
+    x = torch.stack([data[int(i)]["x"] for i in order[:16]])
+    assert torch.allclose(tr.model.bn.running_mean, x.mean(0), atol=1e-5)  # momentum 0.1 would hold ~0.27 x the mean
+    assert tr.model.bn.momentum == 0.1  # the module's own momentum is put back
+
+
+def test_precise_bn_makes_a_short_runs_validation_loss_follow_training(tmp_path):
+    def final_val(precise):
+        cfg = _es_cfg(max_steps=8, patience=0, schedule="cosine", precise_bn_batches=precise, lr=0.2,
+                      restore_best=False)
+        tr = Trainer(_NormedLinear(), _Shifted(64, 0), cfg, tmp_path / str(precise), val_dataset=_Shifted(24, 1))
+        tr.fit()
+        return tr.evaluate()
+
+    # after 8 steps at momentum 0.1 the running mean holds ~0.57 x 50: the eval-mode loss is inflated ~5x; precise is not
+    assert final_val(8) < 0.5 * final_val(0)
+
+
+def test_precise_bn_is_a_no_op_without_batchnorm_and_leaves_the_training_stream_alone(tmp_path):
+    a = Trainer(_Linear(), _Points(64, 0), _es_cfg(max_steps=12, patience=0, schedule="cosine",
+                                                   precise_bn_batches=0), tmp_path / "a", val_dataset=_Points(24, 1))
+    b = Trainer(_Linear(), _Points(64, 0), _es_cfg(max_steps=12, patience=0, schedule="cosine"), tmp_path / "b",
+                val_dataset=_Points(24, 1))
+    assert [r["loss"] for r in a.fit()] == [r["loss"] for r in b.fit()]
+    c = Trainer(_NormedLinear(), _Shifted(64, 0), _es_cfg(max_steps=12, patience=0, schedule="cosine",
+                                                         evals_per_epoch=0, restore_best=False), tmp_path / "c")
+    d = Trainer(_NormedLinear(), _Shifted(64, 0), _es_cfg(max_steps=12, patience=0, schedule="cosine",
+                                                         restore_best=False), tmp_path / "d",
+                val_dataset=_Shifted(24, 1))
+    assert [r["loss"] for r in c.fit()] == [r["loss"] for r in d.fit()]  # re-estimating never moves the weights

@@ -86,6 +86,8 @@ class TrainConfig:
     fused_adamw: bool = True  # torch's fused AdamW kernel (fewer passes over the parameters)
     keep_checkpoints: int = 1  # checkpoints kept on disk, newest first (0 = all); the final one is always kept
     snapshots: bool = False  # also save the model weights at every evaluation (snapshots/step-N.safetensors)
+    precise_bn_batches: int = 8  # BatchNorm statistics re-estimated on this many training batches before each
+    # evaluation and at the end (PreciseBN); a no-op for models without BatchNorm
 
 
 @dataclass
@@ -272,10 +274,11 @@ class Trainer:
         if n < size:
             raise ValueError(f"val_dataset has {n} samples, fewer than one batch of {size} across {self.world} ranks")
         net = self.ddp or self.model
-        net.eval()
         total, count = torch.zeros((), dtype=torch.float64), 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 7919)
+            self._precise_bn()
+            net.eval()
             per_rank = size // self.world
             for start in range(0, n - size + 1, size):
                 idx = range(start + self.rank * per_rank, start + (self.rank + 1) * per_rank)
@@ -292,6 +295,40 @@ class Trainer:
             dist.all_reduce(total)
             total /= self.world
         return float(total) / count
+
+    @torch.no_grad()
+    def _precise_bn(self) -> None:
+        """Re-estimate BatchNorm running statistics as plain averages over a few training batches.
+
+        With momentum 0.1 the running statistics lag weights that are still moving, so in a short run
+        eval-mode outputs (the validation loss, the features) differ from train-mode ones and the
+        validation loss can rise while the model improves (Wu & Johnson 2021, "PreciseBN"). The
+        batches are the first ``precise_bn_batches`` of the current epoch's order; under DDP the ranks
+        average their estimates. The caller forks the RNG, so training's random stream is untouched.
+        """
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.track_running_stats]
+        k = min(self.config.precise_bn_batches, self.steps_per_epoch)
+        if not bns or k <= 0:
+            return
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        self.model.train()
+        epoch = min(self.step, self.total_steps - 1) // self.steps_per_epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        order = self._epoch_order(epoch)
+        for i in range(k):
+            with self._autocast():
+                self.model(self._batch(order, i))
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+            if is_distributed():
+                for buf in (m.running_mean, m.running_var):
+                    dist.all_reduce(buf)
+                    buf /= self.world
 
     def _after_eval(self, val: float) -> None:
         """Track the best validation loss, cut the lr on a plateau, decide whether to stop."""
@@ -390,6 +427,9 @@ class Trainer:
         st = self.stop
         st.stopped_by = st.stopped_by or "cap"
         st.finished = True
+        if not self.eval_interval:  # no evaluation set the statistics: the final weights get them here
+            with torch.random.fork_rng(devices=[]):
+                self._precise_bn()
         best = self.out_dir / "best" / "model.safetensors"
         if self.config.restore_best and self.eval_interval:
             if is_distributed():
