@@ -60,6 +60,34 @@ def test_a_unit_stored_meanwhile_by_another_worker_is_skipped(toy, tmp_path):
     assert any("s1 was stored meanwhile" in m for m in log) and pending_units(exp, "full", tmp_path) == []
 
 
+def test_a_unit_another_worker_is_running_is_skipped_and_free_again_when_it_ends(toy, tmp_path):
+    from urbanlib.results.runner import claim
+
+    exp, calls = toy
+    log = []
+    with claim("toy", "s1", tmp_path) as mine:  # "another worker" holds s1's claim
+        assert mine
+        assert run_all("full", results_dir=tmp_path, log=log.append) == 2
+    assert calls == [0, 2] and any("s1 is running in another worker" in m for m in log)
+    assert run_all("full", results_dir=tmp_path, log=lambda *_: None) == 1 and calls == [0, 2, 1]
+
+
+def test_a_unit_that_is_not_ready_is_left_pending_and_the_others_run(toy, tmp_path):
+    exp, calls = toy
+    inner = exp.run
+
+    def run(config, seed, scale):
+        if seed == 1:
+            raise registry.NotReady("needs s0's result")
+        return inner(config, seed, scale)
+
+    exp.run = run
+    log = []
+    assert run_all("full", results_dir=tmp_path, log=log.append) == 2
+    assert [u for u, _, _ in pending_units(exp, "full", tmp_path)] == ["s1"]
+    assert any("s1 not ready (needs s0's result)" in m for m in log)
+
+
 def test_redefining_a_scale_preset_marks_its_units_pending(toy, tmp_path, monkeypatch):
     from dataclasses import replace
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Experiment, register
+from .registry import Experiment, NotReady, register
 
 BOOK_CITY = "synth-ring"  # the city whose pages make book runs live (notebooks/runs.yml)
 
@@ -81,10 +81,13 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
         from urbanlib.pipeline.urbanln import pretrain_urbanln
         from urbanlib.results.store import read_results
 
+        from urbanlib.pipeline.hparams import GRIDS
+
         scores = candidate_scores(read_results("selection"))
-        stage0 = choose(scores[scores["family"] == "UrbanLN stage 0"], scale)
-        if "UrbanLN stage 0" not in stage0:
-            raise RuntimeError("UrbanLN's candidates fine-tune the chosen stage 0: run stage 0's candidates first")
+        scores = scores[(scores["family"] == "UrbanLN stage 0") & (scores["scale"] == scale)]
+        stage0 = choose(scores, scale)
+        if set(scores["lr"]) < set(GRIDS["UrbanLN stage 0"]):
+            raise NotReady("UrbanLN's candidates fine-tune the chosen stage 0: stage 0's candidates come first")
         run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=seed, progress=False,
                                val_idx=city.pretrain_val_idx, lr=lr, stage0_lr=stage0["UrbanLN stage 0"])
         feats, info = run_features(run, city.tensors), run.info

@@ -26,6 +26,10 @@ class Experiment:
     needs_selection: bool = False  # trains with the chosen learning rates: waits for the selection experiment
 
 
+class NotReady(RuntimeError):
+    """A unit whose inputs another unit still has to produce: the runner skips it for now, not fails."""
+
+
 EXPERIMENTS: dict[str, Experiment] = {}
 
 

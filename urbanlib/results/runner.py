@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import os
+import re
 import random
 import tempfile
 import time
@@ -13,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .registry import Experiment, load_all
-from .store import append_rows, config_hash, read_results
+from .registry import Experiment, NotReady, load_all
+from .store import append_rows, config_hash, read_results, results_path
 
 
 def cpu_seconds() -> float:
@@ -32,12 +35,31 @@ def pending_units(exp: Experiment, scale: str, results_dir: Path | None = None):
     return [(u, c, s) for u, c, s in exp.plan(scale) if (u, config_hash(c, scale)) not in have]
 
 
+@contextlib.contextmanager
+def claim(experiment: str, unit: str, results_dir: Path | None = None):
+    """Hold ``results/.claims/<experiment>--<unit>.lock`` while a unit runs; yields False if another worker holds it.
+
+    An advisory ``flock``: the kernel drops it when the worker exits or is killed, so a dead
+    worker's unit is free again at once and no stale claim needs cleaning up.
+    """
+    folder = results_path(experiment, results_dir).parent / ".claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{experiment}--{re.sub(r'[^A-Za-z0-9_.-]', '_', unit)}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Path | None = None,
             log=print, units: str | None = None) -> int:
     """Run every pending unit of every registered experiment; returns how many units ran.
 
     ``only`` names experiments; ``units`` is a glob over unit ids (``"synth-ring-*"``). Each unit is
-    checked again just before it runs, so several workers can share one ``results/`` folder.
+    checked again just before it runs and claimed while it runs (:func:`claim`), so several workers
+    can share one ``results/`` folder; a unit that raises :class:`NotReady` is left for a later pass.
     """
     from urbanlib.pipeline import hparams
 
@@ -53,14 +75,22 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
             continue
         todo = [t for t in pending if not units or fnmatch.fnmatchcase(t[0], units)]
         for unit, config, seed in tqdm(todo, desc=name, unit="unit"):
-            if (unit, config, seed) not in pending_units(exp, scale, results_dir):
-                log(f"{name}: {unit} was stored meanwhile (another worker); skipped")
-                continue
-            t0, c0 = time.perf_counter(), cpu_seconds()
-            rows = exp.run(config, seed, scale)
-            append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir,
-                        cpu_s=cpu_seconds() - c0)
-            n += 1
+            with claim(name, unit, results_dir) as mine:
+                if not mine:
+                    log(f"{name}: {unit} is running in another worker; skipped")
+                    continue
+                if (unit, config, seed) not in pending_units(exp, scale, results_dir):
+                    log(f"{name}: {unit} was stored meanwhile (another worker); skipped")
+                    continue
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                try:
+                    rows = exp.run(config, seed, scale)
+                except NotReady as e:
+                    log(f"{name}: {unit} not ready ({e}); left pending")
+                    continue
+                append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir,
+                            cpu_s=cpu_seconds() - c0)
+                n += 1
         if name == "selection" and scale in hparams.SELECTED_SCALES and not pending_units(exp, scale, results_dir):
             choice = hparams.write_selected(hparams.candidate_scores(read_results("selection", results_dir)), scale)
             log(f"selection: chosen learning rates at {scale}: {choice} -> {hparams.selected_path()}")
