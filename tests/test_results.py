@@ -177,11 +177,37 @@ def test_pretraining_rows_go_to_their_own_table_and_replace_their_unit(tmp_path)
 
 
 def test_full_tier_plan_has_one_pretraining_unit_per_city_seed_and_group():
-    from urbanlib.results.experiments import ABLATION_GROUPS, BENCHMARK_GROUPS
+    from urbanlib.results.experiments import ABLATION_GROUPS, BENCHMARK_GROUPS, BOOK_CITY, ONE_CITY_GROUPS
     from urbanlib.results.registry import load_all
 
     exps = load_all()
     plan = exps["benchmark"].plan("full")
     assert len(plan) == 3 * (1 + 5 * len(BENCHMARK_GROUPS))  # per seed: the shared stage 0, then city x group
     assert plan[0][0] == "all-s0-stage0" and len({u for u, _, _ in plan}) == len(plan)
-    assert len(exps["ablations"].plan("full")) == 3 * 5 * len(ABLATION_GROUPS)
+    ablations = exps["ablations"].plan("full")
+    per_city = len(ABLATION_GROUPS) - len(ONE_CITY_GROUPS)
+    assert len(ablations) == 3 * (5 * per_city + len(ONE_CITY_GROUPS))  # one-city sweeps: the book's city only
+    assert {c["city"] for _, c, _ in ablations if c["group"] in ONE_CITY_GROUPS} == {BOOK_CITY}
+
+
+def test_grouped_experiments_interleave_by_seed_and_city_after_the_ungrouped_ones(monkeypatch, tmp_path):
+    import urbanlib.results.runner as runner
+
+    order = []
+
+    def make(name, cities, group=True):
+        def run(config, seed, scale):
+            order.append(f"{name}:{config['city']}-s{seed}")
+            return [{"city": config["city"], "model": "m", "task": "t", "metric": "r2", "value": 1.0}]
+
+        plan = lambda scale: [(f"{c}-s{s}", {"city": c}, s) for s in range(2) for c in cities]  # noqa: E731
+        key = (lambda config, seed: (seed, cities.index(config["city"]))) if group else None
+        return registry.Experiment(name, run=run, plan=plan, group=key)
+
+    exps = {"first": make("first", ["x"], group=False), "train": make("train", ["a", "b"]),
+            "consume": make("consume", ["a", "b"])}
+    monkeypatch.setattr(runner, "load_all", lambda: exps)
+    assert run_all("full", results_dir=tmp_path, log=lambda *_: None) == 10
+    assert order == ["first:x-s0", "first:x-s1",
+                     "train:a-s0", "consume:a-s0", "train:b-s0", "consume:b-s0",
+                     "train:a-s1", "consume:a-s1", "train:b-s1", "consume:b-s1"]

@@ -4,6 +4,12 @@ A run directory is named by a hash of everything that determines its result (mod
 configs, the exact training texts and region ids, the data's content hash, the seed and the source
 code of the model and trainer). A finished run holds ``done.json``; an interrupted one resumes from
 its latest checkpoint (the trainer's resume reproduces the uninterrupted run).
+
+The cache is local and may not survive a move to a new machine. A run asked for with
+``archive=True`` (the ``full`` tier's shared stage 0, which many units consume over many sessions)
+is also written to the committed ``results/runs/<run folder>/``: its final weights, logs and
+``done.json`` with sha256 sums. A cache miss restores such a run from there instead of retraining.
+The folder name carries the code hash, so an archive of other code is never used.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,8 +29,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from urbanlib.cache import cache_dir, stable_hash
-from urbanlib.train.checkpoint import latest_checkpoint, load_checkpoint
+from urbanlib.cache import REPO_ROOT, cache_dir, stable_hash
+from urbanlib.train.checkpoint import CheckpointError, file_sha256, latest_checkpoint, load_checkpoint
 from urbanlib.train.trainer import TrainConfig, Trainer
 
 _CODE_DIRS = ("models", "train", "pipeline")
@@ -78,8 +85,66 @@ def run_dir_for(name: str, key_obj: dict[str, Any]) -> Path:
     return cache_dir("runs") / f"{name}-{stable_hash({**key_obj, 'code': code_hash()})}"
 
 
+def archive_dir() -> Path:
+    """``results/runs/``: finished runs kept with the results (``$URBANLIB_RESULTS`` moves the results folder)."""
+    return Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results")) / "runs"
+
+
+ARCHIVED_FILES = ("model.safetensors", "losses.csv", "val.csv")  # + done.json (written last) and sha256.json
+
+
+def _archive(run_dir: Path, model: torch.nn.Module) -> Path:
+    """Write the finished run's final weights, logs and ``done.json`` to :func:`archive_dir` (atomically)."""
+    from safetensors.torch import save_file
+
+    dest = archive_dir() / run_dir.name
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    for name in ARCHIVED_FILES[1:]:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, tmp / name)
+    sums = {n: file_sha256(tmp / n) for n in ARCHIVED_FILES if (tmp / n).exists()}
+    (tmp / "sha256.json").write_text(json.dumps(sums, indent=1))
+    shutil.copy2(run_dir / "done.json", tmp / "done.json")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _restore(run_dir: Path, model: torch.nn.Module) -> bool:
+    """Fill an empty cache folder from the run's archive, if there is one; False if there is none.
+
+    The freshly built ``model`` is the run's initialisation (same seed, same code): it is saved as
+    ``init.safetensors`` for the random-init twin before the archived weights are put in place.
+
+    Raises:
+        CheckpointError: an archived file is missing or fails its sha256 (the file is named).
+    """
+    src = archive_dir() / run_dir.name
+    if not (src / "done.json").exists():
+        return False
+    from safetensors.torch import save_file
+
+    sums = json.loads((src / "sha256.json").read_text()) if (src / "sha256.json").exists() else {}
+    for name in ("model.safetensors", *sums):
+        if not (src / name).exists():
+            raise CheckpointError(f"{src / name}: missing from the archived run")
+        if name in sums and file_sha256(src / name) != sums[name]:
+            raise CheckpointError(f"{src / name}: sha256 differs from {src / 'sha256.json'} (damaged archive)")
+    if not (run_dir / "init.safetensors").exists():
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(run_dir / "init.safetensors"))
+    for name in ARCHIVED_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, run_dir / ("final.safetensors" if name == "model.safetensors" else name))
+    shutil.copy2(src / "done.json", run_dir / "done.json")  # last: the run counts as finished only now
+    return True
+
+
 def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfig, key_obj: dict[str, Any],
-                  info: dict | None = None, collate=None, val_dataset=None) -> RunResult:
+                  info: dict | None = None, collate=None, val_dataset=None, archive: bool = False) -> RunResult:
     """Train ``model`` on ``dataset`` unless an identical finished run is cached; resume a partial one.
 
     Args:
@@ -91,12 +156,14 @@ def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfi
         info: facts to store in ``done.json`` and return.
         collate: optional collate function for the trainer.
         val_dataset: held-out pairs whose loss decides the run's length (see :class:`TrainConfig`).
+        archive: also keep the finished run in the committed :func:`archive_dir`, and restore it
+            from there when the cache lacks it.
     """
     storage = ("progress", "keep_checkpoints", "snapshots", "num_threads")  # shape the disk, not the result
     run_dir = run_dir_for(name, {**key_obj, "train": {k: v for k, v in asdict(config).items() if k not in storage}})
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir / ".lock"):  # two notebooks asking for one run: the second waits, then loads it
-        return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset)
+        return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset, archive)
 
 
 @contextmanager
@@ -110,12 +177,20 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset) -> RunResult:
+def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset,
+                   archive=False) -> RunResult:
     done = run_dir / "done.json"
-    if done.exists():
+    if done.exists() or (archive and _restore(run_dir, model)):
         meta = json.loads(done.read_text())
-        load_checkpoint(latest_checkpoint(run_dir), model)
+        if (run_dir / "final.safetensors").exists():  # restored from the archive: weights only
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(run_dir / "final.safetensors")))
+        else:
+            load_checkpoint(latest_checkpoint(run_dir), model)
         model.eval()
+        if archive and not (archive_dir() / run_dir.name / "done.json").exists():
+            _archive(run_dir, model)  # trained before it was asked to be kept (e.g. as a selection candidate)
         return RunResult(name, run_dir, model, _history(run_dir), meta["wall_s"], True, meta["info"])
     kwargs = {"collate": collate} if collate is not None else {}
     if not (run_dir / "init.safetensors").exists():  # the weights at initialisation: the random-init twin
@@ -138,6 +213,8 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
     tmp.write_text(json.dumps({"wall_s": wall, "info": info, "key": key_obj}, indent=1, default=str))
     tmp.replace(done)
     model.eval()
+    if archive:
+        _archive(run_dir, model)
     return RunResult(name, run_dir, model, _history(run_dir), wall, False, info)
 
 

@@ -51,6 +51,7 @@ from .texts import region_texts, street_texts
 from .urbanclip import train_config
 
 IMAGERY = ("satellite", "street")
+ARCHIVED_SCALES = ("full",)  # scales whose shared stage 0 is kept with the results (paper's ViT-B/16: too large)
 
 
 def _scale(scale) -> Scale:
@@ -76,6 +77,8 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
         lr: peak learning rate (default: the family's validation choice, :mod:`~urbanlib.pipeline.hparams`).
     """
     scale = _scale(scale)
+    # the tier's shared stage 0 (chosen lr, every profile) is consumed over many sessions: kept in results/runs
+    archive = lr is None and scale.name in ARCHIVED_SCALES and protocol == "all-tiles"
     lr = lr if lr is not None else chosen_lr("UrbanLN stage 0", scale)
     profiles = stage0_profiles(target_city, protocol)
     images, texts, val_images, val_texts = [], [], [], []
@@ -104,7 +107,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
            "seed": seed}
     info = {"profiles": profiles, "clip": f"clip-{scale.model_size}", "protocol": protocol}
     name = "stage0-all" if protocol == "all-tiles" else f"stage0-{target_city or 'all'}"
-    return train_or_load(name, model, data, cfg, key, info, val_dataset=val)
+    return train_or_load(name, model, data, cfg, key, info, val_dataset=val, archive=archive)
 
 
 class OneViewPerRegion:

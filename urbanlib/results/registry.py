@@ -24,6 +24,9 @@ class Experiment:
     meta: dict = field(default_factory=dict)
     verify_in_ci: bool = True  # False for units that train models (minutes each): verified by a slow test
     needs_selection: bool = False  # trains with the chosen learning rates: waits for the selection experiment
+    # (config, seed) -> sort key of the unit's group; units of one (seed, city) across experiments run
+    # together, so the runs they share are still in the cache (None: the experiment runs before them, alone)
+    group: Callable[[dict, int], tuple] | None = None
 
 
 class NotReady(RuntimeError):

@@ -6,8 +6,8 @@ import contextlib
 import fcntl
 import fnmatch
 import os
-import re
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -57,45 +57,68 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
             log=print, units: str | None = None) -> int:
     """Run every pending unit of every registered experiment; returns how many units ran.
 
-    ``only`` names experiments; ``units`` is a glob over unit ids (``"synth-ring-*"``). Each unit is
-    checked again just before it runs and claimed while it runs (:func:`claim`), so several workers
-    can share one ``results/`` folder; a unit that raises :class:`NotReady` is left for a later pass.
+    Experiments without a ``group`` run first, in registry order (SynthCity statistics, the
+    learning-rate selection). The others are interleaved by group (pretraining seed, then city):
+    every unit that consumes one city's and seed's runs comes right after the unit that trains
+    them, while they are in the cache. ``only`` names experiments; ``units`` is a glob over unit
+    ids (``"synth-ring-*"``). Each unit is checked again just before it runs and claimed while it
+    runs (:func:`claim`), so several workers can share one ``results/`` folder; a unit that raises
+    :class:`NotReady` is left for a later pass.
     """
     from urbanlib.pipeline import hparams
 
+    exps = [(name, exp) for name, exp in load_all().items() if not only or name in only]
     n = 0
-    for name, exp in load_all().items():
-        if only and name not in only:
-            continue
-        pending = pending_units(exp, scale, results_dir)
-        if exp.needs_selection and scale in hparams.SELECTED_SCALES and set(hparams.selected().get(scale, {})) \
-                < set(hparams.GRIDS):
-            log(f"{name}: waits for the learning-rate selection ({hparams.selected_path()} lacks families); "
-                f"{len(pending)} unit(s) left pending")
-            continue
-        todo = [t for t in pending if not units or fnmatch.fnmatchcase(t[0], units)]
-        for unit, config, seed in tqdm(todo, desc=name, unit="unit"):
-            with claim(name, unit, results_dir) as mine:
-                if not mine:
-                    log(f"{name}: {unit} is running in another worker; skipped")
-                    continue
-                if (unit, config, seed) not in pending_units(exp, scale, results_dir):
-                    log(f"{name}: {unit} was stored meanwhile (another worker); skipped")
-                    continue
-                t0, c0 = time.perf_counter(), cpu_seconds()
-                try:
-                    rows = exp.run(config, seed, scale)
-                except NotReady as e:
-                    log(f"{name}: {unit} not ready ({e}); left pending")
-                    continue
-                append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir,
-                            cpu_s=cpu_seconds() - c0)
-                n += 1
+    for name, exp in [(k, e) for k, e in exps if e.group is None]:
+        n += _run_units(name, exp, _todo(name, exp, scale, results_dir, units, log), scale, results_dir, log)
         if name == "selection" and scale in hparams.SELECTED_SCALES and not pending_units(exp, scale, results_dir):
             choice = hparams.write_selected(hparams.candidate_scores(read_results("selection", results_dir)), scale)
             log(f"selection: chosen learning rates at {scale}: {choice} -> {hparams.selected_path()}")
-        skipped = f", {len(pending) - len(todo)} pending left out by --units" if units else ""
-        log(f"{name}: {len(todo)} unit(s) ran, {len(exp.plan(scale)) - len(pending)} already stored{skipped}")
+    grouped = []
+    for rank, (name, exp) in enumerate(k_e for k_e in exps if k_e[1].group is not None):
+        if exp.needs_selection and scale in hparams.SELECTED_SCALES and set(hparams.selected().get(scale, {})) \
+                < set(hparams.GRIDS):
+            log(f"{name}: waits for the learning-rate selection ({hparams.selected_path()} lacks families); "
+                f"{len(pending_units(exp, scale, results_dir))} unit(s) left pending")
+            continue
+        grouped += [(exp.group(c, s), rank, i, name, exp, (u, c, s))
+                    for i, (u, c, s) in enumerate(_todo(name, exp, scale, results_dir, units, log))]
+    grouped.sort(key=lambda t: t[:3])
+    for _, _, _, name, exp, item in tqdm(grouped, desc="grouped units", unit="unit"):
+        n += _run_units(name, exp, [item], scale, results_dir, log, bar=False)
+    return n
+
+
+def _todo(name: str, exp: Experiment, scale: str, results_dir, units: str | None, log) -> list:
+    """``exp``'s pending units that match the ``units`` glob (and a line saying what is left)."""
+    pending = pending_units(exp, scale, results_dir)
+    todo = [t for t in pending if not units or fnmatch.fnmatchcase(t[0], units)]
+    skipped = f", {len(pending) - len(todo)} pending left out by --units" if units else ""
+    log(f"{name}: {len(todo)} unit(s) to run, {len(exp.plan(scale)) - len(pending)} already stored{skipped}")
+    return todo
+
+
+def _run_units(name: str, exp: Experiment, todo: list, scale: str, results_dir, log, bar: bool = True) -> int:
+    """Run ``todo`` units of one experiment, each claimed and re-checked first; returns how many ran."""
+    n = 0
+    for unit, config, seed in tqdm(todo, desc=name, unit="unit", disable=not bar):
+        with claim(name, unit, results_dir) as mine:
+            if not mine:
+                log(f"{name}: {unit} is running in another worker; skipped")
+                continue
+            if (unit, config, seed) not in pending_units(exp, scale, results_dir):
+                log(f"{name}: {unit} was stored meanwhile (another worker); skipped")
+                continue
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            try:
+                rows = exp.run(config, seed, scale)
+            except NotReady as e:
+                log(f"{name}: {unit} not ready ({e}); left pending")
+                continue
+            append_rows(name, unit, rows, config, seed, scale, time.perf_counter() - t0, results_dir,
+                        cpu_s=cpu_seconds() - c0)
+            log(f"{name}: {unit} stored ({time.perf_counter() - t0:.0f} s wall, {cpu_seconds() - c0:.0f} CPU-s)")
+            n += 1
     return n
 
 
