@@ -77,8 +77,9 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
         lr: peak learning rate (default: the family's validation choice, :mod:`~urbanlib.pipeline.hparams`).
     """
     scale = _scale(scale)
-    # the tier's shared stage 0 (chosen lr, every profile) is consumed over many sessions: kept in results/runs
-    archive = lr is None and scale.name in ARCHIVED_SCALES and protocol == "all-tiles"
+    # the tier's shared stage 0 (every profile) is consumed over many sessions: kept in results/runs (the
+    # selection's other candidates land there too; only the chosen learning rate's runs are committed)
+    archive = scale.name in ARCHIVED_SCALES and protocol == "all-tiles"
     lr = lr if lr is not None else chosen_lr("UrbanLN stage 0", scale)
     profiles = stage0_profiles(target_city, protocol)
     images, texts, val_images, val_texts = [], [], [], []
