@@ -281,3 +281,18 @@ def test_committed_stored_pages_match_the_manifest_and_ran_cleanly():
         assert nb.metadata[META_KEY]["params"] == entries[page.stem].params, page.name
         errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
         assert not errors, f"{page.name}: {errors[0].get('ename')}"
+
+
+def test_params_empty_list_means_stored_pages_only(tmp_path):
+    manifest = make_notebook.write(tmp_path, stored=[5])
+    text = manifest.read_text().replace("    params:\n      - x: [7, 12]\n", "    params: []\n")
+    manifest.write_text(text)
+    entries = load_manifest(manifest, scale="default")
+    assert [(e.params["x"], e.stored) for e in entries] == [(5, True)]
+
+
+def test_the_urbanln_ablation_and_msd_sweep_pages_are_stored_at_the_default_scale():
+    entries = load_manifest(REPO / "notebooks" / "runs.yml", "default")
+    heavy = [e for e in entries if e.experiment == "msd_sweeps"
+             or (e.experiment == "ablations" and e.params.get("family") in ("UrbanLN", "mu"))]
+    assert len(heavy) == 4 and all(e.stored for e in heavy)  # `make book` stays within its budget

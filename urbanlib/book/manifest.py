@@ -153,7 +153,9 @@ def load_manifest(path: str | Path, scale: str) -> list[Entry]:
         declared = notebook_parameters(nb)
         if exp.get("scales") and scale not in exp["scales"]:
             continue
-        sets = [("params", g, False) for g in (exp.get("params") or [{}])]
+        # no `params` key: one live page without parameters; `params: []` (e.g. only stored sets): none
+        live = exp["params"] if "params" in exp else [{}]
+        sets = [("params", g, False) for g in (live or [])]
         if scale in exp.get("stored_scales", ["default"]):
             sets += [("stored", g, True) for g in (exp.get("stored") or [])]
         for field_name, grid, stored in sets:
