@@ -221,7 +221,7 @@ def test_each_baseline_family_has_three_candidates_around_its_default(tmp_path, 
 
 
 def test_selection_plan_covers_the_baseline_families():
-    from urbanlib.results.experiments import BASELINE_FAMILIES, _selection_plan
+    from urbanlib.results.tier import BASELINE_FAMILIES, _selection_plan
 
     plan = _selection_plan("full")
     families = [c["family"] for _, c, _ in plan]
@@ -232,9 +232,9 @@ def test_selection_plan_covers_the_baseline_families():
 
 
 def test_selection_runs_a_baseline_candidate_on_validation():
-    from urbanlib.results import experiments
+    from urbanlib.results import tier
 
-    rows = experiments._selection({"family": "Autoencoder", "lr": 4e-3, "city": "synth-ring"}, 0, "smoke")
+    rows = tier._selection({"family": "Autoencoder", "lr": 4e-3, "city": "synth-ring"}, 0, "smoke")
     by = {r["metric"]: r["value"] for r in rows}
     assert {r["task"] for r in rows} == {"lr=0.004"} and {r["model"] for r in rows} == {"Autoencoder"}
     assert math.isfinite(by["val_r2"]) and by["steps"] > 0 and by["stopped_by_patience"] in (0.0, 1.0)
@@ -242,9 +242,9 @@ def test_selection_runs_a_baseline_candidate_on_validation():
 
 
 def test_pretraining_rows_of_trained_baselines(city):
-    from urbanlib.pipeline.benchmark import Features
-    from urbanlib.results.experiments import _pretraining_rows
+    from urbanlib.experiments.benchmark import Features
     from urbanlib.results.store import PRETRAINING_COLUMNS
+    from urbanlib.results.tier import _pretraining_rows
 
     facts = {"lr": 2e-3, "steps": 40, "best_step": 30, "step_cap": 240, "best_val_loss": 0.5,
              "stopped_by": "patience", "cpu_s": 3.0}
@@ -262,7 +262,7 @@ def test_pretraining_rows_of_trained_baselines(city):
 
 
 def test_benchmark_baseline_features_carry_the_facts(city):
-    from urbanlib.pipeline.benchmark import baseline_features
+    from urbanlib.experiments.benchmark import baseline_features
 
     fresh = baseline_features(city, "Tile2Vec")
     cached = baseline_features(city, "Tile2Vec")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from urbanlib.book import ManifestError, NotebookFailed, load_manifest, run_entries
-from urbanlib.book.runner import cache_key, source_tree_hash
+from urbanlib.book.runner import cache_key
+from urbanlib.provenance import source_tree_hash
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "book"))
 import make_notebook  # noqa: E402
@@ -229,7 +230,7 @@ def test_real_stored_pages_do_not_depend_on_the_verdict_code(tmp_path):
         assert not {r for r in rel if "verdicts" in r or r.startswith(("book/", "results/"))}, name
     nb = REPO / "notebooks" / "benchmark.ipynb"
     before = library_hash(nb, pkg)
-    for rel in ("pipeline/verdicts.py", "analysis/verdicts.py", "results/views.py"):
+    for rel in ("results/verdicts.py", "analysis/verdicts.py", "results/views.py"):
         (pkg / rel).write_text((pkg / rel).read_text() + "\n# edited\n")
     assert library_hash(nb, pkg) == before
     (pkg / "models" / "msd.py").write_text((pkg / "models" / "msd.py").read_text() + "\n# edited\n")

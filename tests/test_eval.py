@@ -317,7 +317,7 @@ def test_linear_cka_is_one_for_rotations_and_low_for_unrelated_features():
 
 
 def test_a_model_the_data_cannot_feed_is_an_na_row_and_the_others_run(monkeypatch):
-    from urbanlib.pipeline import benchmark
+    from urbanlib.experiments import benchmark
     from urbanlib.pipeline.city import open_city
 
     city = open_city("synth-ring", "smoke", 0, progress=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from urbanlib.pipeline.caption_quality import caption_rates
+from urbanlib.experiments.caption_quality import caption_rates
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def city(tmp_path_factory):
 
 
 def test_noise_one_regenerates_the_citys_own_long_captions(city):
-    from urbanlib.pipeline.msd_sweeps import noisy_long_captions
+    from urbanlib.experiments.msd_sweeps import noisy_long_captions
 
     regen = noisy_long_captions(city, 1.0).set_index(["image", "source"])["text"]
     caps = city.ds.captions
@@ -36,7 +36,7 @@ def test_noise_one_regenerates_the_citys_own_long_captions(city):
 
 
 def test_hallucination_follows_the_noise_factor(city):
-    from urbanlib.pipeline.msd_sweeps import noisy_long_captions
+    from urbanlib.experiments.msd_sweeps import noisy_long_captions
 
     rates = {n: caption_rates(noisy_long_captions(city, n))["hallucination"].mean() for n in (0.0, 1.0, 2.0)}
     assert rates[0.0] == 0.0
@@ -48,7 +48,7 @@ def test_hallucination_follows_the_noise_factor(city):
 def test_sweeps_refuse_real_data(city):
     from dataclasses import replace
 
-    from urbanlib.pipeline.msd_sweeps import noisy_long_captions
+    from urbanlib.experiments.msd_sweeps import noisy_long_captions
 
     real = replace(city, ds=replace(city.ds, meta={**city.ds.meta, "generator": "release"}))
     with pytest.raises(ValueError, match="need SynthCity"):
@@ -56,7 +56,7 @@ def test_sweeps_refuse_real_data(city):
 
 
 def test_queue_sweep_refuses_a_non_positive_cap(city):
-    from urbanlib.pipeline.msd_sweeps import queue_false_negative_sweep
+    from urbanlib.experiments.msd_sweeps import queue_false_negative_sweep
 
     with pytest.raises(ValueError, match="queue fractions must be > 0"):
         queue_false_negative_sweep(city, fractions=(0.5, 0.0))

@@ -18,7 +18,6 @@ def toy(monkeypatch):
 
     exp = registry.Experiment("toy", run=run, plan=lambda scale: [(f"s{s}", {"k": 2}, s) for s in range(3)])
     monkeypatch.setattr(registry, "EXPERIMENTS", {"toy": exp})
-    monkeypatch.setattr(registry, "load_all", lambda: registry.EXPERIMENTS)
     import urbanlib.results.runner as runner
 
     monkeypatch.setattr(runner, "load_all", lambda: registry.EXPERIMENTS)
@@ -116,7 +115,7 @@ def _verify_random_unit(cheap: bool):
     import os
     import random
 
-    from urbanlib.results.registry import load_all
+    from urbanlib.results.tier import load_all
 
     names = [n for n, e in load_all().items() if e.verify_in_ci == cheap and not read_results(n).empty]
     if not names:
@@ -177,8 +176,7 @@ def test_pretraining_rows_go_to_their_own_table_and_replace_their_unit(tmp_path)
 
 
 def test_full_tier_plan_has_one_pretraining_unit_per_city_seed_and_group():
-    from urbanlib.results.experiments import ABLATION_GROUPS, BENCHMARK_GROUPS, BOOK_CITY, ONE_CITY_GROUPS
-    from urbanlib.results.registry import load_all
+    from urbanlib.results.tier import ABLATION_GROUPS, BENCHMARK_GROUPS, BOOK_CITY, ONE_CITY_GROUPS, load_all
 
     exps = load_all()
     plan = exps["benchmark"].plan("full")

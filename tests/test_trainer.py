@@ -8,12 +8,11 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from toy_training import Linear, Points
+from toy_training import ImageTextPairs, Linear, Points
 
 from urbanlib.models import Vocab, create_model, load_trained
 from urbanlib.train import TrainConfig, Trainer, latest_checkpoint, load_checkpoint, lr_at, save_checkpoint
 from urbanlib.train import checkpoint as ckpt_mod
-from urbanlib.train.pairs import ImageTextPairs
 
 CAPTIONS = [[f"region {i} has a park", f"region {i} near the river", f"dense blocks around {i}"] for i in range(16)]
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from urbanlib.analysis.verdicts import verdict_table
+from urbanlib.experiments.caption_quality import caption_rates
 from urbanlib.paper import load_claims
-from urbanlib.pipeline.caption_quality import caption_rates
-from urbanlib.pipeline.verdicts import measurements
 from urbanlib.results.store import append_rows
+from urbanlib.results.verdicts import measurements
 
 
 def _bench_rows(seed: int, gap: float) -> list[dict]:

@@ -12,7 +12,7 @@ from scipy import stats
 
 from urbanlib.analysis import findings, paired, twins, verdicts
 from urbanlib.paper import load_claims
-from urbanlib.pipeline import verdicts as pv
+from urbanlib.results import verdicts as pv
 
 # ------------------------------------------------------------------------------------------ paired t
 

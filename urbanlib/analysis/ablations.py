@@ -67,7 +67,7 @@ def plot_msd_noise_sweep(metrics: pd.DataFrame, metric: str = "R2"):
     """MSD's benefit against caption noise: R² with and without MSD per noise level, and their gap.
 
     Args:
-        metrics: tidy probe rows of :func:`urbanlib.pipeline.msd_sweeps.msd_noise_sweep` (``noise``,
+        metrics: tidy probe rows of :func:`urbanlib.experiments.msd_sweeps.msd_noise_sweep` (``noise``,
             ``rho``, ``model``, ``indicator``, ``probe_seed``, ``metric``, ``value``).
         metric: which metric to plot.
     """

@@ -2,7 +2,7 @@
 
 The input is a tidy results table, one row per (source, target, indicator[, seed]) with a score
 column (R² by default), or the long ``metric``/``value`` rows of
-:func:`urbanlib.pipeline.transfer.transfer_scores`. Repeated rows (probe seeds) are averaged. All panels of a figure share one
+:func:`urbanlib.experiments.transfer.transfer_scores`. Repeated rows (probe seeds) are averaged. All panels of a figure share one
 colour scale so colours compare across indicators and models.
 """
 
@@ -26,7 +26,7 @@ def _means(df: pd.DataFrame, value: str, source_col: str, target_col: str, indic
     """Mean score per (indicator, source, target), with the number of rows averaged.
 
     Accepts a wide table with a ``value`` column (e.g. ``R2``) or the long rows of
-    :func:`urbanlib.pipeline.transfer.transfer_scores` (``metric``/``value`` columns), whose
+    :func:`urbanlib.experiments.transfer.transfer_scores` (``metric``/``value`` columns), whose
     ``metric == value`` rows are used.
     """
     if value not in df.columns and {"metric", "value"} <= set(df.columns):

@@ -128,7 +128,7 @@ def probe_seed_gains(metrics: pd.DataFrame, twins: Mapping[str, str] | None = No
                      level: float = 0.95) -> pd.DataFrame:
     """Gains over the twin on one city and pretraining seed, paired over *probe* seeds.
 
-    For a page that ran one pretraining seed: ``metrics`` are :func:`~urbanlib.pipeline.benchmark.run_benchmark`
+    For a page that ran one pretraining seed: ``metrics`` are :func:`~urbanlib.experiments.benchmark.run_benchmark`
     rows (model, indicator, probe_seed, metric, value, split, city). The interval covers the probe's
     seed noise only, not pretraining seeds or cities (the ``full`` tier's gains do).
     """

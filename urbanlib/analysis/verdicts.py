@@ -284,7 +284,7 @@ def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level
         claims: the register, :func:`urbanlib.paper.load_claims` (``claim_id``, ``paper``,
             ``section``, ``claim``, ``direction``, ``paper_value``, ``testable_here_note``),
             optionally with ``short`` and ``question`` columns.
-        measurements: one row per comparison (:func:`urbanlib.pipeline.verdicts.measurements`):
+        measurements: one row per comparison (:func:`urbanlib.results.verdicts.measurements`):
             ``claim_id``; ``a`` and ``b``, per-unit values (mapping unit -> value, or sequences
             paired by position; None when not measured); optional ``reason``, ``direction``,
             ``comparison`` (a label), ``cities``, ``scope``, ``metric`` and the paper's effect:

@@ -8,7 +8,6 @@ for all regions, with NaN rows where a region has no image.
 from __future__ import annotations
 
 import csv
-import resource
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from urbanlib.pipeline.tensors import RegionTensors, normalize
+from urbanlib.provenance import cpu_seconds
 from urbanlib.train import TrainConfig, Trainer
 
 from .base import BaselineInputs
@@ -43,12 +43,6 @@ def read_history(out_dir: Path) -> list[dict]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in r.items()} for r in rows]
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process (``getrusage``), the unit of the tier's budget."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def training_facts(trainer: Trainer, cpu_s: float) -> dict:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .manifest import Entry
+from urbanlib.provenance import source_tree_hash
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # urbanlib/
-SOURCE_SUFFIXES = {".py", ".json", ".csv", ".yml", ".yaml"}
+from .manifest import Entry
 
 
 class NotebookFailed(RuntimeError):
@@ -34,16 +33,6 @@ class RunResult:
     output: Path
     status: str  # "ran", "cached", "stored" (copied from results/pages), "stale" (stored, older code) or "missing"
     seconds: float
-
-
-def source_tree_hash(root: Path = PACKAGE_ROOT) -> str:
-    """sha256 over every source/data file of urbanlib (path and bytes), in sorted order."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts:
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def cache_key(entry: Entry, tree_hash: str) -> str:

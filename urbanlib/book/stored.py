@@ -15,16 +15,16 @@ import copy
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
 
+from urbanlib.provenance import PACKAGE_ROOT, SOURCE_SUFFIXES, commit, files_hash, machine
+
 from .manifest import Entry
-from .runner import PACKAGE_ROOT, SOURCE_SUFFIXES, NotebookFailed, RunResult, execute_entry
+from .runner import NotebookFailed, RunResult, execute_entry
 
 META_KEY = "urbanlib_stored"
 _REPO = Path(__file__).resolve().parents[2]
@@ -109,30 +109,18 @@ def library_hash(notebook: Path, root: Path = PACKAGE_ROOT) -> str:
     files |= {p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES - {".py"}
               and "__pycache__" not in p.parts
               and (p.parent == root or any(p.parent == d or d in p.parent.parents for d in dirs))}
-    h = hashlib.sha256()
-    for p in sorted(files):
-        h.update(p.relative_to(root).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    return files_hash(files, root)[:16]
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _provenance(entry: Entry) -> dict:
-    dirty = _git("status", "--porcelain", "urbanlib", "notebooks")
     threads = os.environ.get("URBANLIB_NUM_THREADS", "all")
-    return {"commit": _git("rev-parse", "--short=10", "HEAD") + ("+dirty" if dirty else ""),
+    return {"commit": commit(("urbanlib", "notebooks")),
             "executed": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()}, {os.cpu_count() or 1} CPU, {threads} torch thread(s)",
+            "machine": f"{machine()}, {threads} torch thread(s)",
             "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
             "library": library_hash(entry.notebook)}
 

@@ -48,6 +48,11 @@ class ProbeConfig:
         """Plain dict, for provenance and cache keys."""
         return asdict(self)
 
+    @classmethod
+    def for_scale(cls, scale) -> ProbeConfig:
+        """The probe every model gets at ``scale`` (a :class:`~urbanlib.scales.Scale`; smoke trains it briefly)."""
+        return cls(max_epochs=60, patience=10) if scale.name == "smoke" else cls()
+
 
 @dataclass
 class ProbeResult:

@@ -1,1 +1,1 @@
-"""Glue between datasets, models and the notebooks: tensors, pretraining runs, embeddings."""
+"""Primitives and recipes: region tensors, pairs, texts, cached runs, features, the City, learning rates, and the UrbanCLIP / UrbanLN pretraining recipes."""

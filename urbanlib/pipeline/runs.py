@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -29,15 +28,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from urbanlib.cache import REPO_ROOT, cache_dir, stable_hash
+from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.provenance import PACKAGE_ROOT, REPO_ROOT, cpu_seconds, files_hash
 from urbanlib.train.checkpoint import CheckpointError, file_sha256, latest_checkpoint, load_checkpoint
 from urbanlib.train.trainer import TrainConfig, Trainer
 
 _CODE_DIRS = ("models", "train", "pipeline")
-# modules in those folders that read trained models but never shape one (decoding, plots, the
-# experiments that call the recipes): editing them must not retrain every cached run
-_NOT_TRAINING = {"models/generate.py", "pipeline/plots.py", "pipeline/ablations.py", "pipeline/msd_sweeps.py",
-                 "pipeline/caption_quality.py", "pipeline/verdicts.py"}  # (benchmark/transfer build baseline inputs)
+# modules in those folders that read trained models but never shape one (decoding, plots):
+# editing them must not retrain every cached run
+_NOT_TRAINING = {"models/generate.py", "pipeline/plots.py"}
 
 
 @functools.cache
@@ -47,14 +46,9 @@ def code_hash(dirs: tuple[str, ...] = _CODE_DIRS) -> str:
     Computed once per process: the code that runs is the code imported at start, so editing a file
     while a long run is going neither renames its cache folder nor mixes two versions in one unit.
     """
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for d in dirs:
-        for p in sorted((root / d).rglob("*")):
-            if p.suffix in (".py", ".json") and p.is_file() and str(p.relative_to(root)) not in _NOT_TRAINING:
-                h.update(str(p.relative_to(root)).encode())
-                h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    files = [p for d in dirs for p in (PACKAGE_ROOT / d).rglob("*") if p.suffix in (".py", ".json")
+             and p.is_file() and str(p.relative_to(PACKAGE_ROOT)) not in _NOT_TRAINING]
+    return files_hash(files)[:16]
 
 
 @dataclass
@@ -201,9 +195,9 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
         tmp.replace(run_dir / "init.safetensors")
     trainer = Trainer(model, dataset, config, run_dir, val_dataset=val_dataset, **kwargs)
     start = time.perf_counter()
-    cpu0 = _cpu_seconds()
+    cpu0 = cpu_seconds()
     trainer.fit(resume=True)
-    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     st = trainer.stop
     info = {**(info or {}), "steps": trainer.step, "step_cap": trainer.total_steps, "pairs": len(dataset),
             "val_pairs": len(val_dataset) if val_dataset is not None else 0, "lr": config.lr,
@@ -216,14 +210,6 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
     if archive:
         _archive(run_dir, model)
     return RunResult(name, run_dir, model, _history(run_dir), wall, False, info)
-
-
-def _cpu_seconds() -> float:
-    """Process CPU time (user + system) of this process, the budget's unit."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def validation_curve(run: RunResult) -> pd.DataFrame:

@@ -305,9 +305,8 @@ def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets
 
     from safetensors.torch import load_file
 
-    from urbanlib.eval.probe import fit_probes
+    from urbanlib.eval.probe import ProbeConfig, fit_probes
 
-    from .benchmark import probe_config
     from .features import satellite_features, street_features
 
     snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
@@ -324,7 +323,7 @@ def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets
         for who, clip in (("student", model.clip), ("teacher", model.msd.teacher)):
             tower = SimpleNamespace(clip=clip)  # encode_image_features reads only .clip
             feats = fn(lambda x, t=tower: UrbanLN.encode_image_features(t, x), tensors)
-            res = fit_probes(feats, targets, split, list(probe_seeds), probe_config(_scale(scale)),
+            res = fit_probes(feats, targets, split, list(probe_seeds), ProbeConfig.for_scale(_scale(scale)),
                              indicators=indicators)
             r2 = res.metrics.loc[res.metrics["metric"] == "R2", "value"].mean()
             rows.append({"step": step, "model": who, "R2": float(r2)})

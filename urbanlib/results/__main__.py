@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .registry import load_all
 from .runner import pending_units, run_all, verify_unit
+from .tier import load_all
 
 
 def main(argv=None) -> int:

@@ -42,10 +42,3 @@ def register(exp: Experiment) -> Experiment:
         raise ValueError(f"experiment {exp.name!r} registered twice")
     EXPERIMENTS[exp.name] = exp
     return exp
-
-
-def load_all() -> dict[str, Experiment]:
-    """Import the modules that register experiments, and return the registry."""
-    from . import experiments  # noqa: F401  (registers on import)
-
-    return EXPERIMENTS

@@ -16,16 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .registry import Experiment, NotReady, load_all
+from urbanlib.provenance import cpu_seconds
+
+from .registry import Experiment, NotReady
 from .store import append_rows, config_hash, read_results, results_path
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process (``getrusage``): the tier's budget is counted in these."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from .tier import load_all
 
 
 def pending_units(exp: Experiment, scale: str, results_dir: Path | None = None):
@@ -67,7 +62,15 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     """
     from urbanlib.pipeline import hparams
 
-    exps = [(name, exp) for name, exp in load_all().items() if not only or name in only]
+    def waits(name: str, exp: Experiment) -> bool:
+        if exp.needs_selection and scale in hparams.SELECTED_SCALES and set(hparams.selected().get(scale, {})) \
+                < set(hparams.GRIDS):
+            log(f"{name}: waits for the learning-rate selection ({hparams.selected_path()} lacks families); "
+                f"{len(pending_units(exp, scale, results_dir))} unit(s) left pending")
+            return True
+        return False
+
+    exps = [(name, exp) for name, exp in load_all().items() if (not only or name in only) and not waits(name, exp)]
     n = 0
     for name, exp in [(k, e) for k, e in exps if e.group is None]:
         n += _run_units(name, exp, _todo(name, exp, scale, results_dir, units, log), scale, results_dir, log)
@@ -76,11 +79,6 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
             log(f"selection: chosen learning rates at {scale}: {choice} -> {hparams.selected_path()}")
     grouped = []
     for rank, (name, exp) in enumerate(k_e for k_e in exps if k_e[1].group is not None):
-        if exp.needs_selection and scale in hparams.SELECTED_SCALES and set(hparams.selected().get(scale, {})) \
-                < set(hparams.GRIDS):
-            log(f"{name}: waits for the learning-rate selection ({hparams.selected_path()} lacks families); "
-                f"{len(pending_units(exp, scale, results_dir))} unit(s) left pending")
-            continue
         grouped += [(exp.group(c, s), rank, i, name, exp, (u, c, s))
                     for i, (u, c, s) in enumerate(_todo(name, exp, scale, results_dir, units, log))]
     grouped.sort(key=lambda t: t[:3])

@@ -11,14 +11,13 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[2]
-RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO / "results"))
+from urbanlib.provenance import REPO_ROOT, git_tree, machine, source_tree_hash
+
+RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
 ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
 PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash", "wall_s", "cpu_s", "machine",
                       "config"]
@@ -38,31 +37,6 @@ def config_hash(config: dict, scale: str | None = None) -> str:
 
         obj = {"config": config, "scale": get_scale(scale).to_dict()}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def git_tree() -> str:
-    """The git tree hash of HEAD, with ``+dirty`` when urbanlib/ has uncommitted edits."""
-    try:
-        tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "urbanlib"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return tree + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> str:
-    """A short description of where a run happened (CPU count, accelerator)."""
-    desc = f"{platform.machine()} {os.cpu_count()} cpu"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            desc += f", {torch.cuda.get_device_name(0)}"
-    except ImportError:  # pragma: no cover
-        pass
-    return desc
 
 
 def results_path(experiment: str, results_dir: Path | None = None) -> Path:
@@ -104,8 +78,6 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     Rows with ``"table": "pretraining"`` (one per pretraining run the unit's rows probe, the
     :data:`PRETRAINING_COLUMNS`) go to ``results/pretraining.csv`` under the same provenance.
     """
-    from urbanlib.book.runner import source_tree_hash
-
     prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, "git_tree": git_tree(),
             "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
             "machine": machine(), "config": json.dumps(config, sort_keys=True, default=str)}

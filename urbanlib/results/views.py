@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .registry import load_all
 from .store import read_results, results_path
+from .tier import load_all
 
 
 def tier_rows(experiment: str, results_dir: Path | None = None) -> pd.DataFrame:

@@ -22,10 +22,9 @@ import pandas as pd
 from urbanlib.baselines import BASELINES, BaselineInputs, FittedEncoder, NotAvailable, run_baseline
 from urbanlib.cache import cache_dir, stable_hash
 from urbanlib.eval.probe import ProbeConfig, fit_probes
-
-from .city import City
-from .features import init_features, run_features
-from .runs import code_hash
+from urbanlib.pipeline.city import City
+from urbanlib.pipeline.features import init_features, run_features
+from urbanlib.pipeline.runs import code_hash
 
 OURS = ["UrbanCLIP", "UrbanLN (satellite)", "UrbanLN (street)"]
 CONTROLS = ["UrbanCLIP (random init)", "CLIP (random init, satellite)", "CLIP (random init, street)",
@@ -57,7 +56,7 @@ def baseline_features(city: City, name: str, progress: bool = False) -> Features
                        "val": city.pretrain_val_idx.tolist(),
                        "labels": None if label_idx is None else label_idx.tolist(),
                        "seed": city.seed, "scale": city.scale.run_dict(),
-                       "code": code_hash(("models", "train", "pipeline", "baselines"))})
+                       "code": code_hash(("models", "train", "pipeline", "baselines", "experiments"))})
     path = cache_dir("baselines") / f"{name.replace(' ', '_').replace('/', '_')}-{key}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
@@ -94,7 +93,7 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     :class:`NotAvailable` with the reason, so a real dataset gets a table of what could run.
     """
     if name in ("UrbanCLIP", "UrbanCLIP (random init)"):
-        from .urbanclip import pretrain_urbanclip
+        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
                                  progress=progress, val_idx=city.pretrain_val_idx)
@@ -105,7 +104,7 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
                                                                 "parameters": run.info["parameters"]}, run.history,
                         run)
     if name.startswith(("UrbanLN", "CLIP (random init")):
-        from .urbanln import pretrain_stage0, pretrain_urbanln
+        from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
 
         imagery = "street" if "street" in name else "satellite"
         has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
@@ -150,11 +149,6 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     raise KeyError(f"unknown model {name!r}; ours: {OURS}, text: {TEXT}, baselines: {sorted(BASELINES)}")
 
 
-def probe_config(scale) -> ProbeConfig:
-    """The probe every model gets (the smoke scale trains it briefly)."""
-    return ProbeConfig(max_epochs=60, patience=10) if scale.name == "smoke" else ProbeConfig()
-
-
 def run_benchmark(city: City, names: list[str], progress: bool = False,
                   log=print) -> tuple[pd.DataFrame, dict[str, Features | NotAvailable], dict]:
     """Probe every model in ``names`` on the city's split, all on the same test regions.
@@ -189,7 +183,7 @@ def run_benchmark(city: City, names: list[str], progress: bool = False,
         if isinstance(f, NotAvailable):
             continue
         start = time.perf_counter()
-        res = fit_probes(f.features, targets, split, seeds, probe_config(city.scale), indicators=city.ds.indicators)
+        res = fit_probes(f.features, targets, split, seeds, ProbeConfig.for_scale(city.scale), indicators=city.ds.indicators)
         probes[name] = res
         m = res.metrics.rename(columns={"seed": "probe_seed"})
         m.insert(0, "model", name)

@@ -16,13 +16,11 @@ from urbanlib.baselines import BASELINES, BaselineInputs, NotAvailable, run_base
 from urbanlib.cache import cache_dir, stable_hash
 from urbanlib.data.dataset import UrbanDataset
 from urbanlib.data.splits import Split
-from urbanlib.eval.probe import fit_probes
-
-from .benchmark import probe_config
-from .city import City
-from .features import run_features, satellite_features, street_features
-from .runs import code_hash
-from .tensors import RegionTensors
+from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.pipeline.city import City
+from urbanlib.pipeline.features import run_features, satellite_features, street_features
+from urbanlib.pipeline.runs import code_hash
+from urbanlib.pipeline.tensors import RegionTensors
 
 
 def combine(cities: list[City]) -> tuple[UrbanDataset, RegionTensors, np.ndarray]:
@@ -54,13 +52,13 @@ def combine(cities: list[City]) -> tuple[UrbanDataset, RegionTensors, np.ndarray
 
 def _our_features(source: City, target: City, name: str) -> np.ndarray:
     if name == "UrbanCLIP":
-        from .urbanclip import pretrain_urbanclip
+        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(source.ds, source.tensors, source.pretrain_idx, source.scale, seed=source.seed,
                                  progress=False, val_idx=source.pretrain_val_idx)
         imagery = "satellite"
     else:
-        from .urbanln import pretrain_urbanln
+        from urbanlib.pipeline.urbanln import pretrain_urbanln
 
         imagery = name[len("UrbanLN ("):-1]
         run = pretrain_urbanln(source.ds, source.tensors, source.pretrain_idx, source.scale, seed=source.seed,
@@ -83,7 +81,7 @@ def transfer_features(source: City, cities: list[City], name: str) -> np.ndarray
     offset = int(np.flatnonzero(city_index == [c.name for c in cities].index(source.name))[0])
     train_idx = source.pretrain_idx + offset
     key = stable_hash({"baseline": name, "data": tensors.key, "regions": train_idx.tolist(), "seed": source.seed,
-                       "scale": source.scale.run_dict(), "code": code_hash(("models", "train", "pipeline", "baselines"))})
+                       "scale": source.scale.run_dict(), "code": code_hash(("models", "train", "pipeline", "baselines", "experiments"))})
     path = cache_dir("transfer") / f"{name.replace(' ', '_')}-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -107,7 +105,7 @@ def transfer_scores(source: City, cities: list[City], name: str) -> pd.DataFrame
         test = source.split.test + starts[s] if t == s else np.arange(starts[t], starts[t + 1])
         split = Split(source.split.train + starts[s], source.split.val + starts[s], test,
                       name=f"transfer({source.name}->{city.name})", seed=source.seed)
-        res = fit_probes(feats, targets, split, list(range(source.scale.probe_seeds)), probe_config(source.scale),
+        res = fit_probes(feats, targets, split, list(range(source.scale.probe_seeds)), ProbeConfig.for_scale(source.scale),
                          indicators=source.ds.indicators)
         m = res.metrics.rename(columns={"seed": "probe_seed"})
         m.insert(0, "target", city.name)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from urbanlib.models.urbanln import UrbanLNConfig
+from urbanlib.pipeline.city import City
+from urbanlib.pipeline.features import run_features
 
 from .benchmark import Features, encoder_features
-from .city import City
-from .features import run_features
 
 URBANCLIP_VARIANTS: dict[str, dict] = {
     "UrbanCLIP": {},
@@ -48,7 +48,7 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
     if name not in URBANCLIP_VARIANTS:
         raise KeyError(f"unknown UrbanCLIP variant {name!r}; choose from {list(URBANCLIP_VARIANTS)} "
                        f"or {URBANCLIP_BASELINE_VARIANTS}")
-    from .urbanclip import pretrain_urbanclip
+    from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
     run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, progress=progress,
                              val_idx=city.pretrain_val_idx, **URBANCLIP_VARIANTS[name])
@@ -59,7 +59,7 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
     """Features of one UrbanLN ablation or of ``"mu=0.3"``-style sweep points."""
     if name == STAGE0_REFERENCE:
-        from .urbanln import pretrain_stage0
+        from urbanlib.pipeline.urbanln import pretrain_stage0
 
         base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
                                protocol=city.protocol)
@@ -71,7 +71,7 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
         spec = URBANLN_VARIANTS[name]
     else:
         raise KeyError(f"unknown UrbanLN variant {name!r}; choose from {list(URBANLN_VARIANTS)} or mu=<x>")
-    from .urbanln import pretrain_urbanln
+    from urbanlib.pipeline.urbanln import pretrain_urbanln
 
     kwargs = {k: v for k, v in spec.items() if k != "config"}
     config = replace(UrbanLNConfig(), **spec.get("config", {}))
@@ -85,12 +85,11 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
 
 def probe_features(city: City, features):
     """Probe rows (``probe_seed``, indicator, metrics) of one representation on the city's split."""
-    from urbanlib.eval.probe import fit_probes
+    from urbanlib.eval.probe import ProbeConfig, fit_probes
 
-    from .benchmark import probe_config
 
     res = fit_probes(features, city.ds.log_targets(), city.split, list(range(city.scale.probe_seeds)),
-                     probe_config(city.scale), indicators=city.ds.indicators)
+                     ProbeConfig.for_scale(city.scale), indicators=city.ds.indicators)
     return res.metrics.rename(columns={"seed": "probe_seed"})
 
 

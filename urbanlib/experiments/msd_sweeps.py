@@ -27,10 +27,10 @@ from dataclasses import replace
 import pandas as pd
 
 from urbanlib.models.urbanln import UrbanLNConfig
+from urbanlib.pipeline.city import City
+from urbanlib.pipeline.features import run_features
 
 from .ablations import probe_features
-from .city import City
-from .features import run_features
 
 NOISE_LEVELS = (0.0, 1.0, 2.0)  # multipliers of every captioner's hallucination mean and wrong-quantity rate
 QUEUE_FRACTIONS = (0.5, 2.0)  # queue cap as a fraction of the training pairs (0.5: urbanlib's default)
@@ -85,7 +85,7 @@ def _region_texts(city: City, chosen: pd.DataFrame) -> list[list[str]]:
 
 
 def _train_and_probe(city: City, texts, config: UrbanLNConfig, progress: bool):
-    from .urbanln import pretrain_urbanln
+    from urbanlib.pipeline.urbanln import pretrain_urbanln
 
     run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
                            imagery="satellite", config=config, texts=texts, progress=progress,
@@ -106,8 +106,9 @@ def msd_noise_sweep(city: City, noise_levels=NOISE_LEVELS, rhos=(), progress: bo
         ``(metrics, settings)``: tidy probe rows with ``noise``, ``rho``, ``model`` ("with MSD" /
         "w/o MSD"); and one row per setting with the chosen captions' hallucination rate.
     """
+    from urbanlib.pipeline.caption_sets import select_long_captions
+
     from .caption_quality import caption_rates
-    from .caption_sets import select_long_captions
 
     base_rho = _generator_params(city).rho
     settings = [(float(n), base_rho) for n in noise_levels] + [(1.0, float(r)) for r in rhos]

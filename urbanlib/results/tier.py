@@ -1,14 +1,14 @@
-"""The experiments of the ``full`` results tier (each registers itself on import).
+"""The experiments of the ``full`` results tier, registered on import; :func:`load_all` lists them.
 
-Later issues add training experiments here (pretraining × probe seeds); each states its own
-re-run tolerance, since GPU/CPU kernels differ in the last bits.
+Each states its own re-run tolerance (GPU and CPU kernels differ in the last bits) and, when its
+units consume one city's and seed's runs, the group that keeps them together (see the runner).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .registry import Experiment, NotReady, register
+from .registry import EXPERIMENTS, Experiment, NotReady, register
 
 BOOK_CITY = "synth-ring"  # the city whose pages make book runs live (notebooks/runs.yml)
 
@@ -57,8 +57,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     from urbanlib.baselines import run_baseline
     from urbanlib.baselines.base import BaselineInputs
     from urbanlib.baselines.simclr import SimCLRConfig
-    from urbanlib.eval.probe import fit_probes
-    from urbanlib.pipeline.benchmark import probe_config
+    from urbanlib.eval.probe import ProbeConfig, fit_probes
     from urbanlib.pipeline.city import open_city
     from urbanlib.pipeline.features import run_features
     from urbanlib.pipeline.hparams import candidate_scores, choose, selection_split
@@ -98,7 +97,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     elif family in BASELINE_FAMILIES:
         from importlib import import_module
 
-        from urbanlib.pipeline.benchmark import SUPERVISED
+        from urbanlib.experiments.benchmark import SUPERVISED
 
         name, conf = BASELINE_FAMILIES[family]
         module, cls = conf.split(":")
@@ -111,7 +110,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     else:
         raise KeyError(f"unknown family {family!r}")
     res = fit_probes(feats, city.ds.log_targets(), selection_split(city.split), list(range(city.scale.probe_seeds)),
-                     probe_config(city.scale), indicators=city.ds.indicators)
+                     ProbeConfig.for_scale(city.scale), indicators=city.ds.indicators)
     r2 = res.metrics[res.metrics["metric"] == "R2"].groupby("indicator")["value"].mean()
     task = f"lr={lr:g}"
     rows = [{"city": config["city"], "model": family, "task": task, "metric": f"val_R2/{ind}", "value": float(v)}
@@ -162,7 +161,7 @@ def _pretraining_rows(city, feats: dict, seed: int) -> list[dict]:
     over all regions). A supervised baseline's run depends on the split's labels; the features here
     are those of ``city``'s split, named in its ``variant``.
     """
-    from urbanlib.pipeline.benchmark import SUPERVISED
+    from urbanlib.experiments.benchmark import SUPERVISED
     from urbanlib.pipeline.features import pretraining_record
 
     rows, seen = [], set()
@@ -194,7 +193,7 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
     trained once and probed on the random and the blocked split; rows are the mean and std over
     probe seeds. ``group == "stage0"`` trains the seed's shared stage-0 CLIP (city ``all``).
     """
-    from urbanlib.pipeline.benchmark import BASELINE_ORDER, run_benchmark
+    from urbanlib.experiments.benchmark import BASELINE_ORDER, run_benchmark
     from urbanlib.pipeline.city import open_city
 
     if config["group"] == "stage0":
@@ -267,7 +266,7 @@ def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
     The benchmark's UrbanCLIP rows use the papers' "all-tiles" protocol (label-free pretraining on
     every tile); this unit measures what pretraining only on the probe's train regions changes.
     """
-    from urbanlib.pipeline.benchmark import run_benchmark
+    from urbanlib.experiments.benchmark import run_benchmark
     from urbanlib.pipeline.city import open_city
 
     city = open_city(config["city"], scale, seed, split=config["split"], progress=False, protocol="train-only")
@@ -297,8 +296,8 @@ register(Experiment(
 def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
     """Transfer R2/RMSE/MAE from one source city to every profile, for the models of the transfer figures."""
     from urbanlib.data.synthcity import PROFILES
+    from urbanlib.experiments.transfer import transfer_scores
     from urbanlib.pipeline.city import open_city
-    from urbanlib.pipeline.transfer import transfer_scores
 
     cities = [open_city(p, scale, seed, progress=False) for p in PROFILES]
     source = next(c for c in cities if c.name == config["source"])
@@ -341,7 +340,7 @@ ONE_CITY_GROUPS = ("urbanln-mu",)
 
 def _ablations(config: dict, seed: int, scale: str) -> list[dict]:
     """One group of both papers' ablations on one city and pretraining seed, random split."""
-    from urbanlib.pipeline.ablations import run_ablations
+    from urbanlib.experiments.ablations import run_ablations
     from urbanlib.pipeline.city import open_city
     from urbanlib.pipeline.features import pretraining_record
 
@@ -370,3 +369,8 @@ register(Experiment(
     name="ablations", run=_ablations, plan=_ablations_plan, group=_group_by("city"), rtol=1e-4, atol=1e-5, verify_in_ci=False, needs_selection=True,
     description="UrbanCLIP Fig. 4 and UrbanLN Fig. 3 ablations and the Table 4 mu sweep, per profile and seed",
 ))
+
+
+def load_all() -> dict[str, Experiment]:
+    """The registered experiments (importing this module registered them), in the order they run."""
+    return EXPERIMENTS

@@ -1,0 +1,95 @@
+"""The package's layers: imports flow one way (README, "Layers"), and no module imports itself in a loop.
+
+Read from the source with ``ast`` (no import is run), so an in-function import counts like a
+top-level one: hiding an upward import inside a function does not make it legal.
+"""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "urbanlib"
+# lowest first; a module may import its own layer and the layers before it, never one after it
+LAYERS = ["scales", "cache", "provenance", "train", "models", "data", "book", "paper", "eval", "analysis", "geo",
+          "captions", "city", "pipeline", "baselines", "experiments", "results"]
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """urbanlib modules that ``path`` imports (relative imports resolved; ``from pkg import mod`` as ``pkg.mod``)."""
+    mod = _module(path)
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "urbanlib"}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            if base.split(".")[0] != "urbanlib":
+                continue
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    known = {_module(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in out if m in known and m != mod}
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1] if "." in module else "urbanlib"
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_folder_and_top_level_module_has_a_layer():
+    found = {_layer(m) for m in _graph()} - {"urbanlib"}
+    assert found == set(LAYERS), f"layers missing from LAYERS: {found - set(LAYERS)}; gone: {set(LAYERS) - found}"
+
+
+def test_no_import_runs_up_the_layers():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = sorted(f"{m} -> {t}" for m, targets in _graph().items() if _layer(m) in rank
+                    for t in targets if _layer(t) in rank and rank[_layer(t)] > rank[_layer(m)])
+    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+
+
+def test_no_module_imports_itself_through_a_loop():
+    graph = _graph()
+    # a package's __init__ that re-exports its modules is not a loop with them
+    graph = {m: {t for t in ts if not (m.startswith(t + ".") and t in graph)} for m, ts in graph.items()}
+    state, loops = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                loops.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not loops, "import loops:\n" + "\n".join(loops)
+
+
+def test_the_checker_sees_an_upward_import_and_a_loop(tmp_path, monkeypatch):
+    pkg = tmp_path / "urbanlib"
+    (pkg / "train").mkdir(parents=True)
+    (pkg / "results").mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train" / "__init__.py").write_text("")
+    (pkg / "results" / "__init__.py").write_text("")
+    (pkg / "train" / "a.py").write_text("def f():\n    from urbanlib.results import b\n")  # hidden in a function
+    (pkg / "results" / "b.py").write_text("from ..train import a\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    graph = _graph()
+    assert graph["urbanlib.train.a"] == {"urbanlib.results", "urbanlib.results.b"}
+    assert graph["urbanlib.results.b"] == {"urbanlib.train", "urbanlib.train.a"}
