@@ -28,9 +28,8 @@ def city():
 
 
 def inputs_of(city, validate=True, supervised=False, **kw) -> BaselineInputs:
-    return BaselineInputs(city.ds, city.tensors, city.pretrain_idx, 0, city.scale, False,
-                          val_idx=city.pretrain_val_idx if validate else None,
-                          label_idx=city.label_idx if supervised else None, **kw)
+    inputs = BaselineInputs.from_city(city, supervised=supervised)
+    return dataclasses.replace(inputs, val_idx=inputs.val_idx if validate else None, **kw)
 
 
 def check_stopped(facts: dict, n_val: int) -> None:

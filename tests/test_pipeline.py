@@ -100,8 +100,7 @@ def test_urbanclip_run_is_cached_and_trains_on_the_protocol_tiles(city):
     from urbanlib.pipeline.runs import validation_curve
     from urbanlib.pipeline.urbanclip import pretrain_urbanclip, retrieval
 
-    run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
-                             val_idx=city.pretrain_val_idx)
+    run = pretrain_urbanclip(city, progress=False)
     assert not run.cached and len(run.history) == run.info["steps"]
     key = json.loads((run.run_dir / "done.json").read_text())["key"]
     # "all-tiles": every tile but the held-out validation tiles, test tiles included (label-free)
@@ -112,12 +111,10 @@ def test_urbanclip_run_is_cached_and_trains_on_the_protocol_tiles(city):
     assert curve["step"].iloc[0] == 0 and len(curve) >= 2 and run.info["stopped_by"] in ("cap", "patience")
     assert run.info["best_val_loss"] == curve["val_loss"].min()
     f1 = run_features(run, city.tensors)
-    again = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
-                               val_idx=city.pretrain_val_idx)
+    again = pretrain_urbanclip(city, progress=False)
     assert again.cached and again.run_dir == run.run_dir
     assert np.array_equal(run_features(again, city.tensors), f1)
-    other = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
-                               val_idx=city.pretrain_val_idx, lambda_lm=0.0)
+    other = pretrain_urbanclip(city, progress=False, lambda_lm=0.0)
     assert other.run_dir != run.run_dir  # an ablation is a different run
     r = retrieval(run.model, city.tensors, region_texts(city.ds), city.split.test)
     assert r["n_images"] == len(city.split.test) and 0 <= r["i2t_R@1"] <= r["i2t_R@5"] <= r["i2t_R@10"] <= 100
@@ -145,8 +142,7 @@ def test_urbanln_street_run_reports_truncation_and_queue(city):
     from urbanlib.data.synthcity import PROFILES
     from urbanlib.pipeline.urbanln import pretrain_urbanln
 
-    run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, imagery="street",
-                           progress=False, val_idx=city.pretrain_val_idx)
+    run = pretrain_urbanln(city, imagery="street", progress=False)
     assert run.info["context_length"] == 248
     assert run.info["captions_truncated"] >= 1 and run.info["max_caption_tokens"] > 248
     assert run.info["pairs"] == len(np.unique(city.pretrain_idx))  # one street view per region per epoch
@@ -195,8 +191,7 @@ def test_validation_plot_and_sentence_say_why_a_run_stopped():
 def test_teacher_student_curve_probes_both_towers_at_each_snapshot(city):
     from urbanlib.pipeline.urbanln import pretrain_urbanln, teacher_student_curve
 
-    run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, "smoke", seed=0, progress=False,
-                           val_idx=city.pretrain_val_idx)
+    run = pretrain_urbanln(city, progress=False)
     curve = teacher_student_curve(run, city.tensors, city.split, city.ds.log_targets(), city.ds.indicators, "smoke")
     snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
     assert len(snaps) >= 2 and len(curve) == 2 * min(len(snaps), 6)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from urbanlib.data.dataset import UrbanDataset
+from urbanlib.pipeline.city import City
 from urbanlib.pipeline.tensors import RegionTensors
 from urbanlib.scales import Scale
 
@@ -42,6 +43,12 @@ class BaselineInputs:
     progress: bool = True
     val_idx: np.ndarray | None = None
     label_idx: np.ndarray | None = None
+
+    @classmethod
+    def from_city(cls, city: City, progress: bool = False, supervised: bool = False) -> BaselineInputs:
+        """What a baseline may read of ``city``: pretraining regions, held-out part, (supervised) train labels."""
+        return cls(city.ds, city.tensors, city.pretrain_idx, city.seed, city.scale, progress,
+                   val_idx=city.pretrain_val_idx, label_idx=city.label_idx if supervised else None)
 
 
 @dataclass

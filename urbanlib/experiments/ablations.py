@@ -50,8 +50,7 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
                        f"or {URBANCLIP_BASELINE_VARIANTS}")
     from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
-    run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, progress=progress,
-                             val_idx=city.pretrain_val_idx, **URBANCLIP_VARIANTS[name])
+    run = pretrain_urbanclip(city, progress=progress, **URBANCLIP_VARIANTS[name])
     return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached}, run.history,
                     run)
 
@@ -75,9 +74,7 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
 
     kwargs = {k: v for k, v in spec.items() if k != "config"}
     config = replace(UrbanLNConfig(), **spec.get("config", {}))
-    run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed, imagery=imagery,
-                           config=config, progress=progress, val_idx=city.pretrain_val_idx, protocol=city.protocol,
-                           **kwargs)
+    run = pretrain_urbanln(city, imagery=imagery, config=config, progress=progress, **kwargs)
     return Features(name, run_features(run, city.tensors, imagery=imagery),
                     {"wall_s": run.wall_s, "cached": run.cached, "context_length": run.info["context_length"],
                      "captions_truncated": run.info["captions_truncated"], "imagery": imagery}, run.history, run)

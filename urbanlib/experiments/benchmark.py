@@ -50,8 +50,7 @@ class Features:
 def baseline_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
     """Fit (or load the cached) baseline ``name`` on the city's pretraining regions."""
     label_idx = city.label_idx if name in SUPERVISED else None
-    inputs = BaselineInputs(city.ds, city.tensors, city.pretrain_idx, city.seed, city.scale, progress,
-                            val_idx=city.pretrain_val_idx, label_idx=label_idx)
+    inputs = BaselineInputs.from_city(city, progress, supervised=name in SUPERVISED)
     key = stable_hash({"baseline": name, "data": city.tensors.key, "regions": city.pretrain_idx.tolist(),
                        "val": city.pretrain_val_idx.tolist(),
                        "labels": None if label_idx is None else label_idx.tolist(),
@@ -95,8 +94,7 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     if name in ("UrbanCLIP", "UrbanCLIP (random init)"):
         from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
-        run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
-                                 progress=progress, val_idx=city.pretrain_val_idx)
+        run = pretrain_urbanclip(city, progress=progress)
         if name == "UrbanCLIP (random init)":
             return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
                             "run's weights at initialisation", "parameters": run.info["parameters"]})
@@ -117,9 +115,7 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
         if not _has_captions(city, "long"):
             return NotAvailable(name, "n/a: UrbanLN trains on long captions and this dataset has none "
                                       "(write them with urbanlib.captions.batch and a captioner backend)")
-        run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
-                               imagery=imagery, progress=progress, val_idx=city.pretrain_val_idx,
-                               protocol=city.protocol)
+        run = pretrain_urbanln(city, imagery=imagery, progress=progress)
         if name.startswith("UrbanLN stage 0"):  # the fine-tuning run's starting weights: stage 0 (+ IPSI)
             return Features(name, init_features(run, city.tensors, imagery),
                             {"cached": run.cached, "note": "UrbanLN's starting point, stage 0 alone"})

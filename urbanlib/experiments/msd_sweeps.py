@@ -87,9 +87,7 @@ def _region_texts(city: City, chosen: pd.DataFrame) -> list[list[str]]:
 def _train_and_probe(city: City, texts, config: UrbanLNConfig, progress: bool):
     from urbanlib.pipeline.urbanln import pretrain_urbanln
 
-    run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=city.seed,
-                           imagery="satellite", config=config, texts=texts, progress=progress,
-                           val_idx=city.pretrain_val_idx, protocol=city.protocol)
+    run = pretrain_urbanln(city, imagery="satellite", config=config, texts=texts, progress=progress)
     return run, probe_features(city, run_features(run, city.tensors, imagery="satellite"))
 
 

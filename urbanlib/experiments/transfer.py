@@ -54,16 +54,13 @@ def _our_features(source: City, target: City, name: str) -> np.ndarray:
     if name == "UrbanCLIP":
         from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
-        run = pretrain_urbanclip(source.ds, source.tensors, source.pretrain_idx, source.scale, seed=source.seed,
-                                 progress=False, val_idx=source.pretrain_val_idx)
+        run = pretrain_urbanclip(source, progress=False)
         imagery = "satellite"
     else:
         from urbanlib.pipeline.urbanln import pretrain_urbanln
 
         imagery = name[len("UrbanLN ("):-1]
-        run = pretrain_urbanln(source.ds, source.tensors, source.pretrain_idx, source.scale, seed=source.seed,
-                               imagery=imagery, progress=False, val_idx=source.pretrain_val_idx,
-                               protocol=source.protocol)
+        run = pretrain_urbanln(source, imagery=imagery, progress=False)
     if target is source:
         return run_features(run, source.tensors, imagery)
     fn = satellite_features if imagery == "satellite" else street_features

@@ -14,15 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from urbanlib.data.dataset import UrbanDataset
 from urbanlib.eval.retrieval import recall_at_k
 from urbanlib.models import Vocab, create_model, get_config
 from urbanlib.models.generate import generate
 from urbanlib.models.text import tokenize
-from urbanlib.scales import Scale, get_scale
+from urbanlib.scales import Scale
 from urbanlib.train.trainer import TrainConfig
 
 from .caption_sets import urbanclip_texts
+from .city import City
 from .hparams import chosen_lr
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
@@ -58,22 +58,20 @@ def trainable_regions(train_idx: np.ndarray, tensors: RegionTensors, texts: list
     return idx[tensors.satellite_mask[idx] & np.array([bool(texts[i]) for i in idx], dtype=bool)]
 
 
-def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
-                       seed: int = 0, text_mode: str = "sample", caption_style: str = "short",
+def pretrain_urbanclip(city: City, text_mode: str = "sample", caption_style: str = "short",
                        caption_sources: list[str] | None = None, texts: list[list[str]] | None = None,
                        model_name: str | None = None, train_overrides: dict | None = None,
-                       refined: bool = True, progress: bool = True, val_idx: np.ndarray | None = None,
+                       refined: bool = True, progress: bool = True, validate: bool = True,
                        **model_overrides) -> RunResult:
-    """Pretrain (or load the cached) UrbanCLIP on the tiles ``train_idx`` of ``ds``.
+    """Pretrain (or load the cached) UrbanCLIP on the city's pretraining tiles (``City.pretrain_idx``).
+
+    The city's scale sizes the model (``urbanclip-<scale.model_size>``) and the run; its seed seeds
+    initialisation, data order, caption draws and the validation holdout.
 
     Args:
-        ds: dataset.
-        tensors: its images (:func:`~urbanlib.pipeline.tensors.load_tensors`).
-        train_idx: positions of the regions pretraining trains on (``City.pretrain_idx``).
-        val_idx: positions of the held-out regions whose loss decides the run's length
-            (``City.pretrain_val_idx``); None trains to the cap without validation.
-        scale: size preset (model config ``urbanclip-<scale.model_size>``, epochs).
-        seed: seed of initialisation, data order, caption draws and augmentation.
+        city: the city (dataset, images, protocol, scale, seed).
+        validate: stop on the loss of the held-out regions (``City.pretrain_val_idx``); False
+            trains to the cap without validation.
         text_mode: ``"sample"`` (default) or ``"concat"``.
         caption_style: which captions (default ``"short"``).
         caption_sources: which captioners (default: all).
@@ -84,7 +82,8 @@ def pretrain_urbanclip(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.n
         progress: progress bars.
         **model_overrides: config fields, e.g. ``lambda_lm=0`` for the "w/o L_LM" ablation.
     """
-    scale = get_scale(scale) if isinstance(scale, str) else scale
+    ds, tensors, train_idx, scale, seed = city.ds, city.tensors, city.pretrain_idx, city.scale, city.seed
+    val_idx = city.pretrain_val_idx if validate else None
     if texts is None:
         if caption_style == "short" and caption_sources is None:
             texts = urbanclip_texts(ds, refined)

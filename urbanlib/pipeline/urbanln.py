@@ -42,7 +42,7 @@ from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, tokenize_captions
 from urbanlib.scales import Scale, get_scale
 
 from .caption_sets import urbanln_captions
-from .city import pretrain_holdout
+from .city import City, pretrain_holdout
 from .hparams import chosen_lr
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
@@ -166,20 +166,17 @@ def _pairs(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, imag
     return np.stack(imgs), caps, np.asarray(reg)
 
 
-def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.ndarray, scale: str | Scale,
-                     seed: int = 0, imagery: str = "satellite", config: UrbanLNConfig | None = None,
+def pretrain_urbanln(city: City, imagery: str = "satellite", config: UrbanLNConfig | None = None,
                      texts=None, lr: float | None = None, stage0: bool = True, refinement: bool = True,
                      consensus: bool = True, sources: list[str] | None = None, progress: bool = True,
-                     val_idx: np.ndarray | None = None, protocol: str = "all-tiles",
-                     ema_half_life_epochs: float | None = 1.0, stage0_lr: float | None = None) -> RunResult:
-    """Fine-tune (or load the cached) UrbanLN on ``ds``'s regions ``train_idx``.
+                     validate: bool = True, ema_half_life_epochs: float | None = 1.0,
+                     stage0_lr: float | None = None) -> RunResult:
+    """Fine-tune (or load the cached) UrbanLN on the city's pretraining regions (``City.pretrain_idx``).
+
+    The city's seed seeds stage 1 (stage 0 uses the same seed); its protocol picks the stage 0.
 
     Args:
-        ds: the target city.
-        tensors: its images.
-        train_idx: regions fine-tuning trains on (``City.pretrain_idx``).
-        scale: size preset.
-        seed: seed of stage 1 (stage 0 uses the same seed).
+        city: the target city (dataset, images, protocol, scale, seed).
         imagery: ``"satellite"`` (one long caption per tile and captioner) or ``"street"``
             (each street view with its own long captions; region features average the views).
         config: UrbanLN method settings (IPSI, MSD, mu, queue...); ``n_train_pairs`` is filled in.
@@ -192,13 +189,13 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
             random candidate drawn by ``seed``).
         sources: train on these captioners' captions only (default: all).
         progress: progress bars.
-        val_idx: held-out regions whose contrastive loss decides the run's length (``City.pretrain_val_idx``).
-        protocol: the city's pretraining protocol (which stage 0 to start from).
+        validate: stop on the contrastive loss of the held-out regions (``City.pretrain_val_idx``).
         ema_half_life_epochs: the teacher's EMA half-life in epochs below the ``paper`` scale
             (None: ``config.momentum`` as given).
         stage0_lr: stage 0's learning rate (default: its validation choice).
     """
-    scale = _scale(scale)
+    ds, tensors, train_idx, scale, seed = city.ds, city.tensors, city.pretrain_idx, city.scale, city.seed
+    val_idx, protocol = (city.pretrain_val_idx if validate else None), city.protocol
     lr = lr if lr is not None else chosen_lr("UrbanLN", scale)
     if imagery not in IMAGERY:
         raise ValueError(f"imagery must be one of {IMAGERY}, got {imagery!r}")
@@ -210,7 +207,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
         raise ValueError(f"{ds.cities}: no {imagery} training pair (image with a long caption) in the train regions")
     v_images, v_caps, v_region = (_pairs(ds, tensors, val_idx, imagery, texts) if val_idx is not None
                                   else (None, [], np.zeros(0, int)))
-    city = ds.cities[0] if len(ds.cities) == 1 else None
+    target = ds.cities[0] if len(ds.cities) == 1 else None
     n_regions = len(np.unique(region))
     batch = train_config(scale, seed, lr=lr).batch_size
     momentum = ema_momentum(scale, max(1, n_regions // batch), ema_half_life_epochs,
@@ -221,7 +218,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
     clip = create_clip(f"clip-{scale.model_size}")
     base = None
     if stage0:
-        base = pretrain_stage0(city, scale, seed, progress, protocol=protocol, lr=stage0_lr)
+        base = pretrain_stage0(target, scale, seed, progress, protocol=protocol, lr=stage0_lr)
         clip.load_state_dict(base.model.clip.state_dict())
     model = UrbanLN(clip, config)
     ctx = model.context_length
@@ -242,7 +239,7 @@ def pretrain_urbanln(ds: UrbanDataset, tensors: RegionTensors, train_idx: np.nda
             "stage0": base.info if base else None, "stage0_wall_s": base.wall_s if base else 0.0,
             "stage0_run": str(base.run_dir) if base else None, "momentum": momentum,
             "view_pairs": len(caps), **{k: v for k, v in model.describe().items()}}
-    return train_or_load(f"urbanln-{imagery}-{city or 'multi'}", model, data, cfg, key, info, val_dataset=val)
+    return train_or_load(f"urbanln-{imagery}-{target or 'multi'}", model, data, cfg, key, info, val_dataset=val)
 
 
 @torch.no_grad()

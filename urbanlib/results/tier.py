@@ -68,8 +68,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     if family == "UrbanCLIP":
         from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
-        run = pretrain_urbanclip(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=seed, progress=False,
-                                 val_idx=city.pretrain_val_idx, train_overrides={"lr": lr})
+        run = pretrain_urbanclip(city, progress=False, train_overrides={"lr": lr})
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN stage 0":
         from urbanlib.pipeline.urbanln import pretrain_stage0
@@ -86,12 +85,10 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
         stage0 = choose(scores, scale)
         if set(scores["lr"]) < set(GRIDS["UrbanLN stage 0"]):
             raise NotReady("UrbanLN's candidates fine-tune the chosen stage 0: stage 0's candidates come first")
-        run = pretrain_urbanln(city.ds, city.tensors, city.pretrain_idx, city.scale, seed=seed, progress=False,
-                               val_idx=city.pretrain_val_idx, lr=lr, stage0_lr=stage0["UrbanLN stage 0"])
+        run = pretrain_urbanln(city, progress=False, lr=lr, stage0_lr=stage0["UrbanLN stage 0"])
         feats, info = run_features(run, city.tensors), run.info
     elif family == "SimCLR ViT":
-        out = run_baseline("UrbanViT", BaselineInputs(city.ds, city.tensors, city.pretrain_idx, seed, city.scale,
-                                                       False, val_idx=city.pretrain_val_idx),
+        out = run_baseline("UrbanViT", BaselineInputs.from_city(city),
                            SimCLRConfig.for_scale(city.scale, lr=lr))
         feats, info = out.features, out.info.get("training", {})
     elif family in BASELINE_FAMILIES:
@@ -102,9 +99,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
         name, conf = BASELINE_FAMILIES[family]
         module, cls = conf.split(":")
         config_cls = getattr(import_module(f"urbanlib.baselines.{module}"), cls)
-        out = run_baseline(name, BaselineInputs(city.ds, city.tensors, city.pretrain_idx, seed, city.scale, False,
-                                                val_idx=city.pretrain_val_idx,
-                                                label_idx=city.label_idx if name in SUPERVISED else None),
+        out = run_baseline(name, BaselineInputs.from_city(city, supervised=name in SUPERVISED),
                            config_cls.for_scale(city.scale, lr=lr))
         feats, info = out.features, out.info["training"]
     else:
