@@ -25,6 +25,7 @@ from urbanlib.baselines import (
     urbanvit,
     urbanvlp,
 )
+from urbanlib.baselines._common import resize_to
 from urbanlib.baselines.simclr import (
     PairViews,
     SimCLRConfig,
@@ -34,7 +35,6 @@ from urbanlib.baselines.simclr import (
     simclr_view,
     top_k_neighbours,
 )
-from urbanlib.baselines.training import resize_to
 from urbanlib.data.splits import random_split
 from urbanlib.pipeline.tensors import load_tensors, normalize
 from urbanlib.scales import get_scale

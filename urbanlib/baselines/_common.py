@@ -1,4 +1,4 @@
-"""Pieces shared by the image baselines: a small conv net, tile datasets, training, features.
+"""Pieces shared by the image baselines: sizing, training positions, a small conv net, tile datasets, features.
 
 The tile datasets feed the shared :class:`~urbanlib.train.trainer.Trainer`.
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -28,10 +29,8 @@ from urbanlib.pipeline.augment import dihedral
 from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale, get_scale
-from urbanlib.train.trainer import TrainConfig
 
 from .base import BaselineInputs
-from .training import fit_trainer
 
 SCALE_NAMES = ("smoke", "default", "full", "paper")
 
@@ -85,14 +84,20 @@ def seeded(seed: int, *salt: int) -> torch.Generator:
     return g
 
 
-def train_positions(inputs: BaselineInputs) -> np.ndarray:
-    """``inputs.train_idx`` restricted to regions that have a satellite tile (sorted, unique)."""
-    idx = np.unique(np.asarray(inputs.train_idx, dtype=int))
+def train_positions(inputs: BaselineInputs, mask: np.ndarray | None = None, name: str = "a baseline",
+                    train_idx: np.ndarray | None = None) -> np.ndarray:
+    """``inputs.train_idx`` (or ``train_idx``) restricted to regions with a satellite tile (or ``mask``): sorted, unique.
+
+    Raises:
+        IndexError: a position outside the dataset.
+        ValueError: fewer than 2 regions remain (the message names ``name``).
+    """
+    idx = np.unique(np.asarray(inputs.train_idx if train_idx is None else train_idx, dtype=int))
     if idx.size and (idx.min() < 0 or idx.max() >= len(inputs.tensors)):
         raise IndexError(f"train_idx holds positions outside 0..{len(inputs.tensors) - 1}")
-    idx = idx[inputs.tensors.satellite_mask[idx]]
+    idx = idx[(inputs.tensors.satellite_mask if mask is None else np.asarray(mask))[idx]]
     if idx.size < 2:
-        raise ValueError(f"only {idx.size} training regions have a satellite tile; a baseline needs at least 2")
+        raise ValueError(f"{name}: only {idx.size} training regions have the data it needs (need at least 2)")
     return idx
 
 
@@ -129,9 +134,10 @@ class ConvEncoder(nn.Module):
         return self.body(x).mean(dim=(2, 3))  # (B, C)
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -179,42 +185,6 @@ class TileDataset:
         return {"image": self.image(int(self.idx[i]), g), **{k: v[i] for k, v in self.extra.items()}}
 
 
-def train(model: nn.Module, dataset, *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
-          weight_decay: float = 0.05, warmup_steps: int = 10, desc: str = "", val_dataset=None,
-          stopping: dict | None = None) -> tuple[list[dict], dict]:
-    """Train ``model`` (``forward(batch) -> {"loss": ...}``) with the shared trainer on the CPU.
-
-    The trainer writes its end-of-run checkpoint into a temporary folder that is discarded: the
-    baselines keep features, not weights. The batch size shrinks to the dataset size if needed.
-
-    Args:
-        model: the protocol model.
-        dataset: training samples.
-        epochs: passes over ``dataset``: the step cap when ``val_dataset`` is given.
-        batch_size: samples per step.
-        lr: peak AdamW learning rate.
-        seed: data order and the torch RNG of the run.
-        progress: show the trainer's progress bar.
-        weight_decay: AdamW decay of the matrices.
-        warmup_steps: linear warmup steps.
-        desc: label of the run (temporary folder name).
-        val_dataset: held-out samples of the same kind (unaugmented) whose loss decides the length;
-            the best evaluation's weights are the result.
-        stopping: early-stopping fields of :class:`~urbanlib.train.TrainConfig`
-            (``scale.early_stopping()``); ignored without ``val_dataset``.
-
-    Returns:
-        The per-step log and the run's facts (:func:`~urbanlib.baselines.training.training_facts`).
-    """
-    batch_size = max(2, min(batch_size, len(dataset)))
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_steps=warmup_steps, seed=seed, progress=progress, betas=(0.9, 0.999),
-                      **(stopping if val_dataset is not None and stopping else {}))
-    history, facts = fit_trainer(model, dataset, cfg, val_dataset=val_dataset, device="cpu")
-    model.eval()
-    return history, facts
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], satellite: np.ndarray,
                           idx: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor] = normalize,
@@ -242,7 +212,8 @@ def recalibrate_batchnorm(model: nn.Module, forward: Callable[[torch.Tensor], to
 # ---- features ---------------------------------------------------------------------------------
 @torch.no_grad()
 def embed_all(encode: Callable[[torch.Tensor], torch.Tensor], inputs: BaselineInputs, batch_size: int = 128,
-              transform: Callable[[torch.Tensor], torch.Tensor] = normalize, desc: str = "embed") -> np.ndarray:
+              transform: Callable[[torch.Tensor], torch.Tensor] = normalize, desc: str = "embed",
+              image_size: int | None = None) -> np.ndarray:
     """Features of every region: ``encode`` on its tile, NaN rows where there is no tile.
 
     Args:
@@ -251,6 +222,7 @@ def embed_all(encode: Callable[[torch.Tensor], torch.Tensor], inputs: BaselineIn
         batch_size: tiles per forward pass.
         transform: uint8 (B, 3, S, S) tensor -> model input (CLIP normalisation by default).
         desc: progress-bar label.
+        image_size: the encoder's input side; tiles of another size are resized (bicubic) to it.
 
     Returns:
         (N, F) float32.
@@ -260,10 +232,20 @@ def embed_all(encode: Callable[[torch.Tensor], torch.Tensor], inputs: BaselineIn
     chunks = []
     for s in tqdm(range(0, len(have), batch_size), desc=desc, disable=not inputs.progress, leave=False):
         x = transform(torch.from_numpy(t.satellite[have[s:s + batch_size]]))
-        chunks.append(encode(x).float().numpy())
+        chunks.append(encode(x if image_size is None else resize_to(x, image_size)).float().numpy())
     if not chunks:
         raise ValueError("no region has a satellite tile; nothing to embed")
     feats = np.concatenate(chunks)
     out = np.full((len(t), feats.shape[1]), np.nan, np.float32)
     out[have] = feats
     return out
+
+
+def resize_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize float images (..., 3, H, W) to ``size`` x ``size`` (bicubic) if they differ."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])  # (n, 3, H, W)
+    out = F.interpolate(flat, size=(size, size), mode="bicubic", align_corners=False)
+    return out.reshape(*lead, 3, size, size)

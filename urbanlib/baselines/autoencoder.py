@@ -36,12 +36,11 @@ from ._common import (
     embed_all,
     resolve_scale,
     sized,
-    train,
     train_positions,
     val_positions,
 )
 from .base import BaselineInputs, FittedEncoder
-from .training import stopping_fields
+from .training import stopping_fields, train
 
 FAMILY = "Autoencoder"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 
@@ -158,7 +157,7 @@ def fit(inputs: BaselineInputs, config: AutoencoderConfig | None = None) -> Fitt
     cfg = config or AutoencoderConfig.for_scale(inputs.scale)
     model, history, facts, init = _train(inputs, cfg)
     feats = embed_all(model.encode, inputs, desc="autoencoder features")
-    n = count_params(model.encoder) + count_params(model.to_code)  # the decoder is not part of the encoder
+    n = count_params(model.encoder)[0] + count_params(model.to_code)[0]  # the decoder is not part of the encoder
     return FittedEncoder("Autoencoder", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "trained from random init (reconstruction)",
                           "final_loss": history[-1]["loss"] if history else None, "training": facts,

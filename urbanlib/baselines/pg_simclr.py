@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._common import train_positions, val_positions
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 from .simclr import SimCLRConfig, SimCLRViT, fit_pairs, top_k_neighbours, train_pairs
-from .training import usable_train
 
 NAME = "PG-SimCLR"
 POI_PREFIX = "poi_cat_"
@@ -80,22 +80,15 @@ def positives(inputs: BaselineInputs, train_pos: np.ndarray, cols: list[str], k:
             "geo": geo_neighbours(reg["row"].to_numpy(), reg["col"].to_numpy(), city)}
 
 
-def _val_positions(inputs: BaselineInputs, ok: np.ndarray, train_pos: np.ndarray) -> np.ndarray | None:
-    if inputs.val_idx is None:
-        return None
-    v = np.asarray(inputs.val_idx, int)
-    return np.setdiff1d(v[ok[v]], train_pos)
-
-
 def train(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> tuple[SimCLRViT, list[dict]]:
     """Train PG-SimCLR; returns the model and its per-step history."""
     usable = _usable(inputs)
     if isinstance(usable, NotAvailable):
         raise ValueError(f"{NAME}: {usable.reason}")
     cfg = config or SimCLRConfig.for_scale(inputs.scale)
-    pos = usable_train(inputs.train_idx, usable[0], NAME)
+    pos = train_positions(inputs, usable[0], NAME)
     return train_pairs(inputs, cfg, lambda p: positives(inputs, p, usable[1], cfg.positives_k), pos, NAME,
-                       _val_positions(inputs, usable[0], pos))
+                       val_positions(inputs, usable[0]))
 
 
 def fit(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> FittedEncoder | NotAvailable:
@@ -104,8 +97,8 @@ def fit(inputs: BaselineInputs, config: SimCLRConfig | None = None) -> FittedEnc
     if isinstance(usable, NotAvailable):
         return usable
     cfg = config or SimCLRConfig.for_scale(inputs.scale)
-    pos = usable_train(inputs.train_idx, usable[0], NAME)
+    pos = train_positions(inputs, usable[0], NAME)
     return fit_pairs(inputs, cfg, lambda p: positives(inputs, p, usable[1], cfg.positives_k), pos, NAME,
                      {"objective": f"mean of NT-Xent with a POI-similar (top-{cfg.positives_k}) and with a "
                                    "grid-adjacent positive", "poi_columns": usable[1]},
-                     _val_positions(inputs, usable[0], pos))
+                     val_positions(inputs, usable[0]))

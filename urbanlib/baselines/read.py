@@ -64,11 +64,10 @@ from ._common import (
     embed_all,
     epoch_cap,
     resolve_scale,
-    train,
     train_positions,
 )
 from .base import BaselineInputs, FittedEncoder
-from .training import stopping_fields
+from .training import stopping_fields, train
 
 FAMILY = "READ"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 LABEL_FALLBACKS = ("night_light", "population", "gdp", "carbon", "poi_count")
@@ -284,7 +283,7 @@ def fit(inputs: BaselineInputs, config: READConfig | None = None) -> FittedEncod
     history += [{**r, "step": r["step"] + len(history), "stage": "student"} for r in info.pop("student_history")]
     info.pop("labelled_positions")
     info.pop("validation_positions")
-    n = count_params(student.encoder)
+    n = count_params(student.encoder)[0]
     return FittedEncoder("READ", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "teacher-student from random init",
                           "supervised": "labels of inputs.label_idx only (the probe's train regions)", **info,

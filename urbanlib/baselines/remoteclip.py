@@ -16,8 +16,8 @@ from pathlib import Path
 import open_clip
 import torch
 
+from ._common import count_params, embed_all
 from .base import BaselineInputs, FittedEncoder, NotAvailable
-from .training import count_params, encode_satellite
 
 NAME = "RemoteCLIP"
 ENV_VAR = "URBANLIB_REMOTECLIP_WEIGHTS"
@@ -65,8 +65,8 @@ def fit(inputs: BaselineInputs, config: RemoteCLIPConfig | None = None) -> Fitte
     model = load_model(config)
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else int(size)
-    feats = encode_satellite(lambda x: model.encode_image(x), inputs.tensors, size, config.batch_size,
-                             inputs.progress, desc=f"{NAME} features")
+    feats = embed_all(lambda x: model.encode_image(x), inputs, config.batch_size, desc=f"{NAME} features",
+                      image_size=size)
     total, _ = count_params(model.visual)
     return FittedEncoder(NAME, feats, [], total, 0,
                          {"weights": weights_path(config), "model": config.model_name if config.model_cfg is None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -37,8 +37,9 @@ from urbanlib.scales import Scale, get_scale
 from urbanlib.train import TrainConfig
 from urbanlib.train.distributed import all_gather_with_grad, world_size
 
+from ._common import count_params, embed_all, train_positions
 from .base import BaselineInputs, FittedEncoder
-from .training import count_params, encode_satellite, fit_trainer, usable_train
+from .training import fit_trainer
 
 
 @dataclass
@@ -292,9 +293,9 @@ def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np
     from urbanlib.eval.metrics import linear_cka
 
     model, history = train_pairs(inputs, cfg, positives, train_pos, name, val_pos)
-    feats = encode_satellite(model.features, inputs.tensors, model.vision.image_size, progress=inputs.progress,
-                             desc=f"{name} features")
-    init = encode_satellite(model.initial.features, inputs.tensors, model.vision.image_size)
+    size = model.vision.image_size
+    feats = embed_all(model.features, inputs, batch_size=256, desc=f"{name} features", image_size=size)
+    init = embed_all(model.initial.features, replace(inputs, progress=False), batch_size=256, image_size=size)
     total, trainable = count_params(model.visual)
     return FittedEncoder(name, feats, history, total, trainable,
                          {"encoder": f"urbanclip-{cfg.model_size} ViT (random init)", "train_regions": len(train_pos),
@@ -304,7 +305,7 @@ def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np
 
 def satellite_train_positions(inputs: BaselineInputs, name: str) -> np.ndarray:
     """Training regions that have a satellite tile."""
-    return usable_train(inputs.train_idx, inputs.tensors.satellite_mask, name)
+    return train_positions(inputs, name=name)
 
 
 def top_k_neighbours(sim: np.ndarray, k: int) -> list[np.ndarray]:

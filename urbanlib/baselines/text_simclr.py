@@ -20,9 +20,9 @@ import numpy as np
 from urbanlib.data.report import DataError
 from urbanlib.eval.text_features import MINILM_ID, region_text_features
 
+from ._common import train_positions, val_positions
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 from .simclr import SimCLRConfig, SimCLRViT, fit_pairs, top_k_neighbours, train_pairs
-from .training import usable_train
 
 NAME = "Text-SimCLR"
 
@@ -62,20 +62,13 @@ def _prepare(inputs: BaselineInputs, config: TextSimCLRConfig | None, caption_em
     return cfg, caption_emb, have
 
 
-def _val_positions(inputs: BaselineInputs, have: np.ndarray, train_pos: np.ndarray) -> np.ndarray | None:
-    if inputs.val_idx is None:
-        return None
-    v = np.asarray(inputs.val_idx, int)
-    return np.setdiff1d(v[have[v]], train_pos)
-
-
 def train(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
           caption_emb: np.ndarray | None = None) -> tuple[SimCLRViT, list[dict]]:
     """Train Text-SimCLR; ``caption_emb`` (N, D) normalised overrides the MiniLM embeddings (tests)."""
     cfg, caption_emb, have = _prepare(inputs, config, caption_emb)
-    pos = usable_train(inputs.train_idx, have, NAME)
+    pos = train_positions(inputs, have, NAME)
     return train_pairs(inputs, cfg, lambda p: {"text_pair": caption_positives(caption_emb, p, cfg.positives_k)},
-                       pos, NAME, _val_positions(inputs, have, pos))
+                       pos, NAME, val_positions(inputs, have))
 
 
 def fit(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
@@ -87,7 +80,7 @@ def fit(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
     if have[train_idx].sum() < 2:
         return NotAvailable(NAME, f"n/a: fewer than 2 training regions have both a satellite tile and "
                                   f"'{cfg.caption_style}' captions")
-    pos = usable_train(train_idx, have, NAME)
+    pos = train_positions(inputs, have, NAME, train_idx)
 
     def positives(p):
         return {"text_pair": caption_positives(caption_emb, p, cfg.positives_k)}
@@ -95,4 +88,4 @@ def fit(inputs: BaselineInputs, config: TextSimCLRConfig | None = None,
     return fit_pairs(inputs, cfg, positives, pos, NAME,
                      {"objective": f"NT-Xent, positive = one of the {cfg.positives_k} caption-nearest regions",
                       "text_encoder": encoder},
-                     val_pos=_val_positions(inputs, have, pos))
+                     val_pos=val_positions(inputs, have))

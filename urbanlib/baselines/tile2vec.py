@@ -45,12 +45,11 @@ from ._common import (
     resolve_scale,
     seeded,
     sized,
-    train,
     train_positions,
     val_positions,
 )
 from .base import BaselineInputs, FittedEncoder
-from .training import stopping_fields
+from .training import stopping_fields, train
 
 FAMILY = "Tile2Vec"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
 
@@ -238,7 +237,7 @@ def fit(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> FittedE
         raise ValueError(f"regions table has {len(inputs.ds.regions)} rows but tensors hold {len(inputs.tensors)}")
     model, history, facts, init = _train(inputs, cfg)
     feats = embed_all(model.embed, inputs, desc="tile2vec features")
-    n = count_params(model)
+    n = count_params(model)[0]
     return FittedEncoder("Tile2Vec", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "trained from random init (triplet loss)",
                           "final_loss": history[-1]["loss"] if history else None, "training": facts,

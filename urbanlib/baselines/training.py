@@ -1,8 +1,8 @@
-"""Pieces the trained baselines share: running the shared Trainer, reading its log, encoding every region.
+"""How every trained baseline trains: through the shared Trainer, with its log and facts read back.
 
-Every trained baseline goes through :class:`urbanlib.train.Trainer`, so its optimiser, schedule and
-per-step loss CSV are the ones UrbanCLIP uses; its downstream features are computed the same way
-for all regions, with NaN rows where a region has no image.
+Every trained baseline goes through :class:`urbanlib.train.Trainer` (:func:`fit_trainer`, or
+:func:`train` for a plain config), so its optimiser, schedule, early stopping and per-step loss CSV
+are the ones UrbanCLIP uses.
 """
 
 from __future__ import annotations
@@ -12,27 +12,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from urbanlib.pipeline.tensors import RegionTensors, normalize
 from urbanlib.provenance import cpu_seconds
 from urbanlib.train import TrainConfig, Trainer
 
 from .base import BaselineInputs
-
-
-def resize_to(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize float images (..., 3, H, W) to ``size`` x ``size`` (bicubic) if they differ."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    lead = x.shape[:-3]
-    flat = x.reshape(-1, *x.shape[-3:])  # (n, 3, H, W)
-    out = F.interpolate(flat, size=(size, size), mode="bicubic", align_corners=False)
-    return out.reshape(*lead, 3, size, size)
 
 
 def read_history(out_dir: Path) -> list[dict]:
@@ -88,12 +74,6 @@ def fit_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: s
         return go(tmp, False)
 
 
-def run_trainer(model: nn.Module, dataset, train_config: TrainConfig, out_dir: str = "",
-                collate: Callable | None = None, val_dataset=None) -> list[dict]:
-    """:func:`fit_trainer`'s per-step history alone."""
-    return fit_trainer(model, dataset, train_config, out_dir, collate, val_dataset)[0]
-
-
 def stopping_fields(inputs: BaselineInputs, val_dataset) -> dict:
     """The scale's early-stopping :class:`~urbanlib.train.TrainConfig` fields when there is a validation set.
 
@@ -103,42 +83,37 @@ def stopping_fields(inputs: BaselineInputs, val_dataset) -> dict:
     return inputs.scale.early_stopping() if (val_dataset is not None and inputs.scale is not None) else {}
 
 
-@torch.no_grad()
-def encode_satellite(encode: Callable[[torch.Tensor], torch.Tensor], tensors: RegionTensors, image_size: int,
-                     batch_size: int = 256, progress: bool = False, desc: str = "encode") -> np.ndarray:
-    """Features (N, F) float32 of every region's satellite tile; NaN rows for regions without one.
+def train(model: nn.Module, dataset, *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
+          weight_decay: float = 0.05, warmup_steps: int = 10, desc: str = "", val_dataset=None,
+          stopping: dict | None = None) -> tuple[list[dict], dict]:
+    """Train ``model`` (``forward(batch) -> {"loss": ...}``) with the shared trainer on the CPU.
+
+    The trainer writes its end-of-run checkpoint into a temporary folder that is discarded: the
+    baselines keep features, not weights. The batch size shrinks to the dataset size if needed.
 
     Args:
-        encode: CLIP-normalised images (n, 3, image_size, image_size) -> (n, F) features.
-        tensors: the dataset's images.
-        image_size: the encoder's input side (tiles are resized if they differ).
-        batch_size: tiles per forward pass.
-        progress: show a progress bar.
-        desc: progress-bar label.
+        model: the protocol model.
+        dataset: training samples.
+        epochs: passes over ``dataset``: the step cap when ``val_dataset`` is given.
+        batch_size: samples per step.
+        lr: peak AdamW learning rate.
+        seed: data order and the torch RNG of the run.
+        progress: show the trainer's progress bar.
+        weight_decay: AdamW decay of the matrices.
+        warmup_steps: linear warmup steps.
+        desc: label of the run (temporary folder name).
+        val_dataset: held-out samples of the same kind (unaugmented) whose loss decides the length;
+            the best evaluation's weights are the result.
+        stopping: early-stopping fields of :class:`~urbanlib.train.TrainConfig`
+            (``scale.early_stopping()``); ignored without ``val_dataset``.
+
+    Returns:
+        The per-step log and the run's facts (:func:`~urbanlib.baselines.training.training_facts`).
     """
-    have = np.flatnonzero(tensors.satellite_mask)
-    out = None
-    for start in tqdm(range(0, len(have), batch_size), desc=desc, disable=not progress, leave=False):
-        idx = have[start:start + batch_size]
-        f = encode(resize_to(normalize(torch.from_numpy(tensors.satellite[idx])), image_size)).float().numpy()
-        if out is None:
-            out = np.full((len(tensors), f.shape[1]), np.nan, np.float32)
-        out[idx] = f
-    if out is None:
-        raise ValueError("no region has a satellite image: nothing to encode")
-    return out
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def usable_train(train_idx: np.ndarray, mask: np.ndarray, name: str, minimum: int = 2) -> np.ndarray:
-    """Train positions that also satisfy ``mask`` (e.g. have a tile); a clear error if too few remain."""
-    idx = np.asarray(train_idx, dtype=int)
-    idx = idx[np.asarray(mask)[idx]]
-    if len(idx) < minimum:
-        raise ValueError(f"{name}: only {len(idx)} training regions have the data it needs (need >= {minimum})")
-    return idx
+    batch_size = max(2, min(batch_size, len(dataset)))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps, seed=seed, progress=progress, betas=(0.9, 0.999),
+                      **(stopping if val_dataset is not None and stopping else {}))
+    history, facts = fit_trainer(model, dataset, cfg, val_dataset=val_dataset, device="cpu")
+    model.eval()
+    return history, facts

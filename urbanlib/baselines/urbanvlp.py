@@ -49,9 +49,10 @@ from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale, get_scale
 from urbanlib.train import TrainConfig
 
+from ._common import count_params, resize_to, train_positions
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 from .simclr import item_generator
-from .training import count_params, fit_trainer, resize_to, stopping_fields, usable_train
+from .training import fit_trainer, stopping_fields
 
 NAME = "UrbanVLP"
 FAMILY = "UrbanVLP"  # its learning-rate family (urbanlib.pipeline.hparams.GRIDS)
@@ -311,7 +312,7 @@ def train(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> tuple
 def _train(inputs: BaselineInputs, cfg: UrbanVLPConfig) -> tuple[UrbanVLP, list[dict], dict, UrbanVLP]:
     """The trained model, its log, its training facts and the same model at initialisation."""
     ok, captions = _trainable(inputs, cfg)
-    pos = usable_train(inputs.train_idx, ok, NAME)
+    pos = train_positions(inputs, ok, NAME)
     model = build_model(cfg, inputs.seed)
     init = copy.deepcopy(model).eval()
     data = RegionTriples(inputs, pos, captions, model.vision.image_size, model.context_length, cfg.text_mode,
