@@ -26,7 +26,7 @@ class NotebookFailed(RuntimeError):
 
 
 @dataclass
-class RunResult:
+class PageResult:
     """What happened to one entry."""
 
     entry: Entry
@@ -45,7 +45,7 @@ def cache_key(entry: Entry, tree_hash: str) -> str:
 
 
 def run_entries(entries: list[Entry], out_dir: Path, cache_dir: Path, force: bool = False,
-                kernel_name: str = "python3", log=print, jobs: int = 1) -> list[RunResult]:
+                kernel_name: str = "python3", log=print, jobs: int = 1) -> list[PageResult]:
     """Execute each entry into ``out_dir/<slug>.ipynb``; raise NotebookFailed on the first failure.
 
     Experiments run in manifest order, one after another (later pages reuse what earlier ones
@@ -57,7 +57,7 @@ def run_entries(entries: list[Entry], out_dir: Path, cache_dir: Path, force: boo
     tree = source_tree_hash()
     jobs = max(1, int(jobs))
     os.environ["URBANLIB_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    results: dict[str, RunResult] = {}
+    results: dict[str, PageResult] = {}
     bar = tqdm(total=len(entries), desc="notebooks", unit="nb")
     groups: dict[str, list[Entry]] = {}
     for e in entries:
@@ -125,16 +125,16 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
 
 
 def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
-             log) -> RunResult:
+             log) -> PageResult:
     output = out_dir / f"{entry.slug}.ipynb"
     key = cache_key(entry, tree)
     stamp = cache_dir / f"{entry.slug}.key"
     if not force and output.is_file() and stamp.is_file() and stamp.read_text() == key:
-        return RunResult(entry, output, "cached", 0.0)
+        return PageResult(entry, output, "cached", 0.0)
     stamp.unlink(missing_ok=True)
     t0 = time.perf_counter()
     execute_entry(entry, output, kernel_name)
     dt = time.perf_counter() - t0
     stamp.write_text(key)
     log(f"ran {entry.slug} in {dt:.1f} s")
-    return RunResult(entry, output, "ran", dt)
+    return PageResult(entry, output, "ran", dt)

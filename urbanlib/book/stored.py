@@ -24,7 +24,7 @@ import nbformat
 from urbanlib.provenance import PACKAGE_ROOT, SOURCE_SUFFIXES, commit, files_hash, machine
 
 from .manifest import Entry
-from .runner import NotebookFailed, RunResult, execute_entry
+from .runner import NotebookFailed, PageResult, execute_entry
 
 META_KEY = "urbanlib_stored"
 _REPO = Path(__file__).resolve().parents[2]
@@ -194,7 +194,7 @@ def banner(meta: dict, entry: Entry, library: str | None = None) -> str:
     return text
 
 
-def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) -> list[RunResult]:
+def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) -> list[PageResult]:
     """Copy each stored entry's page into ``out_dir`` with its banner (or a page saying it is missing).
 
     Status per page: ``stored``; ``stale`` when the notebook or code it imports changed since it ran
@@ -219,7 +219,7 @@ def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) ->
             nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(text))
             status = "stale" if "**Note:**" in text else "stored"
         nbformat.write(nb, dst)
-        results.append(RunResult(entry, dst, status, 0.0))
+        results.append(PageResult(entry, dst, status, 0.0))
     return results
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from .runner import RunResult
+from .runner import PageResult
 
 
-def write_toc(results: list[RunResult], root: Path, intro: str = "book/intro",
+def write_toc(results: list[PageResult], root: Path, intro: str = "book/intro",
               extra_parts: list[dict] | None = None, parts_of: dict[str, str] | None = None) -> Path:
     """Group pages into parts by experiment (``parts_of`` maps experiment -> part caption).
 
