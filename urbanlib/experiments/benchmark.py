@@ -26,9 +26,28 @@ from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import init_features, run_features
 from urbanlib.pipeline.runs import code_hash
 
+
+@dataclass(frozen=True)
+class OurModel:
+    """What a row of ours is: which recipe's run, which imagery it encodes, which of the run's weights."""
+
+    recipe: str  # "urbanclip" | "urbanln" (the fine-tuning run) | "stage0" (the shared stage-0 CLIP)
+    imagery: str = "satellite"  # "satellite" | "street"
+    weights: str = "trained"  # "trained" | "init" (the run's weights at initialisation: the random-init twin)
+
+
+OUR_MODELS = {  # table name -> what it is (the names are the tables' rows; nothing parses them)
+    "UrbanCLIP": OurModel("urbanclip"),
+    "UrbanLN (satellite)": OurModel("urbanln", "satellite"),
+    "UrbanLN (street)": OurModel("urbanln", "street"),
+    "UrbanCLIP (random init)": OurModel("urbanclip", weights="init"),
+    "CLIP (random init, satellite)": OurModel("stage0", "satellite", "init"),
+    "CLIP (random init, street)": OurModel("stage0", "street", "init"),
+    "UrbanLN stage 0 (satellite)": OurModel("urbanln", "satellite", "init"),  # fine-tuning's start: stage 0 (+ IPSI)
+    "UrbanLN stage 0 (street)": OurModel("urbanln", "street", "init"),
+}
 OURS = ["UrbanCLIP", "UrbanLN (satellite)", "UrbanLN (street)"]
-CONTROLS = ["UrbanCLIP (random init)", "CLIP (random init, satellite)", "CLIP (random init, street)",
-            "UrbanLN stage 0 (satellite)", "UrbanLN stage 0 (street)"]
+CONTROLS = [n for n in OUR_MODELS if n not in OURS]
 TEXT = ["Captions only (MiniLM, short)", "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"]
 BASELINE_ORDER = ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "PG-SimCLR", "MuseCL", "RemoteCLIP", "UrbanVLP", "UrbanViT", "Text-SimCLR"]
@@ -85,43 +104,48 @@ def _has_captions(city: City, style: str) -> bool:
     return caps is not None and not caps.empty and bool((caps["style"] == style).any())
 
 
+def _our_features(city: City, name: str, spec: OurModel, progress: bool) -> Features | NotAvailable:
+    """Features of one of our rows (:data:`OUR_MODELS`): a trained run, or its weights at initialisation."""
+    if spec.recipe == "urbanclip":
+        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
+
+        run = pretrain_urbanclip(city, progress=progress)
+        if spec.weights == "init":
+            return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
+                            "run's weights at initialisation", "parameters": run.info["parameters"]})
+        return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
+                                                                "parameters": run.info["parameters"]}, run.history,
+                        run)
+    from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
+
+    imagery = spec.imagery
+    has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
+    if not has:
+        return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
+    if spec.recipe == "stage0":
+        stage0 = pretrain_stage0(city.name, city.scale, city.seed, progress, protocol=city.protocol)
+        return Features(name, init_features(stage0, city.tensors, imagery),
+                        {"cached": stage0.cached, "note": "stage 0's CLIP at initialisation"})
+    if not _has_captions(city, "long"):
+        return NotAvailable(name, "n/a: UrbanLN trains on long captions and this dataset has none "
+                                  "(write them with urbanlib.captions.batch and a captioner backend)")
+    run = pretrain_urbanln(city, imagery=imagery, progress=progress)
+    if spec.weights == "init":
+        return Features(name, init_features(run, city.tensors, imagery),
+                        {"cached": run.cached, "note": "UrbanLN's starting point, stage 0 alone"})
+    return Features(name, run_features(run, city.tensors, imagery=imagery),
+                    {"wall_s": run.wall_s + run.info["stage0_wall_s"], "cached": run.cached,
+                     "parameters": run.info["student_total"], "imagery": imagery}, run.history, run)
+
+
 def encoder_features(city: City, name: str, progress: bool = False) -> Features | NotAvailable:
     """Features of one model of the benchmark, by table name (ours, a baseline, or a text model).
 
     A model whose inputs the dataset lacks (no long captions, no street views) is an explicit
     :class:`NotAvailable` with the reason, so a real dataset gets a table of what could run.
     """
-    if name in ("UrbanCLIP", "UrbanCLIP (random init)"):
-        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
-
-        run = pretrain_urbanclip(city, progress=progress)
-        if name == "UrbanCLIP (random init)":
-            return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
-                            "run's weights at initialisation", "parameters": run.info["parameters"]})
-        return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
-                                                                "parameters": run.info["parameters"]}, run.history,
-                        run)
-    if name.startswith(("UrbanLN", "CLIP (random init")):
-        from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
-
-        imagery = "street" if "street" in name else "satellite"
-        has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
-        if not has:
-            return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
-        if name.startswith("CLIP (random init"):
-            stage0 = pretrain_stage0(city.name, city.scale, city.seed, progress, protocol=city.protocol)
-            return Features(name, init_features(stage0, city.tensors, imagery),
-                            {"cached": stage0.cached, "note": "stage 0's CLIP at initialisation"})
-        if not _has_captions(city, "long"):
-            return NotAvailable(name, "n/a: UrbanLN trains on long captions and this dataset has none "
-                                      "(write them with urbanlib.captions.batch and a captioner backend)")
-        run = pretrain_urbanln(city, imagery=imagery, progress=progress)
-        if name.startswith("UrbanLN stage 0"):  # the fine-tuning run's starting weights: stage 0 (+ IPSI)
-            return Features(name, init_features(run, city.tensors, imagery),
-                            {"cached": run.cached, "note": "UrbanLN's starting point, stage 0 alone"})
-        return Features(name, run_features(run, city.tensors, imagery=imagery),
-                        {"wall_s": run.wall_s + run.info["stage0_wall_s"], "cached": run.cached,
-                         "parameters": run.info["student_total"], "imagery": imagery}, run.history, run)
+    if name in OUR_MODELS:
+        return _our_features(city, name, OUR_MODELS[name], progress)
     if name.startswith("Captions only"):
         from urbanlib.eval.text_features import region_text_features
 

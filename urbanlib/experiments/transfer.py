@@ -22,6 +22,8 @@ from urbanlib.pipeline.features import run_features, satellite_features, street_
 from urbanlib.pipeline.runs import code_hash
 from urbanlib.pipeline.tensors import RegionTensors
 
+from .benchmark import OUR_MODELS, OURS
+
 
 def combine(cities: list[City]) -> tuple[UrbanDataset, RegionTensors, np.ndarray]:
     """All cities as one dataset (image paths made absolute) and one tensor set; and each region's city index."""
@@ -51,15 +53,15 @@ def combine(cities: list[City]) -> tuple[UrbanDataset, RegionTensors, np.ndarray
 
 
 def _our_features(source: City, target: City, name: str) -> np.ndarray:
-    if name == "UrbanCLIP":
+    spec = OUR_MODELS[name]
+    imagery = spec.imagery
+    if spec.recipe == "urbanclip":
         from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(source, progress=False)
-        imagery = "satellite"
     else:
         from urbanlib.pipeline.urbanln import pretrain_urbanln
 
-        imagery = name[len("UrbanLN ("):-1]
         run = pretrain_urbanln(source, imagery=imagery, progress=False)
     if target is source:
         return run_features(run, source.tensors, imagery)
@@ -69,7 +71,7 @@ def _our_features(source: City, target: City, name: str) -> np.ndarray:
 
 def transfer_features(source: City, cities: list[City], name: str) -> np.ndarray | NotAvailable:
     """(sum N, F) features of every region of ``cities`` from the encoder trained on ``source``."""
-    if name == "UrbanCLIP" or name.startswith("UrbanLN ("):
+    if name in OURS:  # trained rows of ours (the random-init twins do not transfer a training)
         return np.concatenate([_our_features(source, c if c.name != source.name else source, name)
                                for c in cities])
     if name not in BASELINES:
