@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from urbanlib.cache import cache_dir, cache_root
+
 from .manifest import ManifestError, load_manifest
 from .runner import NotebookFailed, run_entries
 from .stored import place_stored, store_entries
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
               f"({time.perf_counter() - t0:.0f} s)")
         return 0
     try:
-        ran = run_entries(live, root / "book" / "generated", root / ".cache" / "book", force=args.force,
+        ran = run_entries(live, root / "book" / "generated", cache_dir("book"), force=args.force,
                           jobs=args.jobs)
     except NotebookFailed as e:
         print(f"error: {e}", file=sys.stderr)
@@ -83,8 +85,7 @@ def main(argv=None) -> int:
               f"so (run `make pages` to refresh): {', '.join(stale)}")
     write_toc(results, root, parts_of=parts_of)
     timings = {r.entry.slug: {"status": r.status, "seconds": round(r.seconds, 1)} for r in results}
-    (root / ".cache").mkdir(exist_ok=True)
-    (root / ".cache" / "book_timings.json").write_text(json.dumps(timings, indent=2))
+    (cache_root() / "book_timings.json").write_text(json.dumps(timings, indent=2))
     print(f"executed {sum(r.status == 'ran' for r in results)} notebook(s), "
           f"{sum(r.status == 'cached' for r in results)} cached, "
           f"{sum(r.status in ('stored', 'stale') for r in results)} stored, in {time.perf_counter() - t0:.0f} s")

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from urbanlib.cache import cache_dir
+
 from ...scales import Scale, get_scale
 from .. import canonical
 from ..dataset import INDICATORS, UrbanDataset
@@ -34,10 +36,7 @@ PROFILES = list_profiles()
 
 def default_cache_dir() -> Path:
     """``$URBANLIB_CACHE/synthcity`` if set, else ``.cache/synthcity`` under the repository root."""
-    env = os.environ.get("URBANLIB_CACHE")
-    if env:
-        return Path(env) / "synthcity"
-    return Path(__file__).resolve().parents[3] / ".cache" / "synthcity"
+    return cache_dir("synthcity")
 
 
 def _scale(scale: str | Scale) -> Scale:
