@@ -73,3 +73,11 @@ def test_candidates_with_an_explicit_lr_need_no_choice(tmp_path, monkeypatch):
     assert SimCLRConfig.for_scale(full, lr=2e-4).lr == 2e-4
     with pytest.raises(LookupError):
         train_config(full, 0)
+
+
+def test_get_scale_is_the_one_place_a_scale_is_resolved():
+    full = get_scale("full")
+    assert get_scale(full) is full and get_scale(None) is get_scale("default")
+    assert get_scale(full, grid=8).grid == 8 and full.grid == 32  # overrides never touch the preset
+    with pytest.raises(KeyError, match="unknown scale 'huge'"):
+        get_scale("huge")

@@ -77,8 +77,15 @@ SCALES: dict[str, Scale] = {
 }
 
 
-def get_scale(name: str, **overrides) -> Scale:
-    """Look up a preset by name, optionally overriding fields (``get_scale("default", grid=16)``)."""
+def get_scale(name: str | Scale | None, **overrides) -> Scale:
+    """The :class:`Scale` a caller means: a preset by name, a ``Scale`` as given, None for ``default``.
+
+    The one place a scale is resolved, so every function may take either form at its boundary.
+    Fields can be overridden (``get_scale("default", grid=16)``).
+    """
+    if isinstance(name, Scale):
+        return replace(name, **overrides) if overrides else name
+    name = "default" if name is None else name
     if name not in SCALES:
         raise KeyError(f"unknown scale {name!r}; choose one of {sorted(SCALES)}")
     return replace(SCALES[name], **overrides) if overrides else SCALES[name]

@@ -45,7 +45,7 @@ def scale_name(inputs: BaselineInputs) -> str:
 
 def resolve_scale(scale: Scale | str | None) -> Scale:
     """A :class:`Scale` from a preset, its name, or None (the ``default`` preset); only the presets baselines know."""
-    s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
+    s = get_scale(scale)
     if s.name not in SCALE_NAMES:
         raise KeyError(f"unknown scale {s.name!r}; baselines are sized for {SCALE_NAMES}")
     return s

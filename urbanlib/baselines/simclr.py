@@ -67,7 +67,7 @@ class SimCLRConfig:
     @classmethod
     def for_scale(cls, scale: Scale | str | None, **overrides) -> SimCLRConfig:
         """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None), the family's lr."""
-        s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
+        s = get_scale(scale)
         batch = 16 if s.model_size == "tiny" else 32  # as urbanlib.pipeline.urbanclip.train_config
         lr = overrides.pop("lr") if "lr" in overrides else chosen_lr("SimCLR ViT", s)  # a candidate needs no choice
         return cls(**{"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, "lr": lr,

@@ -77,7 +77,7 @@ class UrbanVLPConfig:
     @classmethod
     def for_scale(cls, scale: Scale | str | None, **overrides) -> UrbanVLPConfig:
         """UrbanCLIP's model size, epochs and batch size for ``scale`` (default scale if None), the family's lr."""
-        s = get_scale(scale) if isinstance(scale, str) else (scale or get_scale("default"))
+        s = get_scale(scale)
         batch = 16 if s.model_size == "tiny" else 32  # as urbanlib.pipeline.urbanclip.train_config
         fields = {"model_size": s.model_size, "epochs": s.pretrain_epochs, "batch_size": batch, **overrides}
         if "lr" not in fields:

@@ -39,14 +39,10 @@ def default_cache_dir() -> Path:
     return cache_dir("synthcity")
 
 
-def _scale(scale: str | Scale) -> Scale:
-    return get_scale(scale) if isinstance(scale, str) else scale
-
-
 def city_dir(profile: str, scale: str | Scale = "default", seed: int = 0, cache_dir: str | Path | None = None,
              params: GeneratorParams = DEFAULT_PARAMS) -> Path:
     """Where :func:`build` puts (or finds) a city: ``<cache>/<profile>-<scale>-s<seed>-<hash>``."""
-    sc = _scale(scale)
+    sc = get_scale(scale)
     key = cache_key(load_profile(profile), sc.data_dict(), seed, params)
     return Path(cache_dir or default_cache_dir()) / f"{profile}-{sc.name}-s{seed}-{key}"
 
@@ -67,7 +63,7 @@ def build(profile: str, scale: str | Scale = "default", seed: int = 0, cache_dir
     Returns:
         The city folder (meta.json, regions.csv, images.csv, captions.jsonl, scenes.jsonl, images/).
     """
-    sc = _scale(scale)
+    sc = get_scale(scale)
     out = city_dir(profile, sc, seed, cache_dir, params)
     if (out / "meta.json").is_file() and not force:
         return out
