@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import urbanlib.data as data
-from urbanlib.data import DataError, LoadReport, canonical, images, validate
+from urbanlib.data import DataError, LoadReport, bd09, canonical, images, validate
 from urbanlib.data.dataset import UrbanDataset
 
 HERE = Path(__file__).parent / "data"
@@ -53,10 +53,12 @@ def test_urbanclip_regions_indicators_and_geometry(uc_dir):
     assert r["bd09_x"].min() == min(uc.XS) and r["bd09_y"].max() == max(uc.YS)
     np.testing.assert_array_equal(r["col"], r["bd09_x"] - min(uc.XS))
     np.testing.assert_array_equal(r["row"], max(uc.YS) - r["bd09_y"])
-    # centre = SW corner + half a 1024 m tile: ~0.0046 deg east, ~0.0035 deg north at 39.8 N
-    np.testing.assert_allclose(r["lon"] - r["sw_lon"], 512 / 111319.49, rtol=1e-9)
-    np.testing.assert_allclose(r["lat"] - r["sw_lat"], 512 / 111319.49 * np.cos(np.radians(r["sw_lat"])), rtol=1e-9)
-    assert r["sw_lat"].between(39, 41).all() and r["sw_lon"].between(116, 117).all()
+    # centre = the tile's BD09 Mercator centre converted to WGS84 (tests/test_geo_bd09.py); the fixture's
+    # corner column is made up, so the loader keeps it as release_lon/lat and counts every row as a mismatch
+    np.testing.assert_allclose(np.c_[r["lon"], r["lat"]], np.c_[bd09.tile_centres(r["bd09_x"], r["bd09_y"])])
+    assert r["lat"].between(40.07, 40.09).all() and r["lon"].between(116.43, 116.47).all()
+    np.testing.assert_allclose(r["release_lat"], labels["WGS84 coordinate"].str.extract(r"\(([\d.]+),")[0].astype(float))
+    assert ds.report.count("release_coordinate_mismatch") == uc.N_REGIONS
 
 
 def test_urbanclip_real_release_problems_are_counted_not_hidden(uc_dir):

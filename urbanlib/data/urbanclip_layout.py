@@ -7,17 +7,22 @@ Expected layout (explicit paths override each part)::
       captions/{City}_captions.json          [[{"caption": str, "image": "{City}/16_{x}_{y}_s.jpg"}, ...]]
       images/{City}/16_{x}_{y}_s.jpg         256x256 RGB JPEG Baidu tiles
 
-Labels columns: ``satellite_img_name``, ``BD09 coordinate`` ("(x,y)": Baidu zoom-16 tile indices),
-``WGS84 coordinate`` ("(lat, lon)" of the tile's south-west corner), ``carbon_emissions (ton)``,
-``population (unit)``, ``gdp (million yuan)``, mapped to ``carbon``, ``population``, ``gdp``.
+Labels columns: ``satellite_img_name``, ``BD09 coordinate`` ("(x,y)": Baidu zoom-16 tile numbers),
+``WGS84 coordinate`` ("(lat, lon)" of the tile's south-west corner, see below),
+``carbon_emissions (ton)``, ``population (unit)``, ``gdp (million yuan)``, mapped to ``carbon``,
+``population``, ``gdp``.
 
-Geometry. A Baidu tile at zoom 16 covers 256 px x 4 m/px = 1024 metres of Baidu Mercator, so
+Geometry. Baidu tile numbers count 1024-metre squares of Baidu Mercator (BD09MC) at zoom 16, so
 tile x/y are a regular grid: ``col = x - min(x)``, ``row = max(y) - y`` (row 0 is the northern
-edge, as in an image). The region centre is approximated from the south-west WGS84 corner by
-adding half a tile: ``dlon = 1024 / 111319.49`` degrees (Mercator metres per degree of longitude
-on the equator) and ``dlat = dlon * cos(lat)`` (Mercator's north-south stretch). This ignores the
-BD09 -> WGS84 warp inside one tile (metres, far below the 1 km tile size); the exact corners are
-kept in ``sw_lat``/``sw_lon`` and the tile indices in ``bd09_x``/``bd09_y``.
+edge, as in an image). Each tile's WGS84 outline and centre are computed offline from its tile
+numbers by :mod:`urbanlib.data.bd09` (Baidu's MC -> LL polynomial, then BD09 -> GCJ-02 -> WGS84):
+``lon``/``lat`` are the WGS84 centre and :func:`cell_polygons` / :func:`regions_geojson` give the
+cells' WGS84 polygons for a map. The release's ``WGS84 coordinate`` column is in fact **BD09**
+lon/lat of the south-west corner (the toolkit's Baidu ``geoconv`` call converts "from 6 to 5",
+BD09MC -> BD09); :func:`urbanlib.data.bd09.mc_to_bd09` reproduces it to floating-point precision
+on every row of Beijing and Shanghai, and the true WGS84 corner lies 1.1-1.4 km away. The column
+is kept as ``release_lon``/``release_lat``, cross-checked against the tile numbers and reported
+(``wgs84_column_is_bd09``; rows that match neither BD09 nor WGS84: ``release_coordinate_mismatch``).
 
 Problems in real releases (regions without images or captions, zero indicators, GDP capped at
 10000.0) are kept and counted in the report (see :mod:`urbanlib.data.validate`); image names that
@@ -36,13 +41,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import bd09, validate
 from . import images as image_checks
-from . import validate
 from .dataset import CAPTION_COLUMNS, IMAGE_COLUMNS, UrbanDataset
 from .report import DataError, LoadReport
 
-TILE_METRES = 1024.0  # Baidu zoom 16: 256 px * 4 m/px
-METRES_PER_DEGREE = 111319.49  # Mercator metres per degree of longitude (equatorial radius 6378137 m)
+ZOOM = 16  # the release's Baidu zoom level: 1024 m tiles (256 px * 4 m/px)
+MATCH_M = 5.0  # the release's corner agrees with a conversion of the tile numbers when this close (metres)
 LABEL_COLUMNS = {  # release column -> canonical name
     "satellite_img_name": "satellite_img_name",
     "bd09 coordinate": "bd09",
@@ -71,9 +76,10 @@ def read(data_dir: str | Path, city: str | None = None, labels: str | Path | Non
 
     Returns:
         Dataset with regions ``region_id`` (``{city}_16_{x}_{y}``), ``city``, ``row``, ``col``,
-        ``lon``, ``lat`` (approximate centre), ``population``, ``gdp``, ``carbon``, ``bd09_x``,
-        ``bd09_y``, ``sw_lat``, ``sw_lon``, ``satellite_img_name``; image paths relative to the
-        images root.
+        ``lon``, ``lat`` (WGS84 centre of the tile, from its tile numbers), ``population``, ``gdp``,
+        ``carbon``, ``bd09_x``, ``bd09_y`` (tile numbers), ``release_lon``, ``release_lat`` (the
+        release's corner column as given: BD09 degrees), ``satellite_img_name``; image paths
+        relative to the images root. Cell polygons: :func:`cell_polygons`, :func:`regions_geojson`.
     """
     if not city:
         raise DataError("urbanclip layout: city= is required (the release stores one city per file)")
@@ -151,36 +157,101 @@ def _read_labels(path: Path, city: str, report: LoadReport) -> pd.DataFrame:
     out = pd.DataFrame({"region_id": [f"{city}_16_{a}_{b}" for a, b in zip(x, y, strict=True)], "city": city,
                         "row": y.max() - y if len(y) else [], "col": x - x.min() if len(x) else []})
     out["bd09_x"], out["bd09_y"] = x, y
+    out["lon"], out["lat"] = bd09.tile_centres(x, y, ZOOM)
     if "wgs84" in df.columns:
         ll = [_pair(v, path, i, "WGS84 coordinate", allow_nan=True) for i, v in enumerate(df["wgs84"])]
-        sw_lat = np.array([a for a, _ in ll], dtype=float)
-        sw_lon = np.array([b for _, b in ll], dtype=float)
-        swapped = np.nan_to_num(np.abs(sw_lat)) > 90  # "(lon, lat)" instead of "(lat, lon)"
+        rel_lat = np.array([a for a, _ in ll], dtype=float)
+        rel_lon = np.array([b for _, b in ll], dtype=float)
+        swapped = np.nan_to_num(np.abs(rel_lat)) > 90  # "(lon, lat)" instead of "(lat, lon)"
         if swapped.any():
-            sw_lat[swapped], sw_lon[swapped] = sw_lon[swapped].copy(), sw_lat[swapped].copy()
+            rel_lat[swapped], rel_lon[swapped] = rel_lon[swapped].copy(), rel_lat[swapped].copy()
             report.add("wgs84_swapped", "flagged", int(swapped.sum()),
                        f"WGS84 coordinate looked like (lon, lat) in {path}; swapped", list(np.flatnonzero(swapped)))
-        report.add("missing_wgs84", "flagged", int(np.isnan(sw_lat).sum()),
-                   f"no WGS84 coordinate in {path}; centre lon/lat NaN")
+        bad = (np.abs(np.nan_to_num(rel_lat)) > 90) | (np.abs(np.nan_to_num(rel_lon)) > 180)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: row {i} field 'WGS84 coordinate' = {df['wgs84'].iloc[i]!r} is outside "
+                            f"latitude [-90, 90] / longitude [-180, 180]")
+        report.add("missing_wgs84", "flagged", int(np.isnan(rel_lat).sum()),
+                   f"no WGS84 coordinate in {path}; the tile numbers alone place these regions")
+        _cross_check(x, y, rel_lon, rel_lat, path, report)
     else:
-        sw_lat = sw_lon = np.full(len(df), np.nan)
-        report.add("missing_wgs84", "flagged", len(df), f"{path} has no 'WGS84 coordinate' column; lon/lat NaN")
-    out["sw_lat"], out["sw_lon"] = sw_lat, sw_lon
-    out["lon"], out["lat"] = tile_centre(sw_lat, sw_lon)
+        rel_lat = rel_lon = np.full(len(df), np.nan)
+        report.add("missing_wgs84", "flagged", len(df),
+                   f"{path} has no 'WGS84 coordinate' column; the tile numbers alone place the regions")
+    out["release_lon"], out["release_lat"] = rel_lon, rel_lat
     for c in ("population", "gdp", "carbon"):
         out[c] = df[c].to_numpy()
     out["satellite_img_name"] = df["satellite_img_name"].astype(str).str.strip().to_numpy()
     return out[["region_id", "city", "row", "col", "lon", "lat", "population", "gdp", "carbon",
-                "bd09_x", "bd09_y", "sw_lat", "sw_lon", "satellite_img_name"]]
+                "bd09_x", "bd09_y", "release_lon", "release_lat", "satellite_img_name"]]
 
 
-def tile_centre(sw_lat, sw_lon, tile_metres: float = TILE_METRES):
-    """Approximate WGS84 centre (lon, lat) of tiles from their south-west corners (see module doc)."""
-    sw_lat = np.asarray(sw_lat, dtype=float)
-    sw_lon = np.asarray(sw_lon, dtype=float)
-    dlon = tile_metres / METRES_PER_DEGREE
-    dlat = dlon * np.cos(np.radians(sw_lat))
-    return sw_lon + dlon / 2, sw_lat + dlat / 2
+def _cross_check(x, y, rel_lon, rel_lat, path: Path, report: LoadReport) -> None:
+    """Compare the release's corner column with the tile numbers' south-west corner, in BD09 and WGS84."""
+    s = bd09.tile_size_m(ZOOM)
+    have = ~np.isnan(rel_lat)
+    d_bd = bd09.distance_m(*bd09.mc_to_bd09(x * s, y * s), rel_lon, rel_lat)
+    d_wgs = bd09.distance_m(*bd09.mc_to_wgs84(x * s, y * s), rel_lon, rel_lat)
+    is_bd = have & (d_bd <= MATCH_M)
+    report.add("wgs84_column_is_bd09", "flagged", int(is_bd.sum()),
+               f"'WGS84 coordinate' in {path} holds BD09 lon/lat of the tile's south-west corner (Baidu geoconv "
+               f"'from 6 to 5' is BD09MC -> BD09), within {MATCH_M:g} m of urbanlib.data.bd09.mc_to_bd09; "
+               f"lon/lat are the WGS84 centres computed from the tile numbers, the column is kept as "
+               f"release_lon/release_lat")
+    other = have & ~is_bd & (d_wgs > MATCH_M)
+    worst = np.flatnonzero(other)[np.argsort(-np.minimum(d_bd, d_wgs)[other])][:5]
+    report.add("release_coordinate_mismatch", "flagged", int(other.sum()),
+               f"'WGS84 coordinate' in {path} is more than {MATCH_M:g} m from the tile's south-west corner in both "
+               f"BD09 and WGS84; the tile numbers are used",
+               [f"row {i}: {min(d_bd[i], d_wgs[i]):.0f} m" for i in worst])
+
+
+def cell_polygons(regions: pd.DataFrame, points_per_edge: int = 1) -> np.ndarray:
+    """WGS84 outlines of the release's cells, from their Baidu tile numbers.
+
+    Args:
+        regions: a regions table with ``bd09_x``/``bd09_y`` (as :func:`read` returns).
+        points_per_edge: vertices per tile edge (1: the four corners; BD09's wobble bends a 1 km
+            tile's edges by up to about 1.2 m from straight lines between them in Beijing, so 4 is
+            enough for anything finer).
+
+    Returns:
+        Array ``(len(regions), 4 * points_per_edge + 1, 2)`` of closed (lon, lat) rings,
+        counter-clockwise from the south-west corner, in table order.
+    """
+    missing = [c for c in ("bd09_x", "bd09_y") if c not in regions.columns]
+    if missing:
+        raise DataError(f"cell_polygons: the regions table has no {missing} column (not an UrbanCLIP-release city)")
+    return bd09.tile_rings(regions["bd09_x"].to_numpy(), regions["bd09_y"].to_numpy(), ZOOM, points_per_edge)
+
+
+def regions_geojson(regions: pd.DataFrame, properties: list[str] | None = None) -> dict:
+    """The release's cells as a GeoJSON FeatureCollection (WGS84 polygons), ready for a map.
+
+    Args:
+        regions: a regions table with ``region_id``, ``bd09_x``, ``bd09_y``.
+        properties: region columns to copy into each feature (default: ``region_id`` only).
+
+    Returns:
+        ``{"type": "FeatureCollection", "features": [...]}``, one Polygon feature per region, in table order.
+    """
+    cols = ["region_id", *[c for c in (properties or []) if c != "region_id"]]
+    unknown = [c for c in cols if c not in regions.columns]
+    if unknown:
+        raise DataError(f"regions_geojson: unknown region column(s) {unknown}")
+    rings = cell_polygons(regions)
+    records = regions[cols].to_dict("records")
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]},
+                 "properties": {k: _json_value(v) for k, v in rec.items()}}
+                for ring, rec in zip(rings, records, strict=True)]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _json_value(v):
+    """A table cell as plain JSON: numpy scalars unwrapped, NaN as null (JSON has no NaN)."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def _pair(value, path: Path, row: int, field: str, allow_nan: bool = False) -> tuple[float, float]:
