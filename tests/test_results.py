@@ -209,3 +209,18 @@ def test_grouped_experiments_interleave_by_seed_and_city_after_the_ungrouped_one
     assert order == ["first:x-s0", "first:x-s1",
                      "train:a-s0", "consume:a-s0", "train:b-s0", "consume:b-s0",
                      "train:a-s1", "consume:a-s1", "train:b-s1", "consume:b-s1"]
+
+
+def test_not_available_rows_go_to_their_side_table_and_unknown_tables_are_refused(tmp_path):
+    from urbanlib.results.store import append_rows
+    from urbanlib.results.views import not_available_reasons
+
+    rows = [{"city": "c", "model": "m", "task": "t", "metric": "r2", "value": 0.5},
+            {"table": "not_available", "model": "MuseCL", "city": "c", "seed": 0, "split": "random",
+             "reason": "n/a: needs human-mobility flows"}]
+    append_rows("benchmark", "c-s0", rows, {"city": "c"}, 0, "full", 1.0, tmp_path)
+    assert len(read_results("benchmark", tmp_path)) == 1  # the side row is not a result row
+    assert not_available_reasons("c", "random", tmp_path) == {"MuseCL": "n/a: needs human-mobility flows"}
+    assert not_available_reasons("c", "blocked", tmp_path) == {}
+    with pytest.raises(ValueError, match="unknown table"):
+        append_rows("benchmark", "c-s1", [{**rows[0], "table": "nope"}], {"city": "c"}, 1, "full", 1.0, tmp_path)

@@ -23,6 +23,8 @@ PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash",
                       "config"]
 PRETRAINING_COLUMNS = ["model", "variant", "city", "seed", "protocol", "lr", "steps", "best_step", "step_cap",
                        "best_val_loss", "stopped_by", "cka_to_init", "train_cpu_s"]  # results/pretraining.csv
+NOT_AVAILABLE_COLUMNS = ["model", "city", "seed", "split", "reason"]  # results/not_available.csv: models that could not run
+SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
 
 
 def config_hash(config: dict, scale: str | None = None) -> str:
@@ -75,25 +77,32 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     """Append one unit's rows (each with city, model, task, metric, value) with provenance.
 
     Rows of the same unit already present are replaced, so re-running a unit never duplicates it.
-    Rows with ``"table": "pretraining"`` (one per pretraining run the unit's rows probe, the
-    :data:`PRETRAINING_COLUMNS`) go to ``results/pretraining.csv`` under the same provenance.
+    Rows with a ``"table"`` go to that side table under the same provenance (:data:`SIDE_TABLES`):
+    ``"pretraining"`` (one per pretraining run the unit's rows probe, :data:`PRETRAINING_COLUMNS`) to
+    ``results/pretraining.csv``, ``"not_available"`` (a model that could not run, with the reason
+    its code gave, :data:`NOT_AVAILABLE_COLUMNS`) to ``results/not_available.csv``.
     """
     prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, "git_tree": git_tree(),
             "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
             "machine": machine(), "config": json.dumps(config, sort_keys=True, default=str)}
-    side = [r for r in rows if r.get("table") == "pretraining"]
+    unknown = {r["table"] for r in rows if r.get("table") is not None} - set(SIDE_TABLES)
+    if unknown:
+        raise ValueError(f"rows of {experiment}/{unit} name unknown table(s) {sorted(unknown)}; known: {sorted(SIDE_TABLES)}")
+    side = {t: [r for r in rows if r.get("table") == t] for t in SIDE_TABLES}
     rows = [r for r in rows if r.get("table") is None]
     new = pd.DataFrame([{"experiment": experiment, "unit": unit, **r, **prov} for r in rows])
     missing = [c for c in ROW_COLUMNS if c not in new.columns]
     if missing:
         raise ValueError(f"result rows of {experiment}/{unit} lack column(s) {missing}")
-    if side:
-        bad = [c for c in PRETRAINING_COLUMNS if any(c not in r for r in side)]
+    for table, cols in SIDE_TABLES.items():
+        if not side[table]:
+            continue
+        bad = [c for c in cols if any(c not in r for r in side[table])]
         if bad:
-            raise ValueError(f"pretraining rows of {experiment}/{unit} lack column(s) {bad}")
-        table = pd.DataFrame([{"experiment": experiment, "unit": unit, **{c: r[c] for c in PRETRAINING_COLUMNS},
-                               **{k: v for k, v in prov.items() if k != "seed"}} for r in side])
-        _replace_unit("pretraining", experiment, unit, table, results_dir)
+            raise ValueError(f"{table} rows of {experiment}/{unit} lack column(s) {bad}")
+        frame = pd.DataFrame([{"experiment": experiment, "unit": unit, **{c: r[c] for c in cols},
+                               **{k: v for k, v in prov.items() if k != "seed"}} for r in side[table]])
+        _replace_unit(table, experiment, unit, frame, results_dir)
     return _replace_unit(experiment, experiment, unit, new[ROW_COLUMNS + PROVENANCE_COLUMNS], results_dir)
 
 

@@ -188,6 +188,7 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
     trained once and probed on the random and the blocked split; rows are the mean and std over
     probe seeds. ``group == "stage0"`` trains the seed's shared stage-0 CLIP (city ``all``).
     """
+    from urbanlib.baselines import NotAvailable
     from urbanlib.experiments.benchmark import BASELINE_ORDER, run_benchmark
     from urbanlib.pipeline.city import open_city
 
@@ -217,6 +218,8 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
         for model, n in dict(n_test).items():
             rows.append({"city": config["city"], "model": model, "task": f"all/{split}", "metric": "n_test",
                          "value": float(n)})
+        pre += [{"table": "not_available", "model": name, "city": config["city"], "seed": seed, "split": split,
+                 "reason": out.reason} for name, out in f.items() if isinstance(out, NotAvailable)]
     return rows + pre
 
 

@@ -122,3 +122,17 @@ def selection_table(results_dir: Path | None = None) -> pd.DataFrame:
     scale = rows["scale"].iloc[0]
     out["chosen"] = [choice.get((scale, f)) == lr for f, lr in zip(out["family"], out["lr"], strict=True)]
     return out
+
+
+def not_available_reasons(city: str, split: str, results_dir: Path | None = None) -> dict[str, str]:
+    """Why each model that could not run on ``city``'s ``split`` did not: the reason its own code gave.
+
+    Read from ``results/not_available.csv`` (the benchmark units write it); one reason per model, the
+    reasons of its seeds joined if they differ.
+    """
+    path = results_path("not_available", results_dir)
+    if not path.exists():
+        return {}
+    t = pd.read_csv(path, dtype=str)
+    t = t[(t["city"] == city) & (t["split"] == split)]
+    return {m: "; ".join(dict.fromkeys(g["reason"])) for m, g in t.groupby("model", sort=False)}
