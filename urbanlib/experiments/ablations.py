@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.models.urbanln import UrbanLNConfig
 from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import run_features
+from urbanlib.pipeline.urbanclip import pretrain_urbanclip
+from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
 
 from .benchmark import Features, encoder_features
 
@@ -48,7 +51,6 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
     if name not in URBANCLIP_VARIANTS:
         raise KeyError(f"unknown UrbanCLIP variant {name!r}; choose from {list(URBANCLIP_VARIANTS)} "
                        f"or {URBANCLIP_BASELINE_VARIANTS}")
-    from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
     run = pretrain_urbanclip(city, progress=progress, **URBANCLIP_VARIANTS[name])
     return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached}, run.history,
@@ -58,7 +60,6 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
     """Features of one UrbanLN ablation or of ``"mu=0.3"``-style sweep points."""
     if name == STAGE0_REFERENCE:
-        from urbanlib.pipeline.urbanln import pretrain_stage0
 
         base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
                                protocol=city.protocol)
@@ -70,7 +71,6 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
         spec = URBANLN_VARIANTS[name]
     else:
         raise KeyError(f"unknown UrbanLN variant {name!r}; choose from {list(URBANLN_VARIANTS)} or mu=<x>")
-    from urbanlib.pipeline.urbanln import pretrain_urbanln
 
     kwargs = {k: v for k, v in spec.items() if k != "config"}
     config = replace(UrbanLNConfig(), **spec.get("config", {}))
@@ -82,9 +82,6 @@ def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress:
 
 def probe_features(city: City, features):
     """Probe rows (``probe_seed``, indicator, metrics) of one representation on the city's split."""
-    from urbanlib.eval.probe import ProbeConfig, fit_probes
-
-
     res = fit_probes(features, city.ds.log_targets(), city.split, list(range(city.scale.probe_seeds)),
                      ProbeConfig.for_scale(city.scale), indicators=city.ds.indicators)
     return res.metrics.rename(columns={"seed": "probe_seed"})

@@ -22,9 +22,12 @@ import pandas as pd
 from urbanlib.baselines import BASELINES, BaselineInputs, FittedEncoder, NotAvailable, run_baseline
 from urbanlib.cache import cache_dir, stable_hash
 from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.eval.text_features import fuse, region_text_features
 from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import init_features, run_features
 from urbanlib.pipeline.runs import code_hash
+from urbanlib.pipeline.urbanclip import pretrain_urbanclip
+from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,6 @@ def _has_captions(city: City, style: str) -> bool:
 def _our_features(city: City, name: str, spec: OurModel, progress: bool) -> Features | NotAvailable:
     """Features of one of our rows (:data:`OUR_MODELS`): a trained run, or its weights at initialisation."""
     if spec.recipe == "urbanclip":
-        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(city, progress=progress)
         if spec.weights == "init":
@@ -116,7 +118,6 @@ def _our_features(city: City, name: str, spec: OurModel, progress: bool) -> Feat
         return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
                                                                 "parameters": run.info["parameters"]}, run.history,
                         run)
-    from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
 
     imagery = spec.imagery
     has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
@@ -147,7 +148,6 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     if name in OUR_MODELS:
         return _our_features(city, name, OUR_MODELS[name], progress)
     if name.startswith("Captions only"):
-        from urbanlib.eval.text_features import region_text_features
 
         style = "short" if "short" in name else "long"
         if not _has_captions(city, style):
@@ -156,7 +156,6 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
         return Features(name, region_text_features(city.ds, style=style, unit=unit, progress=progress),
                         {"note": "MiniLM sentence embeddings, mean over the region's captions"})
     if name == "UrbanCLIP + captions (fusion)":
-        from urbanlib.eval.text_features import fuse
 
         img = encoder_features(city, "UrbanCLIP", progress)
         txt = encoder_features(city, "Captions only (MiniLM, short)", progress)

@@ -14,6 +14,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from urbanlib.captions.capture import Capture, consensus_select
+from urbanlib.captions.parser import RuleParser
+from urbanlib.data.synthcity.captions import caption_scene
+
 FALSE_KINDS = ("hallucination", "wrong_quantity")
 
 
@@ -44,9 +48,6 @@ def selection_quality(captions: pd.DataFrame, seed: int = 0, metric=None) -> pd.
     pick, the expected rate of a uniformly random pick (the candidates' mean), the best candidate's
     rate, and whether consensus picked a least-hallucinated candidate.
     """
-    from urbanlib.captions.capture import Capture, consensus_select
-    from urbanlib.captions.parser import RuleParser
-
     metric = metric or Capture(RuleParser())
     rates = caption_rates(captions).set_index(captions.index)
     graphs = metric.parse(list(captions["text"]))
@@ -81,8 +82,6 @@ def rho_sweep(scenes: list[dict], params, rhos=(0.0, 0.5, 0.9), seed: int = 0, k
         One row per rho: mean hallucination of the consensus pick, of a random pick, of the best
         candidate, and the share of images where consensus picked a best candidate.
     """
-    from urbanlib.data.synthcity.captions import caption_scene
-
     out = []
     for rho in tqdm(rhos, desc="rho sweep", disable=not progress, leave=False):
         p = replace(params, rho=float(rho))

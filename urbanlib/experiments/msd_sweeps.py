@@ -26,11 +26,17 @@ from dataclasses import replace
 
 import pandas as pd
 
+from urbanlib.captions.backends import _generator_params as from_meta
+from urbanlib.data.synthcity.build import read_scenes
+from urbanlib.data.synthcity.captions import caption_scene
 from urbanlib.models.urbanln import UrbanLNConfig
+from urbanlib.pipeline.caption_sets import select_long_captions
 from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import run_features
+from urbanlib.pipeline.urbanln import pretrain_urbanln
 
 from .ablations import probe_features
+from .caption_quality import caption_rates
 
 NOISE_LEVELS = (0.0, 1.0, 2.0)  # multipliers of every captioner's hallucination mean and wrong-quantity rate
 QUEUE_FRACTIONS = (0.5, 2.0)  # queue cap as a fraction of the training pairs (0.5: urbanlib's default)
@@ -39,7 +45,6 @@ QUEUE_FRACTIONS = (0.5, 2.0)  # queue cap as a fraction of the training pairs (0
 def _generator_params(city: City):
     if not city.is_synthetic:
         raise ValueError(f"{city.name}: the MSD sweeps need SynthCity (captions are regenerated from scene truth)")
-    from urbanlib.captions.backends import _generator_params as from_meta
 
     return from_meta(city.ds.meta["params"])
 
@@ -57,9 +62,6 @@ def noisy_long_captions(city: City, noise: float, rho: float | None = None, seed
     Returns:
         One row per (image, captioner): image, region_id, source, style, text, statements, omissions.
     """
-    from urbanlib.data.synthcity.build import read_scenes
-    from urbanlib.data.synthcity.captions import caption_scene
-
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     params = _generator_params(city)
@@ -85,7 +87,6 @@ def _region_texts(city: City, chosen: pd.DataFrame) -> list[list[str]]:
 
 
 def _train_and_probe(city: City, texts, config: UrbanLNConfig, progress: bool):
-    from urbanlib.pipeline.urbanln import pretrain_urbanln
 
     run = pretrain_urbanln(city, imagery="satellite", config=config, texts=texts, progress=progress)
     return run, probe_features(city, run_features(run, city.tensors, imagery="satellite"))
@@ -104,10 +105,6 @@ def msd_noise_sweep(city: City, noise_levels=NOISE_LEVELS, rhos=(), progress: bo
         ``(metrics, settings)``: tidy probe rows with ``noise``, ``rho``, ``model`` ("with MSD" /
         "w/o MSD"); and one row per setting with the chosen captions' hallucination rate.
     """
-    from urbanlib.pipeline.caption_sets import select_long_captions
-
-    from .caption_quality import caption_rates
-
     base_rho = _generator_params(city).rho
     settings = [(float(n), base_rho) for n in noise_levels] + [(1.0, float(r)) for r in rhos]
     rows, info = [], []

@@ -21,6 +21,8 @@ from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import run_features, satellite_features, street_features
 from urbanlib.pipeline.runs import code_hash
 from urbanlib.pipeline.tensors import RegionTensors
+from urbanlib.pipeline.urbanclip import pretrain_urbanclip
+from urbanlib.pipeline.urbanln import pretrain_urbanln
 
 from .benchmark import OUR_MODELS, OURS
 
@@ -56,11 +58,9 @@ def _our_features(source: City, target: City, name: str) -> np.ndarray:
     spec = OUR_MODELS[name]
     imagery = spec.imagery
     if spec.recipe == "urbanclip":
-        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(source, progress=False)
     else:
-        from urbanlib.pipeline.urbanln import pretrain_urbanln
 
         run = pretrain_urbanln(source, imagery=imagery, progress=False)
     if target is source:

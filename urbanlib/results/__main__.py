@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .runner import pending_units, run_all, verify_unit
+from .store import read_results
 from .tier import load_all
 
 
@@ -37,7 +38,6 @@ def main(argv=None) -> int:
         return 0
     import random
 
-    from .store import read_results
 
     rng = random.Random(args.seed)
     names = [args.experiment] if args.experiment else [n for n in exps if not read_results(n).empty]

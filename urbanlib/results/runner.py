@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from urbanlib.pipeline import hparams
 from urbanlib.provenance import cpu_seconds
 
 from .registry import Experiment, NotReady
@@ -60,7 +61,6 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     runs (:func:`claim`), so several workers can share one ``results/`` folder; a unit that raises
     :class:`NotReady` is left for a later pass.
     """
-    from urbanlib.pipeline import hparams
 
     def waits(name: str, exp: Experiment) -> bool:
         if exp.needs_selection and scale in hparams.SELECTED_SCALES and set(hparams.selected().get(scale, {})) \

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from urbanlib.provenance import REPO_ROOT, git_tree, machine, source_tree_hash
+from urbanlib.scales import get_scale
 
 RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
 ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
@@ -35,7 +36,6 @@ def config_hash(config: dict, scale: str | None = None) -> str:
     """
     obj: dict = config
     if scale is not None:
-        from urbanlib.scales import get_scale
 
         obj = {"config": config, "scale": get_scale(scale).to_dict()}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -8,6 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from urbanlib.baselines import NotAvailable, run_baseline
+from urbanlib.baselines.base import BaselineInputs
+from urbanlib.baselines.simclr import SimCLRConfig
+from urbanlib.data import stats, synthcity
+from urbanlib.data.synthcity import PROFILES
+from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.experiments.ablations import run_ablations
+from urbanlib.experiments.benchmark import BASELINE_ORDER, SUPERVISED, run_benchmark
+from urbanlib.experiments.transfer import transfer_scores
+from urbanlib.pipeline.city import open_city
+from urbanlib.pipeline.features import pretraining_record, run_features
+from urbanlib.pipeline.hparams import DEV_CITY, DEV_SEED, GRIDS, candidate_scores, choose, selection_split
+from urbanlib.pipeline.urbanclip import pretrain_urbanclip
+from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
+from urbanlib.results.store import read_results
+from urbanlib.scales import get_scale
+
 from .registry import EXPERIMENTS, Experiment, NotReady, register
 
 BOOK_CITY = "synth-ring"  # the city whose pages make book runs live (notebooks/runs.yml)
@@ -15,8 +32,6 @@ BOOK_CITY = "synth-ring"  # the city whose pages make book runs live (notebooks/
 
 def _synthcity_stats(config: dict, seed: int, scale: str) -> list[dict]:
     """Text-free statistics of one generated city: what SynthCity is calibrated against."""
-    from urbanlib.data import stats, synthcity
-
     ds = synthcity.load_city(config["profile"], scale=scale, seed=seed, progress=False)
     rows = []
     moran = stats.morans_table(ds).set_index("indicator")["morans_i"]
@@ -31,8 +46,6 @@ def _synthcity_stats(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _synthcity_plan(scale: str):
-    from urbanlib.data.synthcity import PROFILES
-    from urbanlib.scales import get_scale
 
     return [(f"{p}-s{s}", {"profile": p}, s) for p in PROFILES for s in range(get_scale(scale).pretrain_seeds)]
 
@@ -54,31 +67,18 @@ BASELINE_FAMILIES = {  # learning-rate family -> (baseline it trains, "module:Co
 
 def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     """One learning-rate candidate of one family on the development city, scored on the probe's validation regions."""
-    from urbanlib.baselines import run_baseline
-    from urbanlib.baselines.base import BaselineInputs
-    from urbanlib.baselines.simclr import SimCLRConfig
-    from urbanlib.eval.probe import ProbeConfig, fit_probes
-    from urbanlib.pipeline.city import open_city
-    from urbanlib.pipeline.features import run_features
-    from urbanlib.pipeline.hparams import candidate_scores, choose, selection_split
-
     family, lr = config["family"], float(config["lr"])
     city = open_city(config["city"], scale, seed, progress=False)
     info = {}
     if family == "UrbanCLIP":
-        from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 
         run = pretrain_urbanclip(city, progress=False, train_overrides={"lr": lr})
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN stage 0":
-        from urbanlib.pipeline.urbanln import pretrain_stage0
 
         run = pretrain_stage0(None, city.scale, seed, progress=False, lr=lr)
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN":
-        from urbanlib.pipeline.hparams import GRIDS
-        from urbanlib.pipeline.urbanln import pretrain_urbanln
-        from urbanlib.results.store import read_results
 
         scores = candidate_scores(read_results("selection"))
         scores = scores[(scores["family"] == "UrbanLN stage 0") & (scores["scale"] == scale)]
@@ -94,7 +94,6 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     elif family in BASELINE_FAMILIES:
         from importlib import import_module
 
-        from urbanlib.experiments.benchmark import SUPERVISED
 
         name, conf = BASELINE_FAMILIES[family]
         module, cls = conf.split(":")
@@ -121,7 +120,6 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _selection_plan(scale: str):
-    from urbanlib.pipeline.hparams import DEV_CITY, DEV_SEED, GRIDS
 
     # the cheap families first (their units also measure the tier's costs early); stage 0 before the
     # UrbanLN fine-tuning it feeds
@@ -156,9 +154,6 @@ def _pretraining_rows(city, feats: dict, seed: int) -> list[dict]:
     over all regions). A supervised baseline's run depends on the split's labels; the features here
     are those of ``city``'s split, named in its ``variant``.
     """
-    from urbanlib.experiments.benchmark import SUPERVISED
-    from urbanlib.pipeline.features import pretraining_record
-
     rows, seen = [], set()
     for name, f in feats.items():
         run = getattr(f, "run", None)
@@ -188,12 +183,7 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
     trained once and probed on the random and the blocked split; rows are the mean and std over
     probe seeds. ``group == "stage0"`` trains the seed's shared stage-0 CLIP (city ``all``).
     """
-    from urbanlib.baselines import NotAvailable
-    from urbanlib.experiments.benchmark import BASELINE_ORDER, run_benchmark
-    from urbanlib.pipeline.city import open_city
-
     if config["group"] == "stage0":
-        from urbanlib.pipeline.urbanln import pretrain_stage0
 
         run = pretrain_stage0(None, scale, seed, progress=False)
         i = run.info
@@ -225,8 +215,6 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
 
 def _profiles_book_city_first() -> list[str]:
     """The SynthCity profiles, the book's live city first: an interrupted run has answered it first."""
-    from urbanlib.data.synthcity import PROFILES
-
     return sorted(PROFILES, key=lambda p: p != BOOK_CITY)
 
 
@@ -239,7 +227,6 @@ def _group_by(key: str):
 
 
 def _benchmark_plan(scale: str):
-    from urbanlib.scales import get_scale
 
     n = get_scale(scale).pretrain_seeds
     # seed by seed, the shared stage 0 first: each finished seed adds one unit per city to every claim
@@ -264,9 +251,6 @@ def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
     The benchmark's UrbanCLIP rows use the papers' "all-tiles" protocol (label-free pretraining on
     every tile); this unit measures what pretraining only on the probe's train regions changes.
     """
-    from urbanlib.experiments.benchmark import run_benchmark
-    from urbanlib.pipeline.city import open_city
-
     city = open_city(config["city"], scale, seed, split=config["split"], progress=False, protocol="train-only")
     metrics, feats, _ = run_benchmark(city, ["UrbanCLIP", "UrbanCLIP (random init)"], log=lambda *a: None)
     agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
@@ -277,7 +261,6 @@ def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _protocol_plan(scale: str):
-    from urbanlib.scales import get_scale
 
     return [(f"{BOOK_CITY}-random-s{s}", {"city": BOOK_CITY, "split": "random"}, s)
             for s in range(get_scale(scale).pretrain_seeds)]
@@ -293,10 +276,6 @@ register(Experiment(
 
 def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
     """Transfer R2/RMSE/MAE from one source city to every profile, for the models of the transfer figures."""
-    from urbanlib.data.synthcity import PROFILES
-    from urbanlib.experiments.transfer import transfer_scores
-    from urbanlib.pipeline.city import open_city
-
     cities = [open_city(p, scale, seed, progress=False) for p in PROFILES]
     source = next(c for c in cities if c.name == config["source"])
     rows = []
@@ -313,7 +292,6 @@ def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _transfer_plan(scale: str):
-    from urbanlib.scales import get_scale
 
     return [(f"{p}-s{s}", {"source": p}, s) for p in _profiles_book_city_first() for s in range(get_scale(scale).pretrain_seeds)]
 
@@ -338,10 +316,6 @@ ONE_CITY_GROUPS = ("urbanln-mu",)
 
 def _ablations(config: dict, seed: int, scale: str) -> list[dict]:
     """One group of both papers' ablations on one city and pretraining seed, random split."""
-    from urbanlib.experiments.ablations import run_ablations
-    from urbanlib.pipeline.city import open_city
-    from urbanlib.pipeline.features import pretraining_record
-
     city = open_city(config["city"], scale, seed, progress=False)
     uc, ln = ABLATION_GROUPS[config["group"]]
     metrics, feats = run_ablations(city, urbanclip=uc, urbanln=ln)
@@ -356,7 +330,6 @@ def _ablations(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _ablations_plan(scale: str):
-    from urbanlib.scales import get_scale
 
     return [(f"{p}-s{s}-{g}", {"city": p, "group": g}, s) for s in range(get_scale(scale).pretrain_seeds)
             for p in _profiles_book_city_first() for g in ABLATION_GROUPS

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from urbanlib.pipeline.hparams import candidate_scores, selected
+
+from .runner import pending_units
 from .store import read_results, results_path
 from .tier import load_all
 
@@ -43,8 +46,6 @@ def tier_rows(experiment: str, results_dir: Path | None = None) -> pd.DataFrame:
 
 def coverage(experiment: str, scale: str = "full", results_dir: Path | None = None) -> pd.DataFrame:
     """Which planned units are stored: one row per planned unit, with its config, seed and status."""
-    from .runner import pending_units
-
     known = load_all()
     if experiment not in known:
         raise KeyError(f"no results-tier experiment {experiment!r}; registered: {sorted(known)}")
@@ -108,8 +109,6 @@ def selection_table(results_dir: Path | None = None) -> pd.DataFrame:
     Rows family × lr with ``val_r2`` (the probe's R² on validation regions, mean over indicators and
     probe seeds), the run's steps and stopping reason, and ``chosen`` from ``results/selected_lr.json``.
     """
-    from urbanlib.pipeline.hparams import candidate_scores, selected
-
     rows = read_results("selection", results_dir)
     if rows.empty:
         return pd.DataFrame()
