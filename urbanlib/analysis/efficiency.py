@@ -17,7 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from urbanlib.models.urbanln import count_parameters
+from urbanlib.models import create_model
+from urbanlib.models.ipsi import stretch_clip
+from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, count_parameters
 
 __all__ = [
     "BENCH_TARGETS",
@@ -75,7 +77,6 @@ def parameter_counts(builders: Mapping[str, Builder], device: str = "meta") -> p
 
 
 def _urbanclip_paper(device: str) -> nn.Module:
-    from urbanlib.models import create_model
 
     return create_model("urbanclip-paper")
 
@@ -93,13 +94,11 @@ def _clip_b16(device: str) -> nn.Module:
 
 
 def _clip_b16_ipsi(device: str) -> nn.Module:
-    from urbanlib.models.ipsi import stretch_clip
 
     return stretch_clip(_clip_b16(device))
 
 
 def _urbanln_paper(device: str) -> nn.Module:
-    from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig
 
     return UrbanLN(_clip_b16(device), UrbanLNConfig())  # stretches the CLIP (IPSI) and adds the EMA teacher
 

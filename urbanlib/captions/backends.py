@@ -28,6 +28,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..data.synthcity.build import read_scenes
+from ..data.synthcity.captions import caption_scene
+from ..data.synthcity.config import CaptionerProfile, GeneratorParams
+
 
 class CaptionError(RuntimeError):
     """A caption could not be produced; the message names the image and the cause.
@@ -410,8 +414,6 @@ class OpenAICompatibleCaptioner(Captioner):
 
 def _generator_params(d: dict):
     """A :class:`~urbanlib.data.synthcity.config.GeneratorParams` from its ``to_dict()`` form (meta.json)."""
-    from ..data.synthcity.config import CaptionerProfile, GeneratorParams
-
     known = {f.name for f in fields(GeneratorParams)}
     unknown = sorted(set(d) - known)
     if unknown:
@@ -446,7 +448,6 @@ class SimulatedCaptioner(Captioner):
 
     def __init__(self, profile_name: str, city_dir: str | Path, style: str = "long", params=None,
                  seed: int | None = None):
-        from ..data.synthcity.build import read_scenes
 
         if style not in ("short", "long"):
             raise ValueError(f"caption style must be 'short' or 'long', got {style!r}")
@@ -491,8 +492,6 @@ class SimulatedCaptioner(Captioner):
 
     def describe(self, image, index: int = 0) -> dict:
         """The full simulated caption: ``{"text", "statements" (with truth labels), "omissions"}``."""
-        from ..data.synthcity.captions import caption_scene
-
         sc = self._scene(image, index)
         cache = self._cache.setdefault(sc["image"], {})  # scene hash and facts, shared across calls
         return caption_scene(sc["objects"], sc["kind"], sc["size"], self.profile, self.style, self.params,

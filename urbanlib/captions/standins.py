@@ -33,6 +33,9 @@ import pandas as pd
 from scipy.stats import norm
 from tqdm import tqdm
 
+from ..data.synthcity.build import read_scenes
+from ..data.synthcity.captions import NOUNS, caption_scene
+from .backends import _generator_params
 from .divide_conquer import PHRASE_THRESHOLD, Box, select_crops
 from .parser import RuleParser, singular
 
@@ -155,8 +158,6 @@ def draw_scores(truth: Sequence[bool], auroc: float, rng: np.random.Generator,
 
 def _class_lexicon() -> dict[str, set[str]]:
     """Object phrase (singular) -> SynthCity classes it can name, from the simulated captioners' nouns."""
-    from ..data.synthcity.captions import NOUNS
-
     lex: dict[str, set[str]] = {}
     for cls, forms in NOUNS.items():
         for sing, plural in forms:
@@ -319,8 +320,6 @@ def refine_synthcity_caption(scene: dict, captioner, params, seed: int = 0, styl
     Returns:
         :class:`SynthRefinement` with ``before`` / ``after`` :func:`statement_rates`.
     """
-    from ..data.synthcity.captions import caption_scene
-
     parser = parser or RuleParser()
     cap = caption_scene(scene["objects"], scene["kind"], scene["size"], captioner, style, params, seed)
     seg = SceneSegmenter(scene, miss_rate, merge_rate, jitter, seed)
@@ -375,8 +374,6 @@ def refine_city(city_dir: str | Path, n_images: int | None = None, kind: str = "
     """
     import json
 
-    from ..data.synthcity.build import read_scenes
-    from .backends import _generator_params
 
     meta = json.loads((Path(city_dir) / "meta.json").read_text())
     params = kwargs.pop("params", None) or _generator_params(meta["params"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import canonical, generic_layout, urbanclip_layout
 from .dataset import INDICATORS, UrbanDataset
 from .report import DataError, LoadReport
 
@@ -25,15 +26,12 @@ def load(data_dir: str | Path, layout: str = "urbanlib", city: str | None = None
         **kwargs: layout-specific options (explicit file paths, column mappings).
     """
     if layout == "urbanlib":
-        from . import canonical
 
         return canonical.read(data_dir, city=city, **kwargs)
     if layout == "urbanclip":
-        from . import urbanclip_layout
 
         return urbanclip_layout.read(data_dir, city=city, **kwargs)
     if layout == "generic":
-        from . import generic_layout
 
         return generic_layout.read(data_dir, city=city, **kwargs)
     raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")

@@ -27,6 +27,9 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from ..data import load
+from ..data.synthcity import build
+
 UTM = "EPSG:32650"
 ORIGIN = (440000.0, 4420000.0)  # north-west corner of the grid, UTM 50N metres (near Beijing)
 CELL_M = 500.0
@@ -44,8 +47,6 @@ def write_example_inputs(folder: str | Path, profile: str = "synth-ring", scale:
     from pyproj import Transformer
     from rasterio.transform import Affine
 
-    from ..data import load
-    from ..data.synthcity import build
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
