@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  ?= book,dev,captions,geo
 SCALE   ?= default
 
-.PHONY: book test test-all results pages lint install wordnet clean
+.PHONY: book test test-all results pages lint install wordnet browser clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; urbanlib needs Python 3.11 (set PY=...)"; exit 1; }
@@ -16,12 +16,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name urbanlib --display-name "urbanlib (.venv)" >/dev/null
 	$(BIN)/python -m urbanlib.captions.wordnet_setup
+	$(BIN)/python -m urbanlib.book.browser install  # Debian's chromium + chromium-driver for the browser tests (apt, when missing)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 wordnet: $(STAMP)  # offline WordNet for CAPTURE (apt packages wordnet-base + wordnet-sense-index -> $$NLTK_DATA)
 	$(BIN)/python -m urbanlib.captions.wordnet_setup
+
+browser: $(STAMP)  # headless Chromium for the browser tests (apt packages chromium + chromium-driver)
+	$(BIN)/python -m urbanlib.book.browser install
 
 book: $(STAMP)
 	$(BIN)/python -m urbanlib.book build --scale $(SCALE)

@@ -21,7 +21,10 @@ import pandas as pd
 from urbanlib.analysis.clusters import latent_clusters
 from urbanlib.analysis.insights_map import Geometry, InsightsMap, MapLayer
 from urbanlib.baselines import NotAvailable
+from urbanlib.data import urbanclip_layout
+from urbanlib.pipeline.caption_sets import urbanclip_texts
 from urbanlib.pipeline.city import City
+from urbanlib.pipeline.urbanclip import captions_for
 
 from .benchmark import OURS, encoder_features, run_benchmark
 
@@ -109,9 +112,6 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
 
 def _captions(city: City, feats: dict, generated: bool, log) -> dict[str, list[str]]:
     """Panel captions: one training caption per region and, with tiles, the decoder's own."""
-    from urbanlib.pipeline.caption_sets import urbanclip_texts
-    from urbanlib.pipeline.urbanclip import captions_for
-
     out = {}
     caps = city.ds.captions
     if caps is not None and not caps.empty and (caps["style"] == "short").any():
@@ -191,7 +191,6 @@ def region_geometry(ds) -> Geometry:
 
 
 def _polygons_from_columns(r: pd.DataFrame) -> list | None:
-    from urbanlib.data import urbanclip_layout
 
     release_polygons = getattr(urbanclip_layout, "cell_polygons", None)  # WGS84 outlines from the Baidu tiles
     if release_polygons is not None and {"bd09_x", "bd09_y"} <= set(r.columns):
