@@ -191,7 +191,6 @@ def region_geometry(ds) -> Geometry:
 
 
 def _polygons_from_columns(r: pd.DataFrame) -> list | None:
-
     release_polygons = getattr(urbanclip_layout, "cell_polygons", None)  # WGS84 outlines from the Baidu tiles
     if release_polygons is not None and {"bd09_x", "bd09_y"} <= set(r.columns):
         return [_ring(ring, "bd09_x/bd09_y", i) for i, ring in enumerate(release_polygons(r))]
