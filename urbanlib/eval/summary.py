@@ -103,10 +103,8 @@ def _unavailable(not_available) -> dict[str, str]:
     return {item.name: item.reason for item in not_available}  # NotAvailable objects
 
 
-def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: Sequence[str],
-                    metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
-                    not_available=None, decimals: int = 3, italic_third: bool = False) -> BenchmarkTable:
-    """Lay out a results table in the papers' format (see :func:`benchmark_table`)."""
+def _checked_summary(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The per-(model, task, metric) summary of ``df`` and its task column; a clear error for mixed or duplicate rows."""
     if "model" not in df.columns:
         raise ValueError(f"results need a 'model' column; got {list(df.columns)}")
     mixed = [c for c in SETTING_COLUMNS if c in df.columns and df[c].nunique() > 1]
@@ -119,7 +117,11 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
     if dup.any():
         raise ValueError(f"{int(dup.sum())} duplicate (model, {task}, metric) rows in the summary, e.g. "
                          f"{summary.loc[dup, ['model', task, 'metric']].iloc[0].tolist()}")
-    na = _unavailable(not_available)
+    return summary, task
+
+
+def _table_models(summary: pd.DataFrame, models_order: Sequence[str], na: dict, ours: Sequence[str]) -> list[str]:
+    """The table's rows: ``models_order`` then the n/a ones; every row needs results or a reason."""
     models = list(dict.fromkeys([*models_order, *[m for m in na if m not in models_order]]))
     present = set(summary["model"])
     lacking = [m for m in models if m not in present and m not in na]
@@ -129,7 +131,11 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
     unknown_ours = [m for m in ours if m not in models]
     if unknown_ours:
         raise ValueError(f"ours={unknown_ours} are not in models_order {list(models)}")
-    columns = pd.MultiIndex.from_tuples([(i, m) for i in indicators for m in metrics], names=["task", "metric"])
+    return models
+
+
+def _grids(summary: pd.DataFrame, task: str, models: list[str], columns: pd.MultiIndex):
+    """(mean, std, count) frames, models x (task, metric), NaN where a model has no row."""
     s = summary.set_index(["model", task, "metric"])
     mean = pd.DataFrame(np.nan, index=models, columns=columns)
     std, count = mean.copy(), mean.copy()
@@ -138,19 +144,24 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
             if (model, *col) in s.index:
                 row = s.loc[(model, *col)]
                 mean.loc[model, col], std.loc[model, col], count.loc[model, col] = row["mean"], row["std"], row["n"]
+    return mean, std, count
 
-    # Rank on the displayed (rounded) values so that printed ties share a style.
-    shown = mean.round(decimals)
-    ranked_rows = [m for m in models if m not in na]
-    styles = pd.DataFrame("", index=models, columns=columns)
+
+def _rank_styles(shown: pd.DataFrame, ranked: list[str], columns: pd.MultiIndex, italic_third: bool) -> pd.DataFrame:
+    """Bold / underline (/ italic) of the best, second (and third) displayed value of each column."""
+    styles = pd.DataFrame("", index=shown.index, columns=columns)
     for col in columns:
-        vals = shown.loc[ranked_rows, col].dropna()
+        vals = shown.loc[ranked, col].dropna()
         distinct = sorted(set(vals), reverse=HIGHER_IS_BETTER[col[1]])
         for rank, css in enumerate([BOLD, UNDERLINE, ITALIC if italic_third else ""]):
             if rank < len(distinct) and css:
                 styles.loc[vals.index[vals == distinct[rank]], col] = css
+    return styles
 
-    baselines = [m for m in ranked_rows if m not in ours]
+
+def _with_improvements(mean: pd.DataFrame, shown: pd.DataFrame, models: list[str], baselines: list[str],
+                       ours: Sequence[str], columns: pd.MultiIndex) -> pd.DataFrame:
+    """The means with an "Improvement" row (relative gain over the best baseline) under each of ours."""
     rows, labels = [], []
     for model in models:
         rows.append(mean.loc[model])
@@ -162,11 +173,26 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
             labels.append("Improvement" if len(ours) == 1 else f"Improvement ({model})")
     means = pd.DataFrame(rows, index=labels, columns=columns)
     means.index.name = "Model"
+    return means
+
+
+def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: Sequence[str],
+                    metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
+                    not_available=None, decimals: int = 3, italic_third: bool = False) -> BenchmarkTable:
+    """Lay out a results table in the papers' format (see :func:`benchmark_table`)."""
+    summary, task = _checked_summary(df)
+    na = _unavailable(not_available)
+    models = _table_models(summary, models_order, na, ours)
+    columns = pd.MultiIndex.from_tuples([(i, m) for i in indicators for m in metrics], names=["task", "metric"])
+    mean, std, count = _grids(summary, task, models, columns)
+    shown = mean.round(decimals)  # rank on the displayed (rounded) values so that printed ties share a style
+    ranked = [m for m in models if m not in na]
+    styles = _rank_styles(shown, ranked, columns, italic_third)
+    means = _with_improvements(mean, shown, models, [m for m in ranked if m not in ours], ours, columns)
 
     cells = pd.DataFrame("", index=means.index, columns=columns)
     tips = pd.DataFrame("", index=means.index, columns=columns)
     out_styles = pd.DataFrame("", index=means.index, columns=columns)
-    notes = []
     for label in means.index:
         for col in columns:
             v = means.loc[label, col]
@@ -182,6 +208,7 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
                 out_styles.loc[label, col] = styles.loc[label, col]
             else:
                 cells.loc[label, col] = f"{v:.1f}%" if np.isfinite(v) else MISSING
+    notes = []
     for i, (model, reason) in enumerate(na.items(), 1):
         cells.loc[model] = f"n/a[{i}]"
         notes.append(f"[{i}] {model}: {reason}.")
