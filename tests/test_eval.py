@@ -170,7 +170,7 @@ def test_benchmark_table_ranks_improvement_and_na_rows():
     assert t.styles.loc["A", r2c] == "" and t.styles.loc["MuseCL", r2c] == ""
     assert t.means.loc["Improvement", r2c] == pytest.approx(100 * (0.6 - 0.5) / 0.5)
     assert t.means.loc["Improvement", rmc] == pytest.approx(100 * (0.7 - 0.8) / 0.7)  # worse than B: negative
-    assert t.cells.loc["Ours", r2c] == "0.600 ± 0.014" and t.cells.loc["Improvement", r2c] == "20.0%"
+    assert t.cells.loc["Ours", r2c] == "0.600\u00a0±\u00a00.014"  # one line: non-breaking spaces and t.cells.loc["Improvement", r2c] == "20.0%"
     assert t.cells.loc["MuseCL", r2c].startswith("n/a") and "mobility" in t.tooltips.loc["MuseCL", r2c]
     assert any("MuseCL: needs mobility flows" in note for note in t.notes)
     html = benchmark_table(_toy_results(), ["A", "B", "Ours"], ["pop"], metrics=("R2", "RMSE"),

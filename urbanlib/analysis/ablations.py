@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+
+from urbanlib import style as house
+
+from .paired import paired_test
 
 # The papers' figures as bar orders (the full model first); names as the ablation runs label them.
 FIGURES: dict[str, list[str]] = {
@@ -46,7 +51,7 @@ def plot_ablation_bars(rows: pd.DataFrame, order: Sequence[str], replicate: str 
     """Bar chart of :func:`ablation_summary`; the first variant (the full model) is coloured."""
     g = ablation_summary(rows, order, replicate, metric)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.2 * len(order) + 2, 3.2))
+        fig, ax = plt.subplots(figsize=house.figsize(len(order), 1, panel_height=3.4))
     else:
         fig = ax.figure
     x = range(len(order))
@@ -63,6 +68,61 @@ def plot_ablation_bars(rows: pd.DataFrame, order: Sequence[str], replicate: str 
     return fig
 
 
+def ablation_differences(rows: pd.DataFrame, order: Sequence[str], replicate: str = "seed",
+                         metric: str = "R2", level: float = 0.95) -> pd.DataFrame:
+    """Each variant minus the reference (``order[0]``, the full model), paired over replicates.
+
+    Bars of variants that all sit near the same value hide what matters: how far each is from
+    the full model, and whether that gap is more than noise. Here each replicate (a probe or
+    pretraining seed) gives one difference of the indicator-averaged ``metric``, and the rows carry
+    the mean difference with its paired t interval (:func:`urbanlib.analysis.paired.paired_test`).
+
+    Returns:
+        One row per variant after the reference, indexed by variant: ``diff``, ``ci_low``,
+        ``ci_high``, ``n`` (paired replicates), ``p``; NaN where a variant has no paired replicate.
+    """
+    g = ablation_summary(rows, order, replicate, metric)
+    r = rows[(rows["metric"] == metric) & rows["model"].isin(order)]
+    per = r.groupby(["model", replicate])["value"].mean()
+    ref = order[0]
+    out = []
+    for variant in order[1:]:
+        if ref not in g.index or variant not in per.index.get_level_values(0) or ref not in per.index.get_level_values(0):
+            out.append({"variant": variant, "diff": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0, "p": np.nan})
+            continue
+        t = paired_test(per.loc[variant].to_dict(), per.loc[ref].to_dict(), level=level)
+        out.append({"variant": variant, "diff": t["mean_diff"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+                    "n": t["n"], "p": t["p"]})
+    return pd.DataFrame(out).set_index("variant")
+
+
+def plot_ablation_differences(rows: pd.DataFrame, order: Sequence[str], replicate: str = "seed",
+                              metric: str = "R2", title: str = "", ax=None):
+    """Each variant's paired difference from the full model (``order[0]``) with its 95% interval.
+
+    A dot per variant at its mean difference, a line for the interval (none with fewer than two
+    replicates), and a line at 0: left of it the variant is worse than the full model.
+    """
+    d = ablation_differences(rows, order, replicate, metric)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=house.figsize(1, 1, panel_height=0.9 + 0.38 * len(d)))
+    else:
+        fig = ax.figure
+    y = np.arange(len(d))[::-1]
+    ok = d["ci_low"].notna().to_numpy()
+    ax.errorbar(d["diff"][ok], y[ok], xerr=[(d["diff"] - d["ci_low"])[ok], (d["ci_high"] - d["diff"])[ok]],
+                fmt="o", color="C0", ecolor="C0", capsize=3)
+    ax.plot(d["diff"][~ok], y[~ok], "o", color="C7")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [f"{v} (n={int(n)})" for v, n in zip(d.index, d["n"], strict=True)])
+    ax.set_xlabel(f"{metric} of the variant − {order[0]} (mean over indicators; 95% CI over "
+                  f"{replicate.replace('_', ' ')}s)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or f"paired differences from {order[0]}")
+    fig.tight_layout()
+    return fig
+
+
 def plot_msd_noise_sweep(metrics: pd.DataFrame, metric: str = "R2"):
     """MSD's benefit against caption noise: R² with and without MSD per noise level, and their gap.
 
@@ -73,7 +133,7 @@ def plot_msd_noise_sweep(metrics: pd.DataFrame, metric: str = "R2"):
     """
     r = metrics[metrics["metric"] == metric]
     per = r.groupby(["noise", "rho", "model", "probe_seed"])["value"].mean().reset_index()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=house.figsize(2, 1, panel_height=3.4))
     for model, color in (("with MSD", "C0"), ("w/o MSD", "C7")):
         g = per[per["model"] == model].groupby(["noise", "rho"])["value"].agg(["mean", "std"]).reset_index()
         for rho, gg in g.groupby("rho"):
@@ -95,6 +155,6 @@ def plot_msd_noise_sweep(metrics: pd.DataFrame, metric: str = "R2"):
     axes[1].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle("Momentum self-distillation against caption noise (error bars: std over probe seeds)")
+    fig.suptitle("MSD against caption noise (error bars: std over probe seeds)")
     fig.tight_layout()
     return fig

@@ -20,6 +20,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 from sklearn.preprocessing import StandardScaler
 
+from urbanlib import style as house
+
 __all__ = [
     "cluster_quality",
     "images_from_tensors",
@@ -279,7 +281,7 @@ def plot_cluster_samples(
     valid = np.ones(len(labels), bool) if valid is None else np.asarray(valid, dtype=bool)
     ks = sorted(int(c) for c in np.unique(labels) if c != NO_CLUSTER)
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(ks), n_per_cluster, figsize=(1.6 * n_per_cluster, 1.7 * len(ks)), squeeze=False)
+    fig, axes = plt.subplots(len(ks), n_per_cluster, figsize=house.figsize(n_per_cluster, len(ks), panel_height=1.7, max_height=14), squeeze=False)
     for r, c in enumerate(ks):
         pool = np.flatnonzero((labels == c) & valid)
         pick = np.sort(rng.choice(pool, size=min(n_per_cluster, len(pool)), replace=False)) if len(pool) else []

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from urbanlib import style as house
 from urbanlib.models import create_model
 from urbanlib.models.ipsi import stretch_clip
 from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, count_parameters
@@ -230,7 +231,7 @@ def plot_efficiency(counts: pd.DataFrame, speed: pd.DataFrame | None = None):
         if col not in counts.columns:
             raise ValueError(f"counts lacks column {col!r}")
     n_panels = 1 + (speed is not None)
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.5 * n_panels, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=house.figsize(n_panels, 1, panel_height=3.6), squeeze=False)
     ax = axes[0][0]
     x = np.arange(len(counts))
     ax.bar(x - 0.2, counts["total"] / 1e6, 0.4, label="total")

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from urbanlib import style as house
+
 __all__ = [
     "cosine_similarity",
     "cross_city_matches",
@@ -250,8 +252,8 @@ def plot_matches(
     indicators: pd.DataFrame,
     captions: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
-    max_caption_chars: int = 160,
-    wrap: int = 30,
+    max_caption_chars: int = 140,
+    wrap: int = 24,
 ):
     """One query and its cross-city matches: image, caption, indicators, similarity.
 
@@ -277,7 +279,7 @@ def plot_matches(
     q = int(matches["query"].iloc[0])
     panels = [(q, str(matches["query_city"].iloc[0]) + " (query)", None)]
     panels += [(int(r.match), f"{r.target_city} #{r.rank}", float(r.similarity)) for r in matches.itertuples()]
-    fig, axes = plt.subplots(2, len(panels), figsize=(2.6 * len(panels), 6.2),
+    fig, axes = plt.subplots(2, len(panels), figsize=house.figsize(len(panels), 1, panel_height=6.0),
                              gridspec_kw={"height_ratios": [1, 1.5]}, squeeze=False)
     for j, (pos, head, sim) in enumerate(panels):
         ax_img, ax_txt = axes[0][j], axes[1][j]
@@ -285,7 +287,8 @@ def plot_matches(
         ax_img.axis("off")
         name = labels[pos] if labels is not None else f"region {pos}"
         ax_img.set_title(f"{head}\n{name}" + (f"\ncos = {sim:.3f}" if sim is not None else ""), fontsize=8)
-        lines = [f"{c}: {v:.3g}" for c, v in indicators.iloc[pos].items()]
+        lines = [f"{c}: {v:.3g}" if np.isfinite(v) else f"{c}: {house.DASH}"
+                 for c, v in indicators.iloc[pos].items()]
         text = "\n".join(lines)
         if captions is not None:
             text = _short(captions[pos], max_caption_chars, wrap) + "\n\n" + text

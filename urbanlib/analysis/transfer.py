@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["compare_transfer", "plot_transfer_comparison", "plot_transfer_heatmap", "transfer_limits"]
+from urbanlib import style as house
+
+__all__ = ["compare_transfer", "plot_transfer_comparison", "plot_transfer_heatmap", "plot_transfer_heatmaps",
+           "transfer_difference", "transfer_limits"]
 
 
 def _check(df: pd.DataFrame, columns: Sequence[str], what: str = "transfer table") -> None:
@@ -187,6 +190,91 @@ def plot_transfer_comparison(
             plot_transfer_heatmap(d[key + [value]], indicator=ind, vmin=-lim, vmax=lim, cmap="RdBu",
                                   ax=axes[-1][c], title=f"{labels[0]} − {labels[1]}: {ind}",
                                   cbar_label=f"Δ {value}", **kw)
+    fig.tight_layout()
+    return fig
+
+
+def transfer_difference(df_a: pd.DataFrame, df_b: pd.DataFrame, value: str = "R2", source_col: str = "source",
+                        target_col: str = "target", indicator_col: str = "indicator") -> pd.DataFrame:
+    """Cell-wise ``a - b`` of two models' seed-averaged transfer scores (cells both have), as a tidy table."""
+    key = [indicator_col, source_col, target_col]
+    a, b = (_means(f, value, source_col, target_col, indicator_col) for f in (df_a, df_b))
+    d = a.merge(b, on=key, suffixes=("_a", "_b"))
+    d[value] = d["mean_a"] - d["mean_b"]
+    return d[key + [value]]
+
+
+def plot_transfer_heatmaps(
+    df: pd.DataFrame,
+    indicators: Sequence[str],
+    title: str,
+    value: str = "R2",
+    source_col: str = "source",
+    target_col: str = "target",
+    indicator_col: str = "indicator",
+    cities: Sequence[str] | None = None,
+    vrange: tuple[float, float] = house.R2_RANGE,
+    cmap: str = "viridis",
+):
+    """One readable heatmap for one model and one group of indicators (the book's transfer figure).
+
+    Rows are (source city, indicator) for the sources the table holds (no empty rows), columns the
+    target cities. The colour scale is clipped to ``vrange`` so that one very negative R² does
+    not flatten every positive one; a cell outside it is drawn in the edge colour, hatched, and its
+    annotation (the true value) carries a ``<`` or ``>`` mark.
+
+    Args:
+        df: tidy transfer results (as :func:`plot_transfer_heatmap`); repeated rows are averaged.
+        indicators: the group of indicators to draw, in order.
+        title: figure title (say which model and what the cells are).
+        value: score column.
+        source_col: source city column.
+        target_col: target city column.
+        indicator_col: indicator column.
+        cities: target order (default: order of appearance); sources follow the same order.
+        vrange: (low, high) of the colour scale; use ``(-d, d)`` with ``cmap="RdBu"`` for differences.
+        cmap: colour map.
+
+    Returns:
+        matplotlib Figure at the book's width.
+    """
+    import matplotlib.pyplot as plt
+
+    m = _means(df, value, source_col, target_col, indicator_col)
+    indicators = [i for i in house.order_indicators(indicators) if i in set(m[indicator_col])]
+    if not indicators:
+        raise ValueError(f"none of the indicators is in the table; it has {sorted(set(m[indicator_col]))}")
+    order = _cities(m, source_col, target_col, cities)
+    sources = [c for c in order if c in set(m[source_col])]
+    grid = (m.set_index([source_col, indicator_col, target_col])["mean"]
+            .reindex(pd.MultiIndex.from_product([sources, indicators, order])).to_numpy()
+            .reshape(len(sources) * len(indicators), len(order)))
+    lo, hi = vrange
+    shown = np.clip(grid, lo, hi)
+    fig, ax = plt.subplots(figsize=house.figsize(1, 1, panel_height=1.0 + 0.34 * grid.shape[0]))
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    norm = im.norm
+    for (r, c), v in np.ndenumerate(grid):
+        if not np.isfinite(v):
+            ax.text(c, r, house.DASH, ha="center", va="center", fontsize=8, color="0.4")
+            continue
+        out = "<" if v < lo else ">" if v > hi else ""
+        if out:
+            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.85", lw=0))
+        dark = norm(np.clip(v, lo, hi)) < 0.55 if cmap == "viridis" else abs(norm(np.clip(v, lo, hi)) - 0.5) > 0.3
+        ax.text(c, r, f"{out}{v:.2f}", ha="center", va="center", fontsize=8.5,
+                color="white" if dark else "black", fontweight="bold" if out else None)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_yticks(range(grid.shape[0]), [f"{s} · {i}" for s in sources for i in indicators])
+    for k in range(1, len(sources)):  # a line between source cities
+        ax.axhline(k * len(indicators) - 0.5, color="white", lw=2)
+    ax.set_xlabel("target city (test)")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, extend="both")
+    cb.set_label(f"{value} (colour clipped to [{lo:g}, {hi:g}]; hatched: outside)", fontsize=8)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from urbanlib import style as house
+
 from ..data.report import DataError
 
 
@@ -393,7 +395,7 @@ def plot_refinement(ev: pd.DataFrame, group: str = "source"):
 
     if ev[group].duplicated().any():
         raise ValueError(f"evaluate_refinement output has repeated {group!r} values; filter it to one row per {group}")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=False)
+    fig, axes = plt.subplots(1, 2, figsize=house.figsize(2, 1, panel_height=3.2), sharey=False)
     x = np.arange(len(ev))
     for ax, metric, title in zip(axes, ("hallucination", "omission"),
                                  ("false statements / statements", "true facts missing / true facts"), strict=True):

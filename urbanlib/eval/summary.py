@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from urbanlib import style
+
 from .metrics import HIGHER_IS_BETTER, METRICS, r2
 
 BOLD = "font-weight: bold"
@@ -91,7 +93,8 @@ class BenchmarkTable:
     def styler(self, caption: str | None = None):
         """A pandas Styler (HTML in notebooks and the book)."""
         text = "<br>".join(filter(None, [caption, *self.notes]))
-        st = self.cells.style.apply(lambda _: self.styles, axis=None).set_tooltips(self.tooltips)
+        st = (self.cells.style.apply(lambda _: self.styles, axis=None).set_tooltips(self.tooltips)
+              .set_table_styles(style.TABLE_CSS, overwrite=False))
         return st.set_caption(text) if text else st
 
 
@@ -203,7 +206,7 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
                 if not np.isfinite(v):
                     cells.loc[label, col] = MISSING
                 else:
-                    cells.loc[label, col] = f"{v:.{decimals}f}" + (f" ± {sd:.{decimals}f}" if np.isfinite(sd) else "")
+                    cells.loc[label, col] = style.mean_std(v, sd, decimals)
                     tips.loc[label, col] = f"mean ± std over {int(n)} runs" if np.isfinite(n) else ""
                 out_styles.loc[label, col] = styles.loc[label, col]
             else:
@@ -278,14 +281,14 @@ def plot_pred_vs_truth(truth, pred, test_mask, indicator: str, ax=None) -> Figur
         ax.plot([lo, hi], [lo, hi], ls=":", color="k", lw=1)
     r2_test = r2(truth[test], pred[test]) if test.any() else np.nan
     r2_all = r2(truth[ok], pred[ok]) if ok.any() else np.nan
-    ax.set_title(f"{indicator}: $R^2_{{test}}$={r2_test:.3f}, $R^2_{{all}}$={r2_all:.3f}")
+    ax.set_title(f"{indicator}\n$R^2$ test {style.number(r2_test)}, all {style.number(r2_all)}", fontsize=9)
     ax.set_xlabel("true ln(y + 1)")
     ax.set_ylabel("predicted ln(y + 1)")
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
     return fig
 
 
-def plot_predictions(result, targets, seed_index: int = 0, ncols: int = 4) -> Figure:
+def plot_predictions(result, targets, seed_index: int = 0, ncols: int = 3) -> Figure:
     """:func:`plot_pred_vs_truth` for every indicator of a :class:`~urbanlib.eval.probe.ProbeResult`.
 
     Args:
@@ -297,7 +300,7 @@ def plot_predictions(result, targets, seed_index: int = 0, ncols: int = 4) -> Fi
     targets = np.asarray(targets, dtype=float)
     T = len(result.indicators)
     nrows = int(np.ceil(T / ncols))
-    fig = Figure(figsize=(3.6 * min(T, ncols), 3.6 * nrows), layout="constrained")
+    fig = Figure(figsize=style.figsize(min(T, ncols), nrows, panel_height=2.5, max_height=12), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, min(T, ncols))).ravel()
     mask = result.test_mask()
     for j, name in enumerate(result.indicators):

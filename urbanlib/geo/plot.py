@@ -7,6 +7,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from urbanlib import style as house
+
 from ..data.dataset import UrbanDataset
 
 
@@ -14,7 +16,7 @@ def plot_tiles(ds: UrbanDataset, region_ids: list[str]) -> Figure:
     """The satellite tile of each region, titled with its id and grid row/col."""
     sat = ds.satellite_paths()
     reg = ds.regions.set_index("region_id")
-    fig, axes = plt.subplots(1, len(region_ids), figsize=(1.9 * len(region_ids), 2.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(region_ids), figsize=house.figsize(len(region_ids), 1, panel_height=2.2), squeeze=False)
     for ax, rid in zip(axes[0], region_ids, strict=True):
         ax.imshow(Image.open(sat[rid]))
         ax.set_title(f"{rid}\nrow {reg.loc[rid, 'row']}, col {reg.loc[rid, 'col']}", fontsize=7)
@@ -27,7 +29,7 @@ def plot_coverage(ds: UrbanDataset) -> Figure:
     """Each indicator raster's coverage of every region (share of the region under valid pixels)."""
     cols = [c for c in ds.regions.columns if c.endswith("_coverage") and c != "satellite_coverage"]
     r = ds.regions
-    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(2.6 * max(1, len(cols)), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=house.figsize(max(1, len(cols)), 1, panel_height=2.8), squeeze=False)
     for ax, name in zip(axes[0], cols, strict=False):
         g = np.full((int(r["row"].max()) + 1, int(r["col"].max()) + 1), np.nan)
         g[r["row"].astype(int), r["col"].astype(int)] = r[name].to_numpy(float)
@@ -44,7 +46,7 @@ def plot_recovery(built: UrbanDataset, truth: UrbanDataset, indicators: list[str
     """Built value against the true value per region (log-log), matched on grid row/col."""
     t = truth.regions.set_index(["row", "col"])
     b = built.regions.set_index(["row", "col"]).reindex(t.index)
-    fig, axes = plt.subplots(1, len(indicators), figsize=(2.6 * len(indicators), 2.7), squeeze=False)
+    fig, axes = plt.subplots(1, len(indicators), figsize=house.figsize(len(indicators), 1, panel_height=2.7), squeeze=False)
     for ax, name in zip(axes[0], indicators, strict=True):
         x, y = t[name].to_numpy(float), b[name].to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(y)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from urbanlib import style as house
 from urbanlib.data.report import DataError
 
 __all__ = [
@@ -207,7 +208,8 @@ def table(paper: str, table_id: str | int, show_flags: bool = True) -> pd.DataFr
     df = load_tables()
     df = df[(df.paper == paper) & (df.table == table_id)].copy()
     if show_flags:
-        df["cell"] = [f"{r} [{f}]" if f else r for r, f in zip(df.raw, df.flag, strict=True)]
+        raw = df.raw.str.replace(r"</?u>", "", regex=True)  # the paper's underline markup: a note says so
+        df["cell"] = [f"{r} [{f}]" if f else r for r, f in zip(raw, df.flag, strict=True)]
     else:
         df["cell"] = df.value
     index = [c for c in ("city", "model", "setting") if df[c].nunique() > 1 or (df[c] != "").all()]
@@ -243,7 +245,7 @@ def plot_table(paper: str, table_id: str | int, metric: str = "R2"):
     df = df.assign(group=df.city + " " + df.task + df.setting.map(lambda s: f" {s}" if s else ""))
     groups = list(dict.fromkeys(df.group))
     models = list(dict.fromkeys(df.model))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * max(1, len(models)) / 4), 4))
+    fig, ax = plt.subplots(figsize=house.figsize(1, 1, panel_height=4.2))
     width = 0.8 / len(models)
     for j, model in enumerate(models):
         sub = df[df.model == model].set_index("group")
@@ -265,6 +267,7 @@ def plot_table(paper: str, table_id: str | int, metric: str = "R2"):
     ax.set_title(
         TABLE_TITLES.get((paper, str(table_id)), f"{paper} table {table_id}") + " (hatched: flagged)"
     )
-    ax.legend(fontsize=7, ncol=2)
+    # the legend sits below the axes, so it never covers a bar
+    ax.legend(fontsize=8, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
     fig.tight_layout()
     return fig
