@@ -224,3 +224,11 @@ def test_not_available_rows_go_to_their_side_table_and_unknown_tables_are_refuse
     assert not_available_reasons("c", "blocked", tmp_path) == {}
     with pytest.raises(ValueError, match="unknown table"):
         append_rows("benchmark", "c-s1", [{**rows[0], "table": "nope"}], {"city": "c"}, 1, "full", 1.0, tmp_path)
+
+
+def test_the_benchmark_groups_hold_every_benchmark_model_once():
+    from urbanlib.experiments.benchmark import BENCHMARK_MODELS
+    from urbanlib.results.tier import BENCHMARK_GROUPS
+
+    grouped = [m for models in BENCHMARK_GROUPS.values() for m in models]
+    assert sorted(grouped) == sorted(BENCHMARK_MODELS)  # none left out, none run twice
