@@ -109,3 +109,14 @@ def test_data_figures_use_a_grid_at_the_book_width(tmp_path, monkeypatch):
     sizes = [t.get_fontsize() for ax in fig.axes for t in ax.texts]
     assert sizes and min(sizes) >= 8  # legible captions
     plt.close("all")
+
+
+def test_show_renders_a_figure_built_without_pyplot(monkeypatch):
+    from matplotlib.figure import Figure
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1])
+    style.show(fig)
+    assert len(shown) == 1 and shown[0].data[:8] == b"\x89PNG\r\n\x1a\n"

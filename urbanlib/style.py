@@ -67,6 +67,24 @@ def apply() -> None:
     pd.set_option("display.max_colwidth", 80)
 
 
+def show(fig) -> None:
+    """Display a matplotlib Figure in the notebook as a PNG, and close it if pyplot manages it.
+
+    A ``matplotlib.figure.Figure`` built without pyplot (as the library's plots may be) shows only
+    as ``<Figure size ...>`` through ``display``; this renders it, once.
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    display(Image(data=buf.getvalue(), format="png"))
+    if plt.fignum_exists(getattr(fig, "number", -1)):
+        plt.close(fig)
+
+
 def figsize(ncols: int = 1, nrows: int = 1, panel_height: float = 2.8, width: float | None = None,
             max_height: float = 9.0) -> tuple[float, float]:
     """(width, height) in inches for ``nrows`` rows of panels at the book's width.
