@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  ?= book,dev,captions,geo
 SCALE   ?= default
 
-.PHONY: book test test-all results pages lint install wordnet browser clean
+.PHONY: book test test-all results pages lint install wordnet browser check-book clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; urbanlib needs Python 3.11 (set PY=...)"; exit 1; }
@@ -29,6 +29,9 @@ browser: $(STAMP)  # headless Chromium for the browser tests (apt packages chrom
 
 book: $(STAMP)
 	$(BIN)/python -m urbanlib.book build --scale $(SCALE)
+
+check-book: $(STAMP)  # every page of the built book (_build/html) in headless Chromium, offline: no external request, no NaN, traceback or absolute path, no missing or blank figure; screenshots in _build/check-book/ (make test runs the same check on a smoke-scale book)
+	$(BIN)/python -m urbanlib.book.check _build/html --shots _build/check-book
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

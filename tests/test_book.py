@@ -129,7 +129,9 @@ def test_store_then_place_labels_provenance_and_staleness(tmp_path, monkeypatch)
     text = "\n".join(c.source for c in page.cells)
     assert "square of 5 is 25" in "".join(str(o) for c in page.cells for o in c.get("outputs", []))
     assert "Stored page, not executed by this build" in text and meta["commit"] in text
-    assert page.cells[0].source == "# Square" and "Stored page" in page.cells[1].source  # banner under the title
+    # the page's heading is its title, "(stored)" included; the banner is an admonition under it
+    assert page.cells[0].source.startswith("# Square of 5 (stored)\n") and "*Square*" in page.cells[0].source
+    assert page.cells[1].source.startswith("```{admonition} Stored page") and ":class: note" in page.cells[1].source
     assert "changed since" not in page.cells[1].source  # neither the notebook nor its code changed
     assert "Not stored yet" in nbformat.read(placed[1].output, as_version=4).cells[0].source
     from urbanlib.book.stored import stored_index
@@ -142,7 +144,8 @@ def test_store_then_place_labels_provenance_and_staleness(tmp_path, monkeypatch)
     (tmp_path / "square.ipynb").write_text(nb)
     again = place_stored(stored[:1], root, "default", tmp_path / "out")
     assert again[0].status == "stale"
-    assert "`square.ipynb` has changed since" in nbformat.read(again[0].output, as_version=4).cells[1].source
+    stale = nbformat.read(again[0].output, as_version=4).cells[1].source
+    assert "`square.ipynb` has changed since" in stale and ":class: warning" in stale
     assert stored_index(manifest, root, "default")["notebook changed since"].iloc[0]
     # a change in the code the page imports is flagged too
     import urbanlib.book.stored as stored_mod

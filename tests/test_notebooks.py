@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [
+    ("data.ipynb", {"city": "synth-ring"}),
+    ("papers.ipynb", {}),
     ("pretrain_urbanclip.ipynb", {"city": "synth-ring"}),
     ("pretrain_urbanln.ipynb", {"city": "synth-ring", "imagery": "satellite"}),
     ("pretrain_urbanln.ipynb", {"city": "synth-ring", "imagery": "street"}),
@@ -24,6 +26,8 @@ NOTEBOOKS = [
     ("efficiency.ipynb", {"batch_size": 8, "repeats": 2}),
     ("msd_sweeps.ipynb", {"city": "synth-ring", "noise_levels": [0.0, 2.0], "queue_fractions": [2.0]}),
 ]
+
+NO_FIGURES = {"captions.ipynb", "verdicts.ipynb", "efficiency.ipynb"}  # tables only
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,11 @@ def test_notebook_runs_at_smoke_scale(notebook, params, shared_cache, tmp_path, 
     assert any(o.output_type in ("execute_result", "display_data") for o in outputs)  # it showed something
     warnings = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
     assert not warnings, f"warnings leaked into the page: {warnings[:2]}"
+    # every cell tagged `figure` drew (issue 19: a Figure built but never displayed leaves an empty section)
+    from urbanlib.book.reading import FIGURE_TAG, figures_without_image
+
+    assert any(FIGURE_TAG in c.metadata.get("tags", []) for c in nb.cells) or notebook in NO_FIGURES, notebook
+    assert not figures_without_image(nb), f"{notebook}: figure cells without an image: {figures_without_image(nb)}"
 
 
 @pytest.mark.notebooks

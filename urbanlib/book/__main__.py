@@ -21,6 +21,7 @@ import yaml
 from urbanlib.cache import cache_dir, cache_root
 
 from .manifest import ManifestError, load_manifest
+from .reading import unexpected_log_lines
 from .runner import NotebookFailed, run_entries
 from .stored import place_stored, store_entries
 from .toc import write_toc
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=str(REPO), help="book root holding _config.yml (and where _toc.yml is written)")
     ap.add_argument("--only", action="append", help="run only these experiment keys (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even when inputs are unchanged")
+    ap.add_argument("--strict-log", action="store_true",
+                    help="fail when the jupyter-book log has a line outside the allowlist (urbanlib/book/reading.py)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="pages of one experiment executed at once (default: 2 or the CPU count if lower)")
     args = ap.parse_args(argv)
@@ -94,12 +97,33 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(root / "_toc.yml"),
            "--config", str(root / "_config.yml"), "-W", "-n", "--keep-going"]
     jb = [str(Path(sys.executable).with_name("jupyter-book")), *cmd[3:]]
-    proc = subprocess.run(jb, cwd=root)
-    if proc.returncode != 0:
+    returncode, log_lines = _run_logged(jb, root)
+    if returncode != 0:
         print("error: jupyter-book build failed (warnings are errors); see the messages above", file=sys.stderr)
-        return proc.returncode
+        return returncode
+    unexpected = unexpected_log_lines(log_lines)
+    if unexpected:  # new warnings or noise: shown, kept beside the book, and an error with --strict-log
+        (root / "_build").mkdir(exist_ok=True)
+        (root / "_build" / "build-log-unexpected.txt").write_text("\n".join(unexpected) + "\n")
+        print(f"build log: {len(unexpected)} line(s) outside the allowlist (LOG_ALLOWLIST in "
+              "urbanlib/book/reading.py; kept in _build/build-log-unexpected.txt):", file=sys.stderr)
+        for line in unexpected[:40]:
+            print(f"  | {line}", file=sys.stderr)
+        if args.strict_log:
+            return 1
     print(f"book built: {root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")
     return 0
+
+
+def _run_logged(cmd: list[str], cwd: Path) -> tuple[int, list[str]]:
+    """Run ``cmd``, echoing its merged output line by line; returns (exit code, lines)."""
+    lines = []
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line.rstrip("\n"))
+    return proc.returncode, lines
 
 
 if __name__ == "__main__":

@@ -153,6 +153,11 @@ class OfflineBrowser:
         """The requested URLs that would have left the machine (all were blocked)."""
         return [u for u in self.requests() if not is_local(u)]
 
+    def clear_requests(self) -> None:
+        """Forget the requests recorded so far (before opening the next page)."""
+        self.requests()
+        self._events.clear()
+
     def console(self) -> list[dict]:
         """The browser console's messages so far (``level``, ``message``)."""
         return self.driver.get_log("browser")

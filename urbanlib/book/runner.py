@@ -19,6 +19,11 @@ from tqdm import tqdm
 from urbanlib.provenance import source_tree_hash
 
 from .manifest import Entry
+from .reading import prepare_page
+
+# ipykernel >= 7 logs "Kernel is running over TCP without encryption" at every start (26 lines per
+# build); its own log below ERROR is infrastructure, while a cell's warnings still reach the page.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookFailed(RuntimeError):
@@ -106,7 +111,7 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
     try:
         pm.execute_notebook(str(entry.notebook), str(output), parameters=entry.params,
                             kernel_name=kernel_name, progress_bar=False, cwd=str(entry.notebook.parent),
-                            execution_timeout=timeout, timeout_func=time_left)
+                            execution_timeout=timeout, timeout_func=time_left, extra_arguments=KERNEL_ARGS)
     except pm.PapermillExecutionError as e:
         first = (e.source or "").strip().splitlines()[:1]
         raise NotebookFailed(
@@ -124,6 +129,14 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
         raise NotebookFailed(f"{what} failed before finishing: {type(e).__name__}: {str(e)[:300]}") from None
 
 
+def write_reader_page(path: Path, title: str) -> None:
+    """Rewrite an executed notebook as the book shows it (:func:`urbanlib.book.reading.prepare_page`)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nbformat.write(prepare_page(nb, title), path)
+
+
 def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
              log) -> PageResult:
     output = out_dir / f"{entry.slug}.ipynb"
@@ -135,6 +148,7 @@ def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: boo
     t0 = time.perf_counter()
     execute_entry(entry, output, kernel_name)
     dt = time.perf_counter() - t0
+    write_reader_page(output, entry.title)
     stamp.write_text(key)
     log(f"ran {entry.slug} in {dt:.1f} s")
     return PageResult(entry, output, "ran", dt)

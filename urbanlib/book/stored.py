@@ -24,6 +24,7 @@ import nbformat
 from urbanlib.provenance import PACKAGE_ROOT, SOURCE_SUFFIXES, commit, files_hash, machine
 
 from .manifest import Entry
+from .reading import prepare_page
 from .runner import NotebookFailed, PageResult, execute_entry
 
 META_KEY = "urbanlib_stored"
@@ -185,13 +186,14 @@ def banner(meta: dict, entry: Entry, library: str | None = None) -> str:
     if library is not None and meta.get("library") != library:
         changed.append("urbanlib code this notebook imports has changed since (re-run `make pages` to refresh)")
     params = ", ".join(f"{k}={v}" for k, v in meta["params"].items())
-    text = (f"**Stored page, not executed by this build.** `python -m urbanlib.book store` ran it at commit "
-            f"`{meta['commit']}` on {meta['executed']} ({meta['machine']}, {meta['seconds']:.0f} s), with "
-            f"{params}. Every number below comes from that run. The book runs its live pages for a subset of "
-            f"the cities so that `make book` fits its time budget; the rest are stored.")
+    text = (f"`python -m urbanlib.book store` ran it at commit `{meta['commit']}` on {meta['executed']} "
+            f"({meta['machine']}, {meta['seconds']:.0f} s), with {params}. Every number below comes from that "
+            f"run. The book runs its live pages for a subset of the cities so that `make book` fits its time "
+            f"budget; the rest are stored.")
     if changed:
         text += "\n\n**Note:** " + "; ".join(changed) + "."
-    return text
+    kind = "warning" if changed else "note"
+    return f"```{{admonition}} Stored page, not executed by this build\n:class: {kind}\n\n{text}\n```"
 
 
 def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) -> list[PageResult]:
@@ -209,12 +211,12 @@ def place_stored(entries: list[Entry], root: Path, scale: str, out_dir: Path) ->
         if meta is None:
             nb = nbformat.v4.new_notebook()
             nb.cells = [nbformat.v4.new_markdown_cell(
-                f"# {entry.title}\n\n**Not stored yet.** This page is not executed by `make book` at the "
+                f"# {entry.title} (stored)\n\n**Not stored yet.** This page is not executed by `make book` at the "
                 f"`{scale}` scale; `make results` stores it (`python -m urbanlib.book store --scale {scale}`), "
                 f"and no result of it exists in this checkout.")]
             status = "missing"
         else:
-            nb = copy.deepcopy(nbformat.read(src, as_version=4))
+            nb = prepare_page(copy.deepcopy(nbformat.read(src, as_version=4)), f"{entry.title} (stored)")
             text = banner(meta, entry, library_hash(entry.notebook))
             nb.cells.insert(_after_title(nb), nbformat.v4.new_markdown_cell(text))
             status = "stale" if "**Note:**" in text else "stored"
