@@ -59,3 +59,12 @@ def test_a_damaged_archive_is_refused_naming_the_file(places, monkeypatch):
     monkeypatch.setenv("URBANLIB_CACHE", str(places / "cache-b"))
     with pytest.raises(CheckpointError, match="model.safetensors"):
         _run()
+
+
+def test_the_code_hash_is_taken_when_the_recipes_are_imported_not_at_first_use():
+    import subprocess
+    import sys
+
+    code = "import urbanlib.pipeline.runs as r; print(r.code_hash.cache_info().currsize)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1"  # computed at import, before any run asks for it

@@ -51,6 +51,9 @@ def code_hash(dirs: tuple[str, ...] = _CODE_DIRS) -> str:
     return files_hash(files)[:16]
 
 
+code_hash()  # at import, with the code it names: a file edited later in the run cannot rename its folders
+
+
 @dataclass
 class RunResult:
     """A finished training run.
