@@ -158,6 +158,7 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
             continue
         nb = nbformat.read(tmp, as_version=4)
         nb.metadata[META_KEY] = {**prov, "seconds": round(time.perf_counter() - t0, 1)}
+        strip_machine_paths(nb, root)
         nbformat.write(nb, tmp)
         tmp.replace(path)
         log(f"stored {entry.slug} in {time.perf_counter() - t0:.0f} s")
@@ -166,6 +167,18 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
         raise NotebookFailed(f"{len(failures)} of {len(entries)} stored page(s) failed; the others are stored:\n"
                              + "\n".join(failures))
     return paths
+
+
+def strip_machine_paths(nb, root: Path) -> None:
+    """Papermill's ``input_path``/``output_path`` relative to the book root, so a committed page names no machine path."""
+    meta = nb.metadata.get("papermill") or {}
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            path = Path(meta[key])
+            try:
+                meta[key] = str(path.resolve().relative_to(Path(root).resolve()))
+            except ValueError:
+                meta[key] = path.name
 
 
 def read_provenance(path: Path) -> dict | None:

@@ -16,6 +16,24 @@ the smallest gap between distinct centre longitudes (latitudes). A point belongs
 cell (centre +- half a cell on both axes) contains it; a point on a shared edge goes to the cell to
 its east/north. Points inside no region's cell are skipped and counted (``street_outside_grid``).
 
+Options can also live in a small config file, ``dataset.yml`` (or ``dataset.json``) in the folder,
+or any file passed as ``config=``: its keys are this reader's arguments (``columns``, ``captions``,
+``caption_format``, ``street_points``, ``cell_size``, ``transforms``, ...), and arguments given
+to :func:`read` override it. A notebook that passes only ``data_dir`` and ``layout="generic"``
+thus reads the folder as its config says.
+
+Captions: JSONL (one object per line, above) or the UrbanCLIP release's JSON
+(``[[{"caption", "image"}, ...]]`` or a flat list of such records; ``caption_format="urbanclip"``,
+inferred from a ``.json`` suffix), whose ``image`` is matched to the table's ``image`` column or to
+a ``{region_id}.<ext>`` file name (a record may also carry ``region_id``).
+
+Indicators already on a log scale: urbanlib logs every indicator itself (``ln(y + 1)``), so
+``transforms={"population": "log1p"}`` (or ``"log"``) declares a column already logged and the
+reader converts it back to original units (reported ``delogged_<indicator>``); ``"none"`` declares
+it raw. A source column named ``log_*`` mapped onto an indicator without a declared transform is
+kept as given, with a warning and a ``looks_logged_<indicator>`` report entry, because it would be
+logged twice.
+
 Validation is the shared one (:mod:`urbanlib.data.validate`, :mod:`urbanlib.data.images`): image
 paths (the ``image`` column, street points) must stay inside ``images/``; text or out-of-range
 coordinates and caption lines of the wrong type are a :class:`DataError` naming ``file:line``.
@@ -23,10 +41,13 @@ coordinates and caption lines of the wrong type are a :class:`DataError` naming 
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from . import images as image_checks
 from . import validate
@@ -34,13 +55,40 @@ from .dataset import CAPTION_COLUMNS, IMAGE_COLUMNS, INDICATORS, UrbanDataset
 from .report import DataError, LoadReport
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+CONFIG_NAMES = ("dataset.yml", "dataset.yaml", "dataset.json")  # read from data_dir when present
+CAPTION_FORMATS = ("jsonl", "urbanclip")
+TRANSFORMS = {"log1p": np.expm1, "log": np.exp, "none": None}  # declared scale of a column -> back to original units
+_UNSET = object()  # an argument not given, so the config file's value (or the default) applies
+DEFAULTS = {"indicators": "indicators.csv", "columns": None, "images": "images/", "captions": "captions.jsonl",
+            "caption_format": None, "street_points": None, "cell_size": None, "transforms": None,
+            "check_images": True, "expected_size": None}
 
 
-def read(data_dir: str | Path, city: str | None = None, indicators: str | Path = "indicators.csv",
-         columns: dict[str, str] | None = None, images: str | Path = "images/",
-         captions: str | Path | None = "captions.jsonl", street_points: str | Path | None = None,
-         cell_size: tuple[float, float] | None = None, check_images: bool = True,
-         expected_size: tuple[int, int] | None = None) -> UrbanDataset:
+def read_config(path: str | Path) -> dict:
+    """A dataset config file (YAML or JSON mapping of :func:`read`'s arguments); DataError on unknown keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: dataset config file not found")
+    try:
+        doc = (json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text()))
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: cannot parse the dataset config ({e})") from None
+    doc = doc or {}
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: the dataset config must be a mapping of option -> value")
+    unknown = sorted(set(doc) - set(DEFAULTS) - {"city"})
+    if unknown:
+        raise DataError(f"{path}: unknown option(s) {unknown}; known: {sorted([*DEFAULTS, 'city'])}")
+    if isinstance(doc.get("cell_size"), list):
+        doc["cell_size"] = tuple(doc["cell_size"])
+    if isinstance(doc.get("expected_size"), list):
+        doc["expected_size"] = tuple(doc["expected_size"])
+    return doc
+
+
+def read(data_dir: str | Path, city: str | None = None, indicators=_UNSET, columns=_UNSET, images=_UNSET,
+         captions=_UNSET, street_points=_UNSET, cell_size=_UNSET, check_images=_UNSET, expected_size=_UNSET,
+         caption_format=_UNSET, transforms=_UNSET, config: str | Path | None = None) -> UrbanDataset:
     """Read a generic folder into an :class:`UrbanDataset`.
 
     Args:
@@ -56,11 +104,29 @@ def read(data_dir: str | Path, city: str | None = None, indicators: str | Path =
         cell_size: (dlon, dlat) of the region grid in degrees (default inferred, see module doc).
         check_images: decode every image (drops missing/unreadable ones, counted).
         expected_size: (width, height) to flag when different; None accepts any size.
+        caption_format: ``"jsonl"`` or ``"urbanclip"`` (the release's JSON); default from the suffix.
+        transforms: ``{indicator: "log1p" | "log" | "none"}``, the scale a column is given in (module doc).
+        config: a dataset config file (default: ``dataset.yml``/``.json`` in ``data_dir`` if present);
+            arguments given here override its values.
+
+    Every option left out takes the config file's value, else the default shown in :data:`DEFAULTS`.
     """
     data_dir = Path(data_dir)
+    given = {"indicators": indicators, "columns": columns, "images": images, "captions": captions,
+             "street_points": street_points, "cell_size": cell_size, "check_images": check_images,
+             "expected_size": expected_size, "caption_format": caption_format, "transforms": transforms}
+    cfg_path = _resolve(data_dir, config) if config is not None else next(
+        (data_dir / n for n in CONFIG_NAMES if (data_dir / n).is_file()), None)
+    cfg = read_config(cfg_path) if cfg_path is not None else {}
+    opts = {k: (v if v is not _UNSET else cfg.get(k, DEFAULTS[k])) for k, v in given.items()}
+    city = city if city is not None else cfg.get("city")
+    indicators, columns, images, captions = opts["indicators"], opts["columns"], opts["images"], opts["captions"]
+    street_points, cell_size, check_images = opts["street_points"], opts["cell_size"], opts["check_images"]
+    expected_size = opts["expected_size"]
     report = LoadReport(source=f"{data_dir} (generic)")
     table_path = _resolve(data_dir, indicators)
     regions = _read_table(table_path, columns or {})
+    _apply_transforms(regions, columns or {}, opts["transforms"] or {}, report, table_path)
     if "city" not in regions.columns:
         if not city:
             raise DataError(f"{table_path}: no 'city' column; pass city= (or map a column onto 'city')")
@@ -88,14 +154,18 @@ def read(data_dir: str | Path, city: str | None = None, indicators: str | Path =
     caps = pd.DataFrame(columns=CAPTION_COLUMNS)
     if captions is not None:
         cap_path = _resolve(data_dir, captions)
+        fmt = opts["caption_format"] or ("urbanclip" if cap_path.suffix.lower() == ".json" else "jsonl")
+        if fmt not in CAPTION_FORMATS:
+            raise DataError(f"caption_format must be one of {CAPTION_FORMATS}, got {fmt!r}")
         if cap_path.is_file():
-            caps = validate.check_captions(_read_jsonl(cap_path), report, region_ids=regions["region_id"],
-                                           source=str(cap_path))
+            raw = _read_jsonl(cap_path) if fmt == "jsonl" else _read_release_json(cap_path, regions, image_rows)
+            caps = validate.check_captions(raw, report, region_ids=regions["region_id"], source=str(cap_path))
         else:
             report.add("captions_file_missing", "flagged", 1, f"{cap_path} not found; dataset has no captions")
     ds = UrbanDataset(regions=regions.drop(columns=["image"], errors="ignore"), images=image_rows, captions=caps,
                       root=images_root, report=report,
-                      meta={"layout": "generic", "indicators_table": str(table_path), "images": str(images_root)})
+                      meta={"layout": "generic", "indicators_table": str(table_path), "images": str(images_root),
+                            "config": str(cfg_path) if cfg_path is not None else None})
     if check_images:
         image_checks.check_images(ds, report, expected_size=expected_size)
     validate.check_coverage(ds, report)
@@ -219,4 +289,65 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         rows.append({"region_id": str(rec["region_id"]), "image": rec.get("image"),
                      "source": rec.get("source") or "generic", "style": rec.get("style") or "short",
                      "text": rec.get("text", rec.get("caption"))})
+    return pd.DataFrame(rows, columns=CAPTION_COLUMNS)
+
+
+def _apply_transforms(regions: pd.DataFrame, columns: dict[str, str], transforms: dict, report: LoadReport,
+                      source: Path) -> None:
+    """Declared log-scale indicators back to original units; undeclared ``log_*`` sources warned about."""
+    if not isinstance(transforms, dict):
+        raise DataError(f"transforms must be a mapping of indicator -> one of {sorted(TRANSFORMS)}, got {transforms!r}")
+    for ind, how in transforms.items():
+        if how not in TRANSFORMS:
+            raise DataError(f"transforms[{ind!r}] = {how!r}; choose one of {sorted(TRANSFORMS)}")
+        if ind not in regions.columns:
+            raise DataError(f"transforms names {ind!r}, which is not a column of {source} after columns= mapping")
+        if TRANSFORMS[how] is not None:
+            values = pd.to_numeric(regions[ind], errors="coerce").to_numpy(dtype=float)
+            regions[ind] = TRANSFORMS[how](values)
+            report.add(f"delogged_{ind}", "flagged", int(np.isfinite(values).sum()),
+                       f"{ind} declared as {how}(y) in {source}; converted back to original units (urbanlib logs "
+                       f"indicators itself, so it is not logged twice)")
+    source_of = {dst: src for src, dst in columns.items()}
+    for ind in INDICATORS:
+        src = source_of.get(ind, ind)
+        if ind in regions.columns and str(src).lower().startswith("log_") and ind not in transforms:
+            msg = (f"{source}: column {src!r} (mapped onto {ind!r}) looks already logged; urbanlib takes ln(y + 1) "
+                   f"of every indicator, so it would be logged twice. Declare transforms={{{ind!r}: 'log1p'}} "
+                   f"(or 'log', or 'none' if it is raw)")
+            warnings.warn(msg, stacklevel=3)
+            report.add(f"looks_logged_{ind}", "flagged", len(regions), msg)
+
+
+def _read_release_json(path: Path, regions: pd.DataFrame, image_rows: pd.DataFrame) -> pd.DataFrame:
+    """UrbanCLIP-release captions (``[[{"caption", "image"}]]`` or a flat list) as a captions table.
+
+    A record's region: its ``region_id`` if given, else its ``image`` matched to the satellite image
+    paths (the table's ``image`` column or ``{region_id}.<ext>`` files), else the image's file stem.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: invalid JSON ({e})") from None
+    if isinstance(data, list) and all(isinstance(d, dict) for d in data):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(g, list) for g in data):
+        raise DataError(f"{path}: expected a list of lists of {{'caption', 'image'}} records")
+    by_image = dict(zip(image_rows["path"].astype(str), image_rows["region_id"].astype(str), strict=True))
+    rows = []
+    for gi, group in enumerate(data):
+        for ri, rec in enumerate(group):
+            text_key = next((k for k in ("caption", "text") if isinstance(rec, dict) and k in rec), None)
+            if text_key is None or not ("image" in rec or "region_id" in rec):
+                raise DataError(f"{path}: record [{gi}][{ri}] needs 'caption' and 'image' (or 'region_id'): "
+                                f"{str(rec)[:80]!r}")
+            text, image = rec[text_key], rec.get("image")
+            if (text is not None and not isinstance(text, str)) or (image is not None and not isinstance(image, str)):
+                raise DataError(f"{path}: record [{gi}][{ri}]: 'caption' and 'image' must be strings: {str(rec)[:80]!r}")
+            rid = rec.get("region_id")
+            if rid is None:
+                image = image.strip()
+                rid = by_image.get(image, by_image.get(Path(image).name, Path(image).stem))
+            rows.append({"region_id": str(rid), "image": image, "source": rec.get("source") or "urbanclip-json",
+                         "style": rec.get("style") or "short", "text": text})
     return pd.DataFrame(rows, columns=CAPTION_COLUMNS)

@@ -29,6 +29,7 @@ __all__ = [
     "TABLES",
     "load_claims",
     "load_tables",
+    "published_r2",
     "plot_table",
     "table",
 ]
@@ -271,3 +272,35 @@ def plot_table(paper: str, table_id: str | int, metric: str = "R2"):
     ax.legend(fontsize=8, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
     fig.tight_layout()
     return fig
+
+
+CITY_CODES = {"Beijing": "BJ", "Shanghai": "SH", "Shenzhen": "SZ", "New York": "NY"}  # UrbanLN's table names
+IMAGE_TABLES = {"urbanclip": ("2",), "urbanln": ("1", "6", "7", "8", "2", "3")}  # tables of models on images
+
+
+def published_r2(city: str, indicators: list[str] | None = None) -> pd.DataFrame:
+    """The papers' R² of their image models on one city, as printed (flags kept).
+
+    Args:
+        city: a city name as the UrbanCLIP release spells it (``"Beijing"``) or UrbanLN's code (``"BJ"``).
+        indicators: keep these tasks (default: every task the tables report for the city).
+
+    Returns:
+        Tidy rows ``source`` (e.g. ``"UrbanCLIP Table 2"``), ``model``, ``indicator``, ``R2``, ``flag``;
+        empty when neither paper reports the city. Improvement rows are left out; a cell that two
+        UrbanLN tables print is taken from the first table in :data:`IMAGE_TABLES`.
+    """
+    names = {city, CITY_CODES.get(city, city), *[k for k, v in CITY_CODES.items() if v == city]}
+    df = load_tables()
+    df = df[(df.metric == "R2") & df.city.isin(names) & (df.model != "") & ~df.model.str.contains("mprovement")]
+    df = df[pd.Series([t in IMAGE_TABLES.get(p, ()) for p, t in zip(df.paper, df.table, strict=True)],
+                      index=df.index, dtype=bool)]
+    if indicators is not None:
+        df = df[df.task.isin(list(indicators))]
+    order = {(p, t): i for i, (p, t) in enumerate((p, t) for p, ts in IMAGE_TABLES.items() for t in ts)}
+    df = df.assign(_o=[order[(p, t)] for p, t in zip(df.paper, df.table, strict=True)]).sort_values("_o", kind="stable")
+    df = df.drop_duplicates(["paper", "model", "task"])
+    source = [f"{'UrbanCLIP' if p == 'urbanclip' else 'UrbanLN'} Table {t}" for p, t in zip(df.paper, df.table,
+                                                                                           strict=True)]
+    return pd.DataFrame({"source": source, "model": df.model.to_numpy(), "indicator": df.task.to_numpy(),
+                         "R2": df.value.to_numpy(), "flag": df.flag.to_numpy()}).reset_index(drop=True)
