@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from urbanlib.apt import apt_install, apt_prefix, why_no_apt
 
 DEBIAN_PACKAGES = ("chromium", "chromium-driver")
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/lib/chromium/chromium")
@@ -187,16 +187,6 @@ def is_blank(png: str | Path, min_std: float = 8.0, min_colours: int = 16) -> bo
     return float(a.std()) < min_std or colours < min_colours
 
 
-def _apt_prefix() -> list[str] | None:
-    if shutil.which("apt-get") is None:
-        return None
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
-        return ["sudo", "-n"]
-    return None
-
-
 def install(verbose: bool = True) -> str:
     """Install Debian's ``chromium`` and ``chromium-driver`` when missing and apt may be used.
 
@@ -213,20 +203,12 @@ def install(verbose: bool = True) -> str:
         return "present"
     except BrowserUnavailable:
         pass
-    prefix = _apt_prefix()
+    prefix = apt_prefix()
     if prefix is None:
-        why = "apt-get not found" if shutil.which("apt-get") is None else "not root and no password-less sudo"
+        why = why_no_apt()
         log(f"chromium not installed and {why}; the browser tests will skip")
         return f"unavailable: {why}"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = [*prefix, "apt-get", "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES]
-    log("installing " + " ".join(DEBIAN_PACKAGES) + " with apt-get")
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:  # a stale or empty package list: update once and retry
-        subprocess.run([*prefix, "apt-get", "update"], capture_output=True, text=True, env=env)
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        log(f"apt-get failed: {r.stderr.strip()[-400:]}")
+    if not apt_install(prefix, DEBIAN_PACKAGES, log):
         return "unavailable: apt-get failed"
     find_chromium()
     log("installed")

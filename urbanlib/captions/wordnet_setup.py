@@ -23,10 +23,11 @@ import gzip
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from urbanlib.apt import apt_install, apt_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
@@ -115,31 +116,6 @@ def lexnames_lines(man_page: str | Path = LEXNAMES_MAN) -> list[str]:
     return lines
 
 
-def _may_use_apt() -> list[str] | None:
-    """The command prefix that may run apt-get here (``[]`` as root, ``["sudo", "-n"]``), else ``None``."""
-    if shutil.which("apt-get") is None:
-        return None
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
-        return ["sudo", "-n"]
-    return None
-
-
-def _apt_install(prefix: list[str], log) -> bool:
-    cmd = prefix + ["apt-get", "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for attempt in range(2):
-        log(f"running: {' '.join(cmd)}")
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if r.returncode == 0:
-            return True
-        if attempt == 0:  # stale package lists are the usual cause
-            subprocess.run(prefix + ["apt-get", "update"], capture_output=True, text=True, env=env)
-    log(f"apt-get failed: {r.stderr.strip()[-400:]}")
-    return False
-
-
 @dataclass
 class SetupResult:
     """What :func:`install` did: ``status`` is ``"installed"``, ``"already"`` or ``"unavailable"``."""
@@ -171,7 +147,7 @@ def install(nltk_data: str | Path | None = None, source: str | Path = DEBIAN_WOR
     source, man_page = Path(source), Path(man_page)
     missing = [n for n in REQUIRED if not (source / n).is_file()]
     if (missing or not man_page.is_file()) and use_apt:
-        prefix = _may_use_apt()
+        prefix = apt_prefix()
         if prefix is None:
             why = ("apt-get not found" if shutil.which("apt-get") is None
                    else "not root and no password-less sudo")
@@ -182,7 +158,7 @@ def install(nltk_data: str | Path | None = None, source: str | Path = DEBIAN_WOR
                 return SetupResult("already", target, f"WordNet already in {target}")
             log(msg)
             return SetupResult("unavailable", target, msg)
-        _apt_install(prefix, log)
+        apt_install(prefix, DEBIAN_PACKAGES, log)
         missing = [n for n in REQUIRED if not (source / n).is_file()]
     if missing or not man_page.is_file():
         if is_installed(nltk_data):
