@@ -25,6 +25,7 @@ NOTEBOOKS = [
     ("transfer.ipynb", {}),
     ("efficiency.ipynb", {"batch_size": 8, "repeats": 2}),
     ("msd_sweeps.ipynb", {"city": "synth-ring", "noise_levels": [0.0, 2.0], "queue_fractions": [2.0]}),
+    ("section35.ipynb", {"city": "synth-ring", "prompt_epochs": 20}),
 ]
 
 NO_FIGURES = {"captions.ipynb", "verdicts.ipynb", "efficiency.ipynb"}  # tables only
