@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_browser
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,20 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent / "data" / "book"))
 import make_notebook  # noqa: E402
 
 
-def _need_browser():
-    from urbanlib.book.browser import BrowserUnavailable, find_chromium
-
-    try:
-        find_chromium()
-        import selenium  # noqa: F401
-    except (BrowserUnavailable, ImportError) as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
-
-
 def test_the_check_sees_nan_external_requests_blank_figures_and_paths(tmp_path):
-    _need_browser()
+    need_browser()
     from urbanlib.book.browser import OfflineBrowser
     from urbanlib.book.check import check_page
 
@@ -55,7 +44,7 @@ def test_the_check_sees_nan_external_requests_blank_figures_and_paths(tmp_path):
 @pytest.mark.notebooks
 def test_a_smoke_book_of_real_pages_reads_clean_in_the_browser(tmp_path):
     """data.ipynb and the square pages at smoke scale, built strictly, then every page in Chromium."""
-    _need_browser()
+    need_browser()
     root = tmp_path / "site"
     (root / "book").mkdir(parents=True)
     (root / "book" / "intro.md").write_text("# Test book\n\nMath: $L = (1-\\mu) L_C + \\mu L_D$.\n")

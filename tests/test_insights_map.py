@@ -1,15 +1,15 @@
 """Urban Insights (UrbanCLIP §4.5): the map's data and errors, and the page in a real headless Chromium."""
 
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import need_browser
 
 from urbanlib.analysis.insights_map import LEAFLET_DIR, Geometry, InsightsMap, MapLayer
-from urbanlib.book.browser import BrowserUnavailable, OfflineBrowser, find_chromium, is_blank, is_local
+from urbanlib.book.browser import OfflineBrowser, is_blank, is_local
 from urbanlib.data.dataset import UrbanDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,17 +133,6 @@ def test_an_unknown_model_or_city_is_refused():
 # ---------------------------------------------------------------- the page in headless Chromium
 
 
-def _need_browser():
-    """Skip where Chromium cannot be installed; in CI (which runs `make install`) a missing browser fails."""
-    try:
-        find_chromium()
-        import selenium  # noqa: F401
-    except (BrowserUnavailable, ImportError) as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="module")
 def smoke_map():
     from urbanlib.experiments.insights import build_insights
@@ -159,7 +148,7 @@ def _fills(b) -> list[str]:
 
 
 def test_the_map_in_headless_chromium_offline(smoke_map, tmp_path):
-    _need_browser()
+    need_browser()
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
