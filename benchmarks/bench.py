@@ -13,7 +13,13 @@ Cases (``cpu`` configs, one torch thread, fused AdamW on both sides):
 * extraction: ``UrbanLN.encode_image_features`` vs open_clip ``CLIP.encode_image`` (inference mode);
 * probe: :func:`urbanlib.eval.probe.fit_probes` vs one ``nn.Sequential`` head per (seed, indicator);
 * MFU: FLOPs of a step (``torch.utils.flop_counter``) / step time / the fp32 or bf16 matmul peak
-  measured in the same rounds.
+  measured in the same rounds;
+* the MSD teacher, the lever the targets hinge on: its forward alone under ``no_grad``,
+  ``inference_mode`` and bf16 autocast (with the bf16 features' largest deviation from fp32), and the
+  FLOP floor of the MSD overhead (teacher FLOPs / step FLOPs without MSD);
+* a profile of one step per case (``torch.profiler``): the share of self CPU time in matmuls,
+  attention, GELU, LayerNorm, copies and elementwise ops, the optimizer and the rest, so a target that
+  is not met comes with where its time goes.
 
 ``--quick`` uses the tiny configs, small batches and one round (the test suite runs it).
 """
@@ -181,7 +187,78 @@ def build_urbanln_pairs(mode: dict, gen: torch.Generator) -> tuple[dict, dict]:
         "extract_open_clip": lambda: ref_eval.encode_image(ext_images),
     }
     ln.train()
-    return steps, extract
+    teacher = _teacher_levers(ln, image, text)
+    return steps, extract, teacher
+
+
+def _teacher_levers(ln, image: torch.Tensor, text: torch.Tensor) -> dict:
+    """The MSD teacher's forward as UrbanLN runs it (``no_grad``), and two cheaper ways to run it."""
+    from urbanlib.models import towers
+
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        img = ln._image_embedding(ln.msd.teacher, image, None)
+        return img, torch.nn.functional.normalize(towers.encode_text(ln.msd.teacher, text), dim=-1)
+
+    def no_grad() -> None:
+        with torch.no_grad():
+            forward()
+
+    def inference() -> None:
+        with torch.inference_mode():
+            forward()
+
+    def bf16() -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            forward()
+
+    return {"teacher_fp32_no_grad": no_grad, "teacher_fp32_inference": inference, "teacher_bf16": bf16,
+            "_forward": forward}
+
+
+def teacher_bf16_deviation(forward: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Largest |bf16 - fp32| over the teacher's normalised image and text features."""
+    with torch.no_grad():
+        ref = forward()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = forward()
+    return max(float((a.float() - b).abs().max()) for a, b in zip(low, ref, strict=True))
+
+
+# ---------------------------------------------------------------- profile
+PROFILE_CATEGORIES = {  # first match wins; the op names are ATen's
+    "matmul": ("addmm", "mm", "bmm", "matmul", "linear", "baddbmm", "addbmm", "conv"),
+    "attention": ("scaled_dot_product", "_flash_attention", "_efficient_attention", "softmax"),
+    "gelu": ("gelu",),
+    "layer_norm": ("layer_norm",),
+    "copies": ("copy_", "clone", "contiguous", "cat", "stack", "to_copy", "_to_copy", "expand", "index",
+               "embedding", "fill_", "zero_", "zeros", "empty", "transpose", "permute", "view", "reshape"),
+    "optimizer": ("_fused_adamw", "adamw", "_foreach", "lerp", "addcdiv", "addcmul", "sqrt"),
+    "elementwise": ("add", "mul", "div", "sub", "neg", "exp", "sum", "mean", "norm", "where", "masked",
+                    "log", "pow", "max", "min", "sigmoid", "threshold", "relu"),
+}
+
+
+def _category(op: str) -> str:
+    name = op.removeprefix("aten::").lower()
+    for category, keys in PROFILE_CATEGORIES.items():
+        if any(name == k or name.startswith(k) or f"_{k}" in name for k in keys):
+            return category
+    return "other"
+
+
+def profile_step(step: Callable[[], None], repeats: int = 2) -> dict[str, float]:
+    """Share of self CPU time per category (:data:`PROFILE_CATEGORIES`) over ``repeats`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    totals: dict[str, float] = dict.fromkeys([*PROFILE_CATEGORIES, "other"], 0.0)
+    for event in prof.key_averages():
+        if event.key.startswith(("aten::", "Optimizer", "autograd::")) or "Backward" in event.key:
+            totals[_category(event.key)] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {k: v / whole for k, v in totals.items()}
 
 
 # ---------------------------------------------------------------- probe
@@ -297,8 +374,9 @@ def run(mode_name: str = "full", rounds: int | None = None, out: Path | None = D
     gen = torch.Generator().manual_seed(0)
     t_start = time.perf_counter()
     uc = build_urbanclip_pair(mode, gen)
-    ln_steps, extract = build_urbanln_pairs(mode, gen)
+    ln_steps, extract, teacher = build_urbanln_pairs(mode, gen)
     probe = build_probe_pair(mode)
+    teacher_forward = teacher.pop("_forward")
     steps = {**uc, **ln_steps}
 
     flops = {name: count_flops(loss_fn) for name, (_, loss_fn) in steps.items()}
@@ -307,7 +385,10 @@ def run(mode_name: str = "full", rounds: int | None = None, out: Path | None = D
             flops[name] = count_flops(fn, backward=False)
     for step, _ in steps.values():  # warm-up: allocator, kernel choice, optimizer state
         step()
-    samples: dict[str, list[float]] = {k: [] for k in [*steps, *extract, *probe, "peak_fp32", "peak_bf16"]}
+    flops["teacher"] = _forward_flops(teacher_forward)
+    deviation = teacher_bf16_deviation(teacher_forward)
+    samples: dict[str, list[float]] = {k: [] for k in [*steps, *extract, *probe, *teacher, "peak_fp32",
+                                                         "peak_bf16"]}
     groups = [["urbanclip", "coca"], ["urbanln", "urbanln_nomsd", "clip248"]]
     for r in range(rounds):
         samples["peak_fp32"].append(matmul_peak(torch.float32))
@@ -319,8 +400,9 @@ def run(mode_name: str = "full", rounds: int | None = None, out: Path | None = D
                     times[name].append(_timed(steps[name][0], 1))
             for name in group:
                 samples[name].append(statistics.median(times[name]))
-        for group, calls in ((list(extract), mode["steps"] + 1), (list(probe), mode["steps"])):
-            fns = {**extract, **probe}
+        for group, calls in ((list(extract), mode["steps"] + 1), (list(probe), mode["steps"]),
+                             (list(teacher), mode["steps"] + 1)):
+            fns = {**extract, **probe, **teacher}
             times = {name: [] for name in group}
             for s in range(calls):
                 for name in group if (r + s) % 2 == 0 else reversed(group):
@@ -329,7 +411,9 @@ def run(mode_name: str = "full", rounds: int | None = None, out: Path | None = D
                 samples[name].append(statistics.median(times[name]))
         echo(f"round {r + 1}/{rounds} done ({time.perf_counter() - t_start:.0f} s)")
 
-    rows = summarise(samples, flops, mode)
+    echo("profiling one step per case")
+    profiles = {name: profile_step(steps[name][0]) for name in ("urbanclip", "coca", "urbanln", "clip248")}
+    rows = summarise(samples, flops, mode) + teacher_rows(samples, flops, deviation) + profile_rows(profiles)
     prov = provenance(threads, mode_name)
     rows = [{**row, **prov} for row in rows]
     echo(format_table(rows))
@@ -338,6 +422,41 @@ def run(mode_name: str = "full", rounds: int | None = None, out: Path | None = D
         write_csv(rows, out)
         echo(f"wrote {out}")
     return rows
+
+
+def _forward_flops(forward: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        forward()
+    return int(counter.get_total_flops())
+
+
+def teacher_rows(samples: dict[str, list[float]], flops: dict[str, int], deviation: float) -> list[dict]:
+    """The MSD teacher: its time per way of running it, its share of the step, the FLOP floor, bf16's error."""
+    def row(figure, values, unit, note):
+        med, lo, hi = _stats(values)
+        return {"figure": figure, "value": med, "lo": lo, "hi": hi, "unit": unit, "note": note, "rounds": len(values)}
+
+    rows = [row(f"time_s_{name}", samples[name], "s", "MSD teacher forward (image + text), one training batch")
+            for name in ("teacher_fp32_no_grad", "teacher_fp32_inference", "teacher_bf16")]
+    rows.append(row("teacher_share_of_nomsd_step",
+                    [t / s for t, s in zip(samples["teacher_fp32_no_grad"], samples["urbanln_nomsd"], strict=True)],
+                    "fraction", "teacher forward time / UrbanLN step time without MSD"))
+    rows.append(row("teacher_bf16_speedup",
+                    [a / b for a, b in zip(samples["teacher_fp32_no_grad"], samples["teacher_bf16"], strict=True)],
+                    "x", "teacher forward fp32 no_grad / bf16 autocast"))
+    floor = flops["teacher"] / flops["urbanln_nomsd"]
+    rows.append({"figure": "msd_overhead_flop_floor", "value": floor, "lo": floor, "hi": floor, "unit": "fraction",
+                 "rounds": 1, "note": "teacher forward FLOPs / step FLOPs without MSD: the overhead at equal speed"})
+    rows.append({"figure": "teacher_bf16_max_abs_dev", "value": deviation, "lo": deviation, "hi": deviation,
+                 "unit": "abs", "rounds": 1, "note": "largest |bf16 - fp32| of the teacher's unit-norm features"})
+    return rows
+
+
+def profile_rows(profiles: dict[str, dict[str, float]]) -> list[dict]:
+    """One row per (case, category): the share of the step's self CPU time."""
+    return [{"figure": f"profile_{case}_{cat}", "value": share, "lo": share, "hi": share, "unit": "fraction",
+             "rounds": 1, "note": "share of one step's self CPU time (torch.profiler, 2 steps)"}
+            for case, shares in profiles.items() for cat, share in shares.items()]
 
 
 def _stats(values: list[float]) -> tuple[float, float, float]:

@@ -24,6 +24,7 @@ from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, count_parameters
 
 __all__ = [
     "BENCH_TARGETS",
+    "bench_profile",
     "bench_summary",
     "count_parameters",
     "image_encoder",
@@ -31,6 +32,7 @@ __all__ = [
     "paper_size_builders",
     "paper_size_parameter_counts",
     "parameter_counts",
+    "plot_bench_profile",
     "plot_efficiency",
     "read_bench",
     "throughput_table",
@@ -279,7 +281,7 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
         DataFrame indexed by figure: ``median``, ``min``, ``max`` (over rounds), ``unit``, ``target``,
         ``met`` (None where the issue set no target), ``note``.
     """
-    keep = bench[~bench["figure"].str.startswith(("step_s_", "time_s_", "flops_"))].set_index("figure")
+    keep = bench[~bench["figure"].str.startswith(("step_s_", "time_s_", "flops_", "profile_"))].set_index("figure")
     rows = []
     for figure, r in keep.iterrows():
         op, bound = BENCH_TARGETS.get(figure, (None, None))
@@ -287,3 +289,41 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
         rows.append({"figure": figure, "median": r["value"], "min": r["lo"], "max": r["hi"], "unit": r["unit"],
                      "target": f"{op} {bound}" if op else "", "met": met, "note": r["note"]})
     return pd.DataFrame(rows).set_index("figure")
+
+
+PROFILE_CASES = {"urbanclip": "UrbanCLIP", "coca": "open_clip CoCa", "urbanln": "UrbanLN (IPSI + MSD)",
+                 "clip248": "open_clip CLIP-248"}
+
+
+def bench_profile(bench: pd.DataFrame) -> pd.DataFrame:
+    """Where one training step's time goes: case x category shares of self CPU time (``profile_*`` rows).
+
+    Returns an empty frame for a ``bench.csv`` written before the profile existed.
+    """
+    rows = bench[bench["figure"].str.startswith("profile_")]
+    if rows.empty:
+        return pd.DataFrame()
+    cases = "|".join(PROFILE_CASES)
+    parts = rows["figure"].str.extract(rf"^profile_({cases})_(\w+)$")
+    table = pd.DataFrame({"case": parts[0], "category": parts[1], "share": rows["value"].to_numpy()})
+    table = table.dropna().pivot(index="case", columns="category", values="share")
+    order = [c for c in PROFILE_CASES if c in table.index]
+    return table.loc[order].rename(index=PROFILE_CASES)
+
+
+def plot_bench_profile(profile: pd.DataFrame):
+    """Stacked bars, one per model: the share of a step's CPU time per category of operation."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(house.BOOK_WIDTH, 0.6 + 0.45 * len(profile)))
+    left = pd.Series(0.0, index=profile.index)
+    for category in profile.columns:
+        ax.barh(profile.index, profile[category], left=left, label=category.replace("_", " "))
+        left += profile[category]
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of one training step's self CPU time")
+    ax.invert_yaxis()
+    ax.legend(ncol=4, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profile) < 4 else -0.25))
+    ax.set_title("Where a training step's time goes (make bench, one thread)")
+    fig.tight_layout()
+    return fig
