@@ -92,7 +92,7 @@ def check_regions(regions: pd.DataFrame, report: LoadReport, source: str = "regi
     for col in cols:
         values = df[col].to_numpy(dtype=float)
         nan = np.isnan(values)
-        report.add(f"missing_{col}", "flagged", int(nan.sum()), f"{col} is NaN/empty in {source}; kept as NaN",
+        report.add(f"missing_{col}", "flagged", int(nan.sum()), f"{col} is missing or empty in {source}; kept as missing",
                    _examples(df, nan))
         neg = ~nan & (values < 0)
         report.add(f"negative_{col}", "flagged", int(neg.sum()),

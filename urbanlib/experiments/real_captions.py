@@ -437,7 +437,7 @@ class RealCaptionsPage:
             return Markdown("No indicator of this city has a fill value; every known target is used.")
         what = ", ".join(f"{ind}: {n} tiles" for ind, n in self.fill_counts.items() if n)
         if self.fill == "exclude":
-            return Markdown(f"**Fill values are excluded** ({what}): those targets are set to NaN, so no probe "
+            return Markdown(f"**Fill values are excluded** ({what}): those targets are left empty (missing), so no probe "
                             f"trains or is scored on them; the tiles stay in the other indicators' rows. A fill value "
                             f"is not a measurement, and a probe scored on it would be rewarded for recognising which "
                             f"tiles the source could not measure. Zeros are kept (an empty tile is real).")

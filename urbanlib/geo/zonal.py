@@ -79,7 +79,7 @@ def zonal(regions: Regions, spec: IndicatorSpec, path: Path, report: LoadReport)
     nodata_only = coverage == 0
     low = ~nodata_only & (coverage < spec.min_coverage)
     report.add(f"no_valid_{spec.name}", "flagged", int(nodata_only.sum()),
-               f"region with no valid pixel of {path.name} (outside it or nodata only); {spec.name} is NaN",
+               f"region with no valid pixel of {path.name} (outside it or nodata only); {spec.name} left empty (missing)",
                list(ids[nodata_only][:5]))
     report.add(f"low_coverage_{spec.name}", "flagged", int(low.sum()),
                f"{path.name} covers less than min_coverage={spec.min_coverage:g} of the region; {spec.name} "

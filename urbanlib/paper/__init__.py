@@ -70,7 +70,7 @@ FLAGS = {
     "ocr_damaged": "the extracted text is visibly damaged (lost digit, wrong separator); value kept as printed",
     "prose_only": "the table cell is lost; the number comes from the paper's prose",
     "conflict": "two tables of the same paper print different values for this cell; both transcribed",
-    "missing": "printed as a dash (not available); value is NaN",
+    "missing": "printed as a dash (not available); the value is left empty",
 }
 TABLE_TITLES = {
     ("urbanclip", "1"): "UrbanCLIP Table 1: dataset statistics",
