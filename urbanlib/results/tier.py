@@ -16,6 +16,7 @@ from urbanlib.data.synthcity import PROFILES
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.experiments.ablations import run_ablations
 from urbanlib.experiments.benchmark import SUPERVISED, run_benchmark
+from urbanlib.experiments.caption_probes import caption_probe_rows
 from urbanlib.experiments.transfer import transfer_scores
 from urbanlib.pipeline.city import open_city
 from urbanlib.pipeline.features import pretraining_record, run_features
@@ -53,6 +54,24 @@ def _synthcity_plan(scale: str):
 register(Experiment(
     name="synthcity_stats", run=_synthcity_stats, plan=_synthcity_plan, rtol=1e-9, atol=1e-12,
     description="Moran's I, mean/std of ln(y+1) and missingness per indicator, per SynthCity profile and seed",
+))
+
+
+def _caption_probes(config: dict, seed: int, scale: str) -> list[dict]:
+    """Caption-only probes of one generated city and split seed (no pretraining): the real-captions candidates."""
+    cities = {split: open_city(config["city"], scale, seed, split=split, progress=False) for split in SPLITS}
+    return [{"city": config["city"], **row} for row in caption_probe_rows(cities)]
+
+
+def _caption_probes_plan(scale: str):
+    return [(f"{p}-s{s}", {"city": p}, s) for p in PROFILES for s in range(get_scale(scale).pretrain_seeds)]
+
+
+register(Experiment(
+    name="caption_probes", run=_caption_probes, plan=_caption_probes_plan, rtol=1e-4, atol=1e-5,
+    description="Caption-only probes per SynthCity profile and seed, short and long captions, both splits: "
+                "TF-IDF + ridge, MiniLM + ridge, TF-IDF ++ MiniLM + ridge, MiniLM + MLP probe, and the one "
+                "validation chooses (one-SE rule, as on the Real captions page); no pretraining",
 ))
 
 

@@ -135,3 +135,26 @@ def not_available_reasons(city: str, split: str, results_dir: Path | None = None
     t = pd.read_csv(path, dtype=str)
     t = t[(t["city"] == city) & (t["split"] == split)]
     return {m: "; ".join(dict.fromkeys(g["reason"])) for m, g in t.groupby("model", sort=False)}
+
+
+def caption_probe_summary(results_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The caption-probes experiment in two tables: test R² and which candidate validation chose.
+
+    Returns:
+        ``(r2, chosen)``: mean over indicators, cities and seeds of each representation's test R²
+        (rows model, columns (caption style, split)), with the unit count; and how often validation
+        chose each candidate, per caption style and split. Both empty before any unit is stored.
+    """
+    from urbanlib.experiments.caption_probes import chosen_table
+
+    rows = tier_rows("caption_probes", results_dir)
+    if rows.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    r2 = rows[rows["metric"] == "R2"]
+    parts = r2["model"].str.extract(r"^(.*) \((\w+)\)$")
+    r2 = r2.assign(representation=parts[0], style=parts[1])
+    table = r2.pivot_table(index="representation", columns=["style", "split"], values="value", aggfunc="mean")
+    table[("units", "")] = r2.groupby("representation")["unit"].nunique()
+    picks = chosen_table(read_results("caption_probes", results_dir))
+    chosen = picks.groupby(["style", "split"])["chosen"].value_counts().unstack(fill_value=0)
+    return table, chosen
