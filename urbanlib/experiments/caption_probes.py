@@ -2,8 +2,9 @@
 
 The "Real captions" page (:mod:`urbanlib.experiments.real_captions`) picks the caption-only probe on
 validation regions among TF-IDF + ridge, MiniLM + ridge, TF-IDF ++ MiniLM + ridge and MiniLM + the
-MLP probe (the simplest within one standard error of the best). The same candidates and the same
-rule run here on a generated city, for its short (UrbanCLIP) and long (UrbanLN) captions and on
+MLP probe (the simplest within one standard error of the best; :mod:`urbanlib.eval.caption_candidates`),
+and also reports the best-on-validation candidate however small its lead. The same candidates and
+rules run here on a generated city, for its short (UrbanCLIP) and long (UrbanLN) captions and on
 both splits, so SynthCity's caption-only probe is the one the real captions chose, not a fixed
 MiniLM probe. Nothing here pretrains: a unit is a few CPU-minutes and can be re-run whenever the
 tier is.
@@ -11,11 +12,12 @@ tier is.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from urbanlib.eval.caption_candidates import CANDIDATES, SELECTED, run_probes, with_selected
 from urbanlib.eval.probe import ProbeConfig
 from urbanlib.eval.text_features import region_text_features, select_captions
-from urbanlib.experiments.real_captions import CANDIDATES, SELECTED, run_probes, with_selected
 from urbanlib.pipeline.city import City
 
 STYLES = ("short", "long")  # UrbanCLIP's captions, UrbanLN's long captions
@@ -28,21 +30,22 @@ def model_name(candidate: str, style: str) -> str:
     return f"{candidate} ({style})"
 
 
-def caption_probe_rows(cities: dict[str, City], styles=STYLES) -> list[dict]:
+def caption_probe_rows(cities: dict[str, City], styles=STYLES, targets: np.ndarray | None = None) -> list[dict]:
     """Tidy result rows of every candidate and the validation-chosen probe, per split and caption style.
 
     Args:
         cities: split name -> the same city opened with that split (:func:`urbanlib.pipeline.city.open_city`).
         styles: caption styles to probe; a style the dataset lacks is skipped.
+        targets: (N, T) ln(y + 1) to probe; default the dataset's own (a test may scramble some).
 
     Returns:
         Rows ``model``, ``task`` (``"<indicator>/<split>"``), ``metric`` (``R2_mean``, ``R2_std``, ... over
         probe seeds, ``n_test``, and for the chosen probe ``chosen_index``: the position of the chosen
-        candidate in :data:`~urbanlib.experiments.real_captions.CANDIDATES`), ``value``.
+        candidate in :data:`~urbanlib.eval.caption_candidates.CANDIDATES`), ``value``.
     """
     first = next(iter(cities.values()))
     ds = first.ds
-    targets = ds.log_targets()
+    targets = ds.log_targets() if targets is None else targets
     seeds = list(range(first.scale.probe_seeds))
     config = ProbeConfig.for_scale(first.scale)
     splits = {name: c.split for name, c in cities.items()}
