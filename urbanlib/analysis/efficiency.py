@@ -291,6 +291,7 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("figure")
 
 
+PROFILE_CATEGORIES = ("matmul", "attention", "gelu", "layer_norm", "copies", "optimizer", "elementwise", "other")
 PROFILE_CASES = {"urbanclip": "UrbanCLIP", "coca": "open_clip CoCa", "urbanln": "UrbanLN (IPSI + MSD)",
                  "clip248": "open_clip CLIP-248"}
 
@@ -308,14 +309,16 @@ def bench_profile(bench: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({"case": parts[0], "category": parts[1], "share": rows["value"].to_numpy()})
     table = table.dropna().pivot(index="case", columns="category", values="share")
     order = [c for c in PROFILE_CASES if c in table.index]
-    return table.loc[order].rename(index=PROFILE_CASES)
+    columns = [c for c in PROFILE_CATEGORIES if c in table.columns] + [c for c in table.columns
+                                                                         if c not in PROFILE_CATEGORIES]
+    return table.loc[order, columns].rename(index=PROFILE_CASES)
 
 
 def plot_bench_profile(profile: pd.DataFrame):
     """Stacked bars, one per model: the share of a step's CPU time per category of operation."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(house.BOOK_WIDTH, 0.6 + 0.45 * len(profile)))
+    fig, ax = plt.subplots(figsize=(house.BOOK_WIDTH, 1.0 + 0.45 * len(profile)))
     left = pd.Series(0.0, index=profile.index)
     for category in profile.columns:
         ax.barh(profile.index, profile[category], left=left, label=category.replace("_", " "))
@@ -323,7 +326,7 @@ def plot_bench_profile(profile: pd.DataFrame):
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of one training step's self CPU time")
     ax.invert_yaxis()
-    ax.legend(ncol=4, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profile) < 4 else -0.25))
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title("Where a training step's time goes (make bench, one thread)")
     fig.tight_layout()
     return fig
