@@ -46,7 +46,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert 0.2 < float(by_figure["msd_overhead_flop_floor"]["value"]) < 0.5
     for case in ("urbanclip", "coca", "urbanln", "clip248"):
         shares = [float(r["value"]) for f, r in by_figure.items() if f.startswith(f"profile_{case}_")]
-        assert abs(sum(shares) - 1) < 1e-6 and float(by_figure[f"profile_{case}_matmul"]["value"]) > 0
+        # shares are written to 6 significant digits, so their sum is 1 only to about 1e-5
+        assert abs(sum(shares) - 1) < 1e-4 and float(by_figure[f"profile_{case}_matmul"]["value"]) > 0
     summary = bench_summary(read_bench(out))
     assert set(BENCH_TARGETS) <= set(summary.index)
     assert not summary.index.str.startswith("profile_").any()
