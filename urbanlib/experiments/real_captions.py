@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
+from urbanlib import style
 from urbanlib.analysis.cell_maps import plot_cell_values
 from urbanlib.cache import REPO_ROOT
 from urbanlib.captions.refine_rules import RefineRules, refine_captions
@@ -404,7 +405,12 @@ class RealCaptionsPage:
         run = self.probes()
         rows = [{"model": m, "split": s, **{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in c.items()}}
                 for (m, s), c in run.chosen.items() if c]
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        for col in table.columns[2:]:  # counts (the vocabulary) as integers; a setting a model lacks shows a dash
+            values = table[col]
+            if values.dtype.kind == "f" and values.dropna().mod(1).eq(0).all():
+                table[col] = values.astype("Int64")
+        return style.table(table, decimals=2, hide_index=True)
 
     def fill_effect(self):
         """GDP-like indicators with a fill value: TF-IDF + ridge with those rows excluded and kept (same split)."""
