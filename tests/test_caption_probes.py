@@ -80,3 +80,14 @@ def test_results_page_summary_reads_the_stored_rows(rows, tmp_path):
     expected = pd.Series([CANDIDATES[int(v)] for v in short_random["value"]]).value_counts()
     got = chosen.loc[("short", "random")]
     assert got[got > 0].sort_index().to_dict() == expected.sort_index().to_dict()
+
+
+def test_a_city_without_captions_is_refused_by_name(cities):
+    from dataclasses import replace
+
+    from urbanlib.data.report import DataError
+
+    city = cities["random"]
+    bare = replace(city, ds=replace(city.ds, captions=city.ds.captions.iloc[:0]))
+    with pytest.raises(DataError, match="synth-ring.*no non-empty captions"):
+        caption_probe_rows({"random": bare})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from urbanlib.data.report import DataError
 from urbanlib.eval.caption_candidates import CANDIDATES, SELECTED, run_probes, with_selected
 from urbanlib.eval.probe import ProbeConfig
 from urbanlib.eval.text_features import region_text_features, select_captions
@@ -35,7 +36,8 @@ def caption_probe_rows(cities: dict[str, City], styles=STYLES, targets: np.ndarr
 
     Args:
         cities: split name -> the same city opened with that split (:func:`urbanlib.pipeline.city.open_city`).
-        styles: caption styles to probe; a style the dataset lacks is skipped.
+        styles: caption styles to probe; a style the dataset lacks is skipped, and a city with none of
+            them raises :class:`~urbanlib.data.report.DataError` naming it.
         targets: (N, T) ln(y + 1) to probe; default the dataset's own (a test may scramble some).
 
     Returns:
@@ -58,6 +60,10 @@ def caption_probe_rows(cities: dict[str, City], styles=STYLES, targets: np.ndarr
         run = run_probes(ds, captions, targets, splits, seeds, config, minilm)
         test = with_selected(run, splits, targets, list(ds.indicators))
         rows += _summarise(test, style)
+    if not rows:
+        have = sorted(ds.captions["style"].dropna().unique()) if "style" in ds.captions else []
+        raise DataError(f"city {', '.join(map(str, ds.cities))} has no non-empty captions of style "
+                        f"{' or '.join(styles)} to probe (caption styles present: {have or 'none'})")
     return rows
 
 
