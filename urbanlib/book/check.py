@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from urbanlib.cache import cache_root
+
 from .browser import OfflineBrowser, is_blank
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,8 +62,6 @@ class PageCheck:
 
 def _absolute_paths() -> list[str]:
     """Absolute paths of this machine that must never show on a page (the checkout, the cache, home)."""
-    from urbanlib.cache import cache_root
-
     roots = {str(REPO), str(cache_root()), str(Path.home())}
     return sorted({r for r in roots if len(r) > 4}, key=len, reverse=True)
 

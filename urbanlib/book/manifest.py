@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from urbanlib.scales import SCALES
+
 
 class ManifestError(ValueError):
     """The manifest is malformed; the message names the file and the entry."""
@@ -43,8 +45,6 @@ def _unknown(keys, allowed, where: str) -> None:
 
 
 def _scale_names() -> list[str]:
-    from urbanlib.scales import SCALES
-
     return list(SCALES)
 
 

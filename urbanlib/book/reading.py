@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import nbformat
+
 FIGURE_TAG = "figure"  # cell tag: this cell draws at least one figure
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
 
@@ -54,8 +56,6 @@ def prepare_page(nb, title: str | None = None):
                 cell.source = "\n".join(head + lines[1:])
                 break
         else:
-            import nbformat
-
             nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}"))
     return nb
 

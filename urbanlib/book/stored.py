@@ -11,6 +11,7 @@ page saying so; nothing is filled in.
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import json
@@ -20,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
 from urbanlib.provenance import PACKAGE_ROOT, SOURCE_SUFFIXES, commit, files_hash, machine
 
-from .manifest import Entry
+from .manifest import Entry, load_manifest
 from .reading import prepare_page
 from .runner import NotebookFailed, PageResult, execute_entry
 
@@ -43,8 +45,6 @@ def import_closure(notebook: Path, root: Path = PACKAGE_ROOT) -> list[Path]:
     one execution loads. A file that calls ``import_module`` (a lazy registry) pulls in every module
     of its package. Parent packages' ``__init__.py`` are included, as Python runs them.
     """
-    import ast
-
     def module_file(name: str) -> Path | None:
         parts = name.split(".")
         if parts[0] != root.name:
@@ -252,10 +252,6 @@ def stored_index(manifest: str | Path, root: Path, scale: str = "default"):
     Columns: page, stored (bool), commit, executed, seconds, notebook changed since, library
     changed since. Shown on the Results page so a reader sees what the book copies in.
     """
-    import pandas as pd
-
-    from .manifest import load_manifest
-
     rows = []
     for entry in (e for e in load_manifest(manifest, scale) if e.stored):
         meta = read_provenance(stored_dir(root, scale) / f"{entry.slug}.ipynb")
