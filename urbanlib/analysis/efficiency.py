@@ -9,10 +9,14 @@ process with the batch size, resolution, thread count and device stated next to 
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -85,9 +89,7 @@ def _urbanclip_paper(device: str) -> nn.Module:
 
 
 def _clip_b16(device: str) -> nn.Module:
-    import logging
-
-    import open_clip
+    import open_clip  # deferred: the reference side of the benchmark only
 
     logging.disable(logging.WARNING)  # open_clip logs "no pretrained weights loaded": random init is the point
     try:
@@ -226,9 +228,6 @@ def plot_efficiency(counts: pd.DataFrame, speed: pd.DataFrame | None = None):
     Returns:
         matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     for col in ("model", "total", "trainable"):
         if col not in counts.columns:
             raise ValueError(f"counts lacks column {col!r}")
@@ -266,8 +265,6 @@ BENCH_TARGETS = {
 
 def read_bench(path=None) -> pd.DataFrame:
     """``results/bench.csv`` written by ``make bench``: one row per figure with provenance columns."""
-    from pathlib import Path
-
     path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / "results" / "bench.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `make bench` to measure it")
@@ -316,8 +313,6 @@ def bench_profile(bench: pd.DataFrame) -> pd.DataFrame:
 
 def plot_bench_profile(profile: pd.DataFrame):
     """Stacked bars, one per model: the share of a step's CPU time per category of operation."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(house.BOOK_WIDTH, 1.0 + 0.45 * len(profile)))
     left = pd.Series(0.0, index=profile.index)
     for category in profile.columns:
