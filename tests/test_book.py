@@ -302,3 +302,58 @@ def test_the_urbanln_ablation_and_msd_sweep_pages_are_stored_at_the_default_scal
     heavy = [e for e in entries if e.experiment == "msd_sweeps"
              or (e.experiment == "ablations" and e.params.get("family") in ("UrbanLN", "mu"))]
     assert len(heavy) == 4 and all(e.stored for e in heavy)  # `make book` stays within its budget
+
+
+def _dataset_manifest(folder: Path) -> Path:
+    """A one-page manifest whose page reads ``hello.txt`` from the dataset named ``toy-release``."""
+    import nbformat as nbf
+
+    nb = nbf.v4.new_notebook()
+    params = nbf.v4.new_code_cell('data_dir: str = ""  # dataset folder\nscale: str = "smoke"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbf.v4.new_code_cell(
+        'from pathlib import Path\nprint("read:", (Path(data_dir) / "hello.txt").read_text())')]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbf.write(nb, folder / "reads.ipynb")
+    (folder / "runs.yml").write_text(
+        "experiments:\n  - key: reads\n    notebook: reads.ipynb\n    title: 'Reads {data_dir}'\n"
+        "    params:\n      - data_dir: toy-release\n")
+    return folder / "runs.yml"
+
+
+def test_a_live_page_on_an_absent_dataset_is_skipped_and_a_present_one_gets_its_folder(tmp_path, monkeypatch):
+    """Issue 20: the Beijing map page is built only where the release is; elsewhere the log says why."""
+    from urbanlib.book.runner import data_absent, with_data_path
+
+    root = tmp_path / "site"
+    (root / "nbs").mkdir(parents=True)
+    manifest = _dataset_manifest(root / "nbs")
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    monkeypatch.setenv("URBANLIB_DATASETS", str(datasets))
+    monkeypatch.setenv("URBANLIB_CACHE", str(tmp_path / "cache"))
+    (entry,) = load_manifest(manifest, "smoke")
+    assert "toy-release" in data_absent(entry) and "URBANLIB_DATASETS" in data_absent(entry)
+    cli = [sys.executable, "-m", "urbanlib.book", "run", "--scale", "smoke", "--manifest", str(manifest),
+           "--root", str(root)]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "skipped reads__toy-release" in proc.stdout and "executed 0 notebook(s)" in proc.stdout
+    assert not (root / "book" / "generated" / "reads__toy-release.ipynb").exists()
+
+    (datasets / "toy-release").mkdir()
+    (datasets / "toy-release" / "hello.txt").write_text("tile 42")
+    assert data_absent(entry) is None
+    assert with_data_path(entry).params["data_dir"] == str(datasets / "toy-release")
+    assert with_data_path(entry).params["scale"] == "smoke" and entry.params["data_dir"] == "toy-release"
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "executed 1 notebook(s)" in proc.stdout
+    assert "read: tile 42" in (root / "book" / "generated" / "reads__toy-release.ipynb").read_text()
+
+
+def test_the_beijing_map_is_a_live_page_that_names_the_release_and_is_never_stored():
+    entries = [e for e in load_manifest(REPO / "notebooks" / "runs.yml", "default") if e.params.get("data_dir")]
+    maps = [e for e in entries if e.experiment == "urban_insights"]
+    assert [(e.params["city"], e.params["layout"], e.stored) for e in maps] == [("Beijing", "urbanclip", False)]
+    assert maps[0].params["data_dir"] == "urbanclip-release"  # a name under the datasets root, not a path

@@ -22,7 +22,7 @@ from urbanlib.cache import cache_dir, cache_root
 
 from .manifest import ManifestError, load_manifest
 from .reading import unexpected_log_lines
-from .runner import NotebookFailed, run_entries
+from .runner import NotebookFailed, data_absent, run_entries
 from .stored import place_stored, store_entries
 from .toc import write_toc
 
@@ -60,6 +60,10 @@ def main(argv=None) -> int:
     parts_of = {(x.get("key") or Path(x["notebook"]).stem): x.get("part", x.get("key") or Path(x["notebook"]).stem)
                 for x in doc["experiments"]}
     live = [e for e in entries if not e.stored]
+    for e in [e for e in live if data_absent(e)]:
+        print(f"skipped {e.slug}: {data_absent(e)}")
+        live.remove(e)
+    entries = [e for e in entries if e.stored or e in live]
     stored = [e for e in entries if e.stored]
     if args.command == "store":
         try:

@@ -11,11 +11,12 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
+from urbanlib.dataset_paths import resolve_data_dir
 from urbanlib.provenance import source_tree_hash
 
 from .manifest import Entry
@@ -38,6 +39,27 @@ class PageResult:
     output: Path
     status: str  # "ran", "cached", "stored" (copied from results/pages), "stale" (stored, older code) or "missing"
     seconds: float
+
+
+def data_absent(entry: Entry) -> str | None:
+    """Why a page that names a dataset (parameter ``data_dir``) cannot run here, or None.
+
+    A live page on data that is not committed (the UrbanCLIP release) is built only where that data
+    is present; elsewhere the book leaves it out and says so.
+    """
+    name = entry.params.get("data_dir")
+    if not name or resolve_data_dir(str(name)).is_dir():
+        return None
+    return (f"its data folder {name!r} is not present (looked for {resolve_data_dir(str(name))}; "
+            "set $URBANLIB_DATASETS to the folder that holds it)")
+
+
+def with_data_path(entry: Entry) -> Entry:
+    """The entry with a dataset name in ``data_dir`` replaced by the folder it names, for papermill."""
+    name = entry.params.get("data_dir")
+    if not name:
+        return entry
+    return replace(entry, params={**entry.params, "data_dir": str(resolve_data_dir(str(name)))})
 
 
 def cache_key(entry: Entry, tree_hash: str) -> str:
@@ -140,13 +162,14 @@ def write_reader_page(path: Path, title: str) -> None:
 def _run_one(entry: Entry, out_dir: Path, cache_dir: Path, tree: str, force: bool, kernel_name: str,
              log) -> PageResult:
     output = out_dir / f"{entry.slug}.ipynb"
-    key = cache_key(entry, tree)
+    runnable = with_data_path(entry)  # the slug keeps the dataset's name; papermill gets its folder
+    key = cache_key(runnable, tree)
     stamp = cache_dir / f"{entry.slug}.key"
     if not force and output.is_file() and stamp.is_file() and stamp.read_text() == key:
         return PageResult(entry, output, "cached", 0.0)
     stamp.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    execute_entry(entry, output, kernel_name)
+    execute_entry(runnable, output, kernel_name)
     dt = time.perf_counter() - t0
     write_reader_page(output, entry.title)
     stamp.write_text(key)

@@ -23,7 +23,6 @@ Policies, stated on the page:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +31,10 @@ from IPython.display import Markdown
 
 from urbanlib import style
 from urbanlib.analysis.cell_maps import plot_cell_values
-from urbanlib.cache import REPO_ROOT
 from urbanlib.captions.refine_rules import RefineRules, refine_captions
 from urbanlib.data import load, splits
 from urbanlib.data.report import DataError
+from urbanlib.dataset_paths import resolve_data_dir
 from urbanlib.eval import text_features
 from urbanlib.eval.caption_candidates import (
     ARGMAX,
@@ -53,23 +52,8 @@ from urbanlib.paper import published_r2
 from urbanlib.scales import get_scale
 
 MAX_QUOTES = 10  # quoted captions a committed page may hold
-DATASETS_ENV = "URBANLIB_DATASETS"  # a folder of datasets that data_dir may name
 FILL_POLICIES = ("exclude", "keep")
 SPLITS = ("random", "blocked")
-
-
-def resolve_data_dir(data_dir: str) -> Path:
-    """The data folder: ``data_dir`` itself when it exists, else a folder of that name under the datasets root.
-
-    The datasets root is ``$URBANLIB_DATASETS``, else ``shared/datasets`` beside the checkout (where
-    a workplace keeps data that must not be committed). A manifest entry can then name a dataset
-    (``data_dir: urbanclip-release``) without a path; when neither exists the page says so.
-    """
-    path = Path(data_dir)
-    if path.is_dir() or path.is_absolute():
-        return path
-    root = Path(os.environ[DATASETS_ENV]) if os.environ.get(DATASETS_ENV) else REPO_ROOT.parent / "shared" / "datasets"
-    return root / data_dir
 
 
 def absent_reason(data_dir: str, city: str) -> str | None:
