@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "urbanlib"
 # lowest first; a module may import its own layer and the layers before it, never one after it
-LAYERS = ["apt", "style", "scales", "cache", "provenance", "train", "models", "data", "book", "paper", "eval", "analysis", "geo",
+LAYERS = ["apt", "style", "scales", "cache", "dataset_paths", "provenance", "train", "models", "data", "book", "paper", "eval", "analysis", "geo",
           "captions", "city", "pipeline", "baselines", "experiments", "results"]
 
 
