@@ -11,6 +11,10 @@ import argparse
 import json
 import sys
 
+from .data import load
+from .data.report import DataError
+from .geo import build_city, load_config
+
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 on a data error, with its message)."""
@@ -25,9 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("config")
     args = p.parse_args(argv)
 
-    from .data.report import DataError
-    from .geo import build_city, load_config
-
     try:
         if args.cmd == "check":
             cfg = load_config(args.config)
@@ -38,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .data import load
-
     ds = load(path)
     print(path)
     print(ds)

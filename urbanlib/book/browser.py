@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from urbanlib.apt import apt_install, apt_prefix, why_no_apt
 
 DEBIAN_PACKAGES = ("chromium", "chromium-driver")
@@ -179,9 +182,6 @@ def is_blank(png: str | Path, min_std: float = 8.0, min_colours: int = 16) -> bo
         min_std: a picture with a pixel standard deviation below this (0-255 scale) is blank.
         min_colours: a picture with fewer distinct colours than this is blank.
     """
-    import numpy as np
-    from PIL import Image
-
     a = np.asarray(Image.open(png).convert("RGB"))
     colours = len(np.unique(a.reshape(-1, 3)[:: max(1, a.size // 3 // 200_000)], axis=0))
     return float(a.std()) < min_std or colours < min_colours

@@ -14,6 +14,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import nbformat
+import papermill as pm
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from tqdm import tqdm
 
 from urbanlib.dataset_paths import resolve_data_dir
@@ -120,9 +123,6 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
     the entry's, from the manifest; each cell gets what the cells before it left), a kernel that dies (a crash, out of memory, ``os._exit``) or one
     that never starts.
     """
-    import papermill as pm
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
     timeout = float(timeout_s or entry.timeout_s)
     what = f"{entry.notebook.name} with parameters {entry.params}"
     deadline = time.monotonic() + timeout
@@ -153,8 +153,6 @@ def execute_entry(entry: Entry, output: Path, kernel_name: str = "python3", time
 
 def write_reader_page(path: Path, title: str) -> None:
     """Rewrite an executed notebook as the book shows it (:func:`urbanlib.book.reading.prepare_page`)."""
-    import nbformat
-
     nb = nbformat.read(path, as_version=4)
     nbformat.write(prepare_page(nb, title), path)
 

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from urbanlib.models.generate import generate
+
 _WORD = re.compile(r"[^\W\d_]+|\d|[^\w\s]|_")  # words, single digits, single punctuation marks
 
 OWN = "reference: the tile's held-out caption"  # row label of the held-out human-style caption
@@ -172,8 +174,6 @@ def generation_report(model, tensors, texts: Sequence[Sequence[str]], idx, decod
         other-tile controls, ``ended`` (share of captions the decoder ended with <end> before
         ``max_len``) and ``regions``.
     """
-    from urbanlib.models.generate import generate
-
     idx = np.asarray([i for i in idx if tensors.satellite_mask[i] and texts[i]], dtype=int)
     if len(idx) < 2:
         raise ValueError(f"generation_report needs at least 2 regions with a tile and a caption, got {len(idx)}")

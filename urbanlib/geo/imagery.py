@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ..data.report import DataError, LoadReport
 from .config import ImagerySpec
@@ -49,8 +50,6 @@ def cut_tiles(regions: Regions, spec: ImagerySpec, path: Path, out_dir: Path, re
     Raises:
         DataError: the imagery is missing or unreadable, or covers no region at all.
     """
-    from tqdm import tqdm
-
     if not path.exists():
         raise DataError(f"imagery: {path} not found")
     kind = imagery_kind(path, spec)

@@ -7,6 +7,7 @@ python -m urbanlib.results verify --random            # re-run one committed uni
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 
 from .runner import pending_units, run_all, verify_unit
@@ -36,8 +37,6 @@ def main(argv=None) -> int:
     if args.command == "run":
         run_all(args.scale, args.only, units=args.units)
         return 0
-    import random
-
 
     rng = random.Random(args.seed)
     names = [args.experiment] if args.experiment else [n for n in exps if not read_results(n).empty]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
+import json
 import os
 import random
 import re
@@ -135,8 +136,6 @@ def verify_unit(experiment: str, unit: str | None = None, rng_seed: int | None =
         unit = random.Random(rng_seed).choice(sorted(stored["unit"].astype(str).unique()))
     rows = stored[stored["unit"].astype(str) == unit]
     first = rows.iloc[0]
-    import json
-
     config = json.loads(first["config"])
     with tempfile.TemporaryDirectory() as cache:  # re-run from code: no cached city or encoder may answer
         old = os.environ.get("URBANLIB_CACHE")

@@ -6,6 +6,8 @@ units consume one city's and seed's runs, the group that keeps them together (se
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import numpy as np
 
 from urbanlib.baselines import NotAvailable, run_baseline
@@ -113,9 +115,6 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
                            SimCLRConfig.for_scale(city.scale, lr=lr))
         feats, info = out.features, out.info.get("training", {})
     elif family in BASELINE_FAMILIES:
-        from importlib import import_module
-
-
         name, conf = BASELINE_FAMILIES[family]
         module, cls = conf.split(":")
         config_cls = getattr(import_module(f"urbanlib.baselines.{module}"), cls)

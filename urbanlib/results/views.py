@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from urbanlib.experiments.caption_probes import chosen_table
 from urbanlib.pipeline.hparams import candidate_scores, selected
 
 from .runner import pending_units
@@ -145,8 +146,6 @@ def caption_probe_summary(results_dir: Path | None = None) -> tuple[pd.DataFrame
         (rows model, columns (caption style, split)), with the unit count; and how often validation
         chose each candidate, per caption style and split. Both empty before any unit is stored.
     """
-    from urbanlib.experiments.caption_probes import chosen_table
-
     rows = tier_rows("caption_probes", results_dir)
     if rows.empty:
         return pd.DataFrame(), pd.DataFrame()
