@@ -61,6 +61,10 @@ def test_own_city_guide_runs_on_the_example(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     warnings = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
     assert not warnings, warnings[:2]
+    from urbanlib.book.check import NAN  # the rendered page must pass the book's browser check
+    shown = [o.get("text", "") + o.get("data", {}).get("text/html", "") + o.get("data", {}).get("text/plain", "")
+             for o in outputs]
+    assert not [t for t in shown if NAN.search(t)], [NAN.search(t).group(0) for t in shown if NAN.search(t)]
     assert (tmp_path / "work" / "inputs" / "built" / "meta.json").is_file()
     assert sum(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= 4
 

@@ -83,7 +83,7 @@ def zonal(regions: Regions, spec: IndicatorSpec, path: Path, report: LoadReport)
                list(ids[nodata_only][:5]))
     report.add(f"low_coverage_{spec.name}", "flagged", int(low.sum()),
                f"{path.name} covers less than min_coverage={spec.min_coverage:g} of the region; {spec.name} "
-               f"set to NaN", list(ids[low][:5]))
+               f"left empty (missing)", list(ids[low][:5]))
     value = np.where(nodata_only | low, np.nan, value)
     return pd.DataFrame({spec.name: value, f"{spec.name}_coverage": np.round(coverage, 6)},
                         index=pd.Index(ids, name="region_id"))
