@@ -1,7 +1,9 @@
 """The caption-only candidates and the rule that picks one on validation (the Real captions page, SynthCity too).
 
 Four representations of a region's captions are probed: TF-IDF + ridge, MiniLM + ridge, TF-IDF ++
-MiniLM + ridge (the MiniLM block's weight chosen on validation) and MiniLM + the MLP probe.
+MiniLM + ridge (the MiniLM block's weight chosen on validation) and MiniLM + the MLP probe; where a
+caption LM of urbanlib's own was trained on the city's captions (:mod:`urbanlib.eval.caption_lm`),
+its features with ridge and with the MLP probe are two more.
 :func:`run_probes` scores each on every split's validation and test regions; :func:`with_selected`
 adds the two choices made on validation only: :data:`SELECTED`, the simplest candidate within one
 standard error of the best (the "caption-only probe"), and :data:`ARGMAX`, the best however small
@@ -33,7 +35,12 @@ MINILM_MLP = "MiniLM + MLP probe"
 COMBINED = "TF-IDF ++ MiniLM + ridge"
 SELECTED = "caption-only probe (validation, one-SE rule)"
 ARGMAX = "best on validation (argmax)"
-CANDIDATES = (TFIDF, MINILM_RIDGE, MINILM_MLP, COMBINED)
+OWN_LM_RIDGE = "caption LM (ours) + ridge"
+OWN_LM_MLP = "caption LM (ours) + MLP probe"
+# simplest first (the one-SE rule keeps the earliest within noise); appended, never reordered: the
+# SynthCity results store the chosen candidate as its index here
+CANDIDATES = (TFIDF, MINILM_RIDGE, MINILM_MLP, COMBINED, OWN_LM_RIDGE, OWN_LM_MLP)
+FIXED_CANDIDATES = CANDIDATES[:4]  # no training on the city's captions (the SynthCity results run these)
 COMBINED_WEIGHTS = (0.0, 0.5, 1.0, 2.0)  # MiniLM block weights tried on validation; 0 is TF-IDF alone
 
 
@@ -48,7 +55,8 @@ class ProbeRun:
 
 
 def run_probes(ds, captions: pd.DataFrame, targets: np.ndarray, split_by_name: dict, seeds: list[int],
-               config: ProbeConfig, minilm: np.ndarray | None, models=CANDIDATES) -> ProbeRun:
+               config: ProbeConfig, minilm: np.ndarray | None, models=CANDIDATES,
+               own_lm: np.ndarray | None = None) -> ProbeRun:
     """Every caption-only representation in ``models`` on every split, scored on validation and test.
 
     Args:
@@ -60,6 +68,8 @@ def run_probes(ds, captions: pd.DataFrame, targets: np.ndarray, split_by_name: d
         config: the MLP probe's configuration.
         minilm: (N, 384) MiniLM features of ``captions`` (NaN rows: no caption), or None (MiniLM rows skipped).
         models: which of :data:`CANDIDATES` to run.
+        own_lm: (N, D) features of the caption LM of :mod:`urbanlib.eval.caption_lm` (NaN rows: no
+            caption), or None (its rows skipped).
     """
     docs = region_documents(captions, ds.region_ids)
     names = list(ds.indicators)
@@ -77,6 +87,10 @@ def run_probes(ds, captions: pd.DataFrame, targets: np.ndarray, split_by_name: d
                                                      weights=COMBINED_WEIGHTS, has=has_all)
         if minilm is not None and MINILM_MLP in models:
             results[MINILM_MLP] = fit_probes(minilm, targets, split, seeds, config, indicators=names)
+        if own_lm is not None and OWN_LM_RIDGE in models:
+            results[OWN_LM_RIDGE] = ridge_probe(own_lm, targets, split, seeds, names)
+        if own_lm is not None and OWN_LM_MLP in models:
+            results[OWN_LM_MLP] = fit_probes(own_lm, targets, split, seeds, config, indicators=names)
         for model, res in results.items():
             preds[(model, split_name)] = res.predictions
             extra = dict(getattr(res, "extra", {}) or {})

@@ -47,6 +47,7 @@ from urbanlib.eval.caption_candidates import (
     run_probes,
     with_selected,
 )
+from urbanlib.eval.caption_lm import CaptionLMConfig, train_caption_lm
 from urbanlib.eval.probe import ProbeConfig
 from urbanlib.paper import published_r2
 from urbanlib.scales import get_scale
@@ -272,15 +273,18 @@ class RealCaptionsPage:
         block_size: blocked split's block edge, in tiles (1.024 km each in the release).
         split_seed: seed of both splits.
         fill: ``"exclude"`` or ``"keep"`` (module policies).
+        caption_lm: also train the caption LM of :mod:`urbanlib.eval.caption_lm` on the city's
+            captions and probe its features (two more candidates; minutes of CPU at ``default``).
     """
 
     def __init__(self, data_dir: str, city: str, split: str = "both", scale: str = "default",
-                 probe_seeds: list | None = None, block_size: int = 4, split_seed: int = 0, fill: str = "exclude"):
+                 probe_seeds: list | None = None, block_size: int = 4, split_seed: int = 0, fill: str = "exclude",
+                 caption_lm: bool = True):
         if split not in ("both", *SPLITS):
             raise ValueError(f"split must be 'both', 'random' or 'blocked', got {split!r}")
         if fill not in FILL_POLICIES:
             raise ValueError(f"fill must be one of {FILL_POLICIES}, got {fill!r}")
-        self.data_dir, self.city, self.fill = data_dir, city, fill
+        self.data_dir, self.city, self.fill, self.use_caption_lm = data_dir, city, fill, caption_lm
         self.scale = get_scale(scale)
         self.seeds = [int(s) for s in (probe_seeds or range(self.scale.probe_seeds))]
         self.config = ProbeConfig.for_scale(self.scale)
@@ -320,6 +324,16 @@ class RealCaptionsPage:
             self._cache[key] = feats
         return self._cache[key]
 
+    def _caption_lm(self):
+        """The caption LM's run on the raw captions (the MiniLM rows' captions), or None when switched off."""
+        if not self.use_caption_lm:
+            return None
+        if "caption_lm" not in self._cache:
+            caps = text_features.select_captions(self.ds.captions, "short")
+            self._cache["caption_lm"] = train_caption_lm(caps, self.ds.region_ids, CaptionLMConfig.for_scale(self.scale),
+                                                         num_threads=1)
+        return self._cache["caption_lm"]
+
     def _quote(self, n: int) -> int:
         take = max(0, min(n, MAX_QUOTES - self.quoted))
         self.quoted += take
@@ -355,8 +369,9 @@ class RealCaptionsPage:
             return None
         if "probes" not in self._cache:
             feats = self._minilm(self.ds.captions, "minilm_raw")
+            lm = self._caption_lm()
             self._cache["probes"] = run_probes(self.ds, self.ds.captions, self.targets, self.splits, self.seeds,
-                                               self.config, feats)
+                                               self.config, feats, own_lm=None if lm is None else lm.features)
         return self._cache["probes"]
 
     def encoder(self):
@@ -365,6 +380,15 @@ class RealCaptionsPage:
             return self.note()
         self.probes()
         return Markdown(encoder_note(self._cache["encoder"], self._cache["encoder_error"]))
+
+    def caption_lm_summary(self):
+        """How the caption LM's training ended (captions, vocabulary, steps, stop reason, held-out LM loss)."""
+        if self.absent:
+            return self.note()
+        lm = self._caption_lm()
+        if lm is None:
+            return Markdown("The caption LM was switched off (`caption_lm=False`); its rows are absent.")
+        return pd.Series(lm.summary, name="caption LM (ours)").to_frame()
 
     def test_rows(self) -> pd.DataFrame:
         """Tidy test rows of every representation and the selected caption-only probe."""
