@@ -92,7 +92,7 @@ def pretraining_summary(results_dir: Path | None = None) -> pd.DataFrame:
     path = results_path("pretraining", results_dir)
     if not path.is_file():
         return pd.DataFrame()
-    t = pd.read_csv(path)
+    t = pd.read_csv(path, dtype={"variant": "string"})  # all-empty reads as float otherwise
     t["variant"] = t["variant"].fillna("")
     g = t.groupby(["model", "variant"], sort=False)
     return pd.DataFrame({
