@@ -6,6 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= book,dev,captions,geo
 SCALE   ?= default
+TEST_WORKERS ?= 2
 
 .PHONY: book test test-all results pages lint install wordnet browser check-book clean
 
@@ -33,11 +34,11 @@ book: $(STAMP)
 check-book: $(STAMP)  # every page of the built book (_build/html) in headless Chromium, offline: no external request, no NaN, traceback or absolute path, no missing or blank figure; screenshots in _build/check-book/ (make test runs the same check on a smoke-scale book)
 	$(BIN)/python -m urbanlib.book.check _build/html --shots _build/check-book
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  # TEST_WORKERS processes (default 2, this project's CI cores), each test file whole on one; TEST_WORKERS=0 runs serially
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results/pages/default/); both resumable
 	$(BIN)/python -m urbanlib.results run --scale full

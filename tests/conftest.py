@@ -17,11 +17,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _cache_in_a_temporary_folder(tmp_path_factory):
     """Every test's cache (cities, tensors, runs, features) lives in one temporary folder, never in the repo's.
 
-    Shared by the session, so a city built by one test is reused by the next; tests that need an
-    empty cache of their own point ``URBANLIB_CACHE`` elsewhere with ``monkeypatch``.
+    Shared by the session, so a city built by one test is reused by the next; under pytest-xdist
+    (``make test``) the workers share one, as the book and the results workers share theirs (the
+    caches write atomically under locks). Tests that need an empty cache of their own point
+    ``URBANLIB_CACHE`` elsewhere with ``monkeypatch``.
     """
     old = os.environ.get("URBANLIB_CACHE")
-    os.environ["URBANLIB_CACHE"] = str(tmp_path_factory.mktemp("urbanlib-cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "urbanlib-cache"  # the run's folder, above each worker's
+        shared.mkdir(exist_ok=True)
+        os.environ["URBANLIB_CACHE"] = str(shared)
+    else:
+        os.environ["URBANLIB_CACHE"] = str(tmp_path_factory.mktemp("urbanlib-cache"))
     yield
     if old is None:
         os.environ.pop("URBANLIB_CACHE", None)
