@@ -34,11 +34,11 @@ book: $(STAMP)
 check-book: $(STAMP)  # every page of the built book (_build/html) in headless Chromium, offline: no external request, no NaN, traceback or absolute path, no missing or blank figure; screenshots in _build/check-book/ (make test runs the same check on a smoke-scale book)
 	$(BIN)/python -m urbanlib.book.check _build/html --shots _build/check-book
 
-test: $(STAMP)  # TEST_WORKERS processes (default 2, this project's CI cores), each test file whole on one; TEST_WORKERS=0 runs serially
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+test: $(STAMP)  # TEST_WORKERS processes (default 2, the CI cores) that steal tests from each other; TEST_WORKERS=0 runs serially
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results/pages/default/); both resumable
 	$(BIN)/python -m urbanlib.results run --scale full
