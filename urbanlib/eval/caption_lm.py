@@ -15,6 +15,7 @@ resumes like any training run.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from urbanlib.train.trainer import TrainConfig, Trainer
 NAME = "caption LM (ours)"  # how the pages name the encoder
 # sources that shape a trained caption LM (its cache key): this module, the tower and the trainer
 _CODE = ("eval/caption_lm.py", "models/urbanclip.py", "models/towers.py", "models/blocks.py", "models/text.py",
-         "models/vocab.py", "models/config.py", "train/trainer.py", "train/schedule.py")
+         "models/vocab.py", "models/config.py", "models/factory.py", "train/trainer.py", "train/schedule.py")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class CaptionLMConfig:
     plateau_patience: int = 2  # evaluations without improvement before the lr is halved
     val_fraction: float = 0.1  # regions whose captions decide the run's length
     seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"CaptionLMConfig.val_fraction must lie in (0, 1), got {self.val_fraction}")
 
     @classmethod
     def for_scale(cls, scale, **overrides) -> CaptionLMConfig:
@@ -74,6 +79,12 @@ class CaptionLM(nn.Module):
         # build the image-text model for its tower: the same class and sizes UrbanCLIP trains
         self.text = create_model(config.model, vocab=vocab, context_length=config.context_length).text
         self.register_buffer("full_to_compact", vocab.full_to_compact.clone())
+        self.vocab = vocab
+
+    def next_token_logits(self, text: torch.Tensor) -> torch.Tensor:
+        """Tokenizer ids (B, L) -> logits (B, L-1, V) over the vocabulary's compact ids, for the token after each input."""
+        states, _ = self.token_states(text)
+        return states @ self.text.token_embedding.weight.T  # tied to the input embedding
 
     def token_states(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenizer ids (B, L) -> LayerNorm'd states (B, L-1, width) of the inputs, and the inputs (model ids)."""
@@ -83,9 +94,8 @@ class CaptionLM(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Next-token cross-entropy over the caption's tokens (padding ignored)."""
-        states, _ = self.token_states(batch["text"])
         labels = self.full_to_compact[batch["text"]][:, 1:]
-        logits = states @ self.text.token_embedding.weight.T  # (B, L-1, V), tied to the input embedding
+        logits = self.next_token_logits(batch["text"])
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=PAD_ID)
         return {"loss": loss, "caption_loss": loss.detach()}
 
@@ -119,6 +129,7 @@ class CaptionLMRun:
     features: np.ndarray  # (N, width) float32, aligned with the regions; NaN rows: no caption
     summary: dict  # captions, vocabulary, steps, best step, epochs, stop reason, validation loss
     out_dir: Path
+    model: CaptionLM  # the trained encoder (its best evaluation's weights), to embed other captions
 
 
 def _held_out_regions(region_ids: np.ndarray, fraction: float, seed: int) -> set[str]:
@@ -146,8 +157,13 @@ def train_caption_lm(captions: pd.DataFrame, region_ids, config: CaptionLMConfig
         if col not in captions.columns:
             raise DataError(f"captions table lacks column {col!r}; has {list(captions.columns)}")
     ids = np.asarray(region_ids).astype(str)
+    if len(set(ids)) != len(ids):
+        raise DataError(f"caption LM: region ids repeat ({len(ids) - len(set(ids))} duplicate(s)); each region once")
     text = captions["text"].astype("string").str.strip()
     caps = captions[text.notna() & (text != "") & captions["region_id"].astype(str).isin(ids)]
+    if caps.empty:
+        raise DataError(f"caption LM: none of the {len(captions)} caption rows is a non-empty text of one of the "
+                        f"{len(ids)} regions")
     owners = caps["region_id"].astype(str).to_numpy()
     texts = caps["text"].astype(str).tolist()
     held = _held_out_regions(np.unique(owners), config.val_fraction, config.seed)
@@ -156,11 +172,18 @@ def train_caption_lm(captions: pd.DataFrame, region_ids, config: CaptionLMConfig
         raise DataError(f"caption LM: {(~is_val).sum()} training and {is_val.sum()} held-out captions; it needs at "
                         f"least one batch of {config.batch_size} and one held-out caption")
     tokens = tokenize(texts, config.context_length)
-    vocab = Vocab.from_tokenized(tokens[torch.from_numpy(~is_val)])
+    vocab = Vocab.from_tokenized(tokens)  # the city's caption tokens (label-free), so no region reads an untrained <unk>
     digest = hashlib.sha256("\n".join(f"{o}\t{t}" for o, t in zip(owners, texts, strict=True)).encode()).hexdigest()
-    key = stable_hash({"captions": digest, "config": asdict(config),
-                       "code": files_hash([PACKAGE_ROOT / p for p in _CODE])[:16]})
+    code = [PACKAGE_ROOT / p for p in _CODE] + [PACKAGE_ROOT / "models" / "configs" / f"{config.model}.json"]
+    key = stable_hash({"captions": digest, "config": asdict(config), "code": files_hash(code)[:16]})
     out_dir = cache_dir("caption_lm") / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as lock:  # two processes asking for one run: the second waits, then loads it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _train_and_embed(config, vocab, tokens, is_val, owners, ids, out_dir, progress, num_threads)
+
+
+def _train_and_embed(config, vocab, tokens, is_val, owners, ids, out_dir, progress, num_threads) -> CaptionLMRun:
     torch.manual_seed(config.seed)
     model = CaptionLM(config, vocab)
     train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -184,7 +207,7 @@ def train_caption_lm(captions: pd.DataFrame, region_ids, config: CaptionLMConfig
                "best step": stop.best_step, "stopped by": stop.stopped_by,
                "held-out LM loss (best)": None if stop.best_val is None else round(float(stop.best_val), 4),
                "held-out LM loss at step 0": _first_val(out_dir)}
-    return CaptionLMRun(features, summary, out_dir)
+    return CaptionLMRun(features, summary, out_dir, model)
 
 
 def _first_val(out_dir: Path) -> float | None:

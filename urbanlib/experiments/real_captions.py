@@ -330,8 +330,7 @@ class RealCaptionsPage:
             return None
         if "caption_lm" not in self._cache:
             caps = text_features.select_captions(self.ds.captions, "short")
-            self._cache["caption_lm"] = train_caption_lm(caps, self.ds.region_ids, CaptionLMConfig.for_scale(self.scale),
-                                                         num_threads=1)
+            self._cache["caption_lm"] = train_caption_lm(caps, self.ds.region_ids, CaptionLMConfig.for_scale(self.scale))
         return self._cache["caption_lm"]
 
     def _quote(self, n: int) -> int:
