@@ -35,6 +35,20 @@ def test_run_is_resumable_and_rows_carry_provenance(toy, tmp_path):
     assert pending_units(exp, "full", tmp_path) == []
 
 
+def test_rows_name_the_code_the_worker_imported_not_files_edited_since(toy, tmp_path, monkeypatch):
+    import urbanlib.provenance as prov
+
+    prov.code_at_start.cache_clear()
+    monkeypatch.setattr(prov, "source_tree_hash", lambda *a, **k: "a" * 64)
+    prov.code_at_start()  # what the results store does at import
+    monkeypatch.setattr(prov, "source_tree_hash", lambda *a, **k: "b" * 64)  # a file edited while it runs
+    try:
+        run_all("full", results_dir=tmp_path, log=lambda *_: None)
+        assert set(read_results("toy", tmp_path)["source_hash"]) == {"a" * 16}
+    finally:
+        prov.code_at_start.cache_clear()
+
+
 def test_units_glob_runs_only_matching_units(toy, tmp_path):
     exp, calls = toy
     assert run_all("full", results_dir=tmp_path, log=lambda *_: None, units="s[02]") == 2

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from urbanlib.provenance import REPO_ROOT, git_tree, machine, source_tree_hash
+from urbanlib.provenance import REPO_ROOT, code_at_start, machine
 from urbanlib.scales import get_scale
 
 RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
@@ -25,6 +25,8 @@ PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash",
 PRETRAINING_COLUMNS = ["model", "variant", "city", "seed", "protocol", "lr", "steps", "best_step", "step_cap",
                        "best_val_loss", "stopped_by", "cka_to_init", "train_cpu_s"]  # results/pretraining.csv
 NOT_AVAILABLE_COLUMNS = ["model", "city", "seed", "split", "reason"]  # results/not_available.csv: models that could not run
+code_at_start()  # at import: rows name the code this worker runs, not files edited on disk since
+
 SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
 
 
@@ -82,8 +84,8 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     ``results/pretraining.csv``, ``"not_available"`` (a model that could not run, with the reason
     its code gave, :data:`NOT_AVAILABLE_COLUMNS`) to ``results/not_available.csv``.
     """
-    prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, "git_tree": git_tree(),
-            "source_hash": source_tree_hash()[:16], "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
+    prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, **code_at_start(),
+            "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
             "machine": machine(), "config": json.dumps(config, sort_keys=True, default=str)}
     unknown = {r["table"] for r in rows if r.get("table") is not None} - set(SIDE_TABLES)
     if unknown:
