@@ -49,6 +49,35 @@ def test_rows_name_the_code_the_worker_imported_not_files_edited_since(toy, tmp_
         prov.code_at_start.cache_clear()
 
 
+def test_until_starts_no_unit_that_would_outlast_it(toy, tmp_path):
+    import time
+
+    from urbanlib.results.store import append_rows
+
+    exp, calls = toy
+    assert run_all("full", results_dir=tmp_path, log=lambda *_: None, until=time.time() - 1) == 0  # already past
+    append_rows("toy", "s0", exp.run({"k": 2}, 0, "full"), {"k": 2}, 0, "full", 7200.0, tmp_path)  # s0 took 2 h
+    said = []
+    assert run_all("full", results_dir=tmp_path, log=said.append, until=time.time() + 3600) == 0
+    assert any("s1 left pending: it takes about 120 min" in line for line in said)
+    assert run_all("full", results_dir=tmp_path, log=lambda *_: None, until=time.time() + 3 * 3600) == 2
+
+
+def test_until_reads_a_clock_time_or_minutes_and_refuses_anything_else():
+    import time
+
+    from urbanlib.results.runner import parse_until, unit_kind
+
+    now = time.mktime((2026, 12, 7, 10, 0, 0, 0, 0, -1))
+    assert parse_until("+90", now) == now + 5400
+    assert parse_until("11:30", now) == now + 5400
+    assert parse_until("09:00", now) == now + 23 * 3600  # already past today: tomorrow
+    for bad in ("25:00", "soon", "90", "+-5"):
+        with pytest.raises(ValueError, match="HH:MM"):
+            parse_until(bad, now)
+    assert [unit_kind(u) for u in ("synth-ring-s0-urbanln-a", "synth-ring-s2", "all-s1-stage0")] == ["urbanln-a", "", "stage0"]
+
+
 def test_units_glob_runs_only_matching_units(toy, tmp_path):
     exp, calls = toy
     assert run_all("full", results_dir=tmp_path, log=lambda *_: None, units="s[02]") == 2

@@ -1,6 +1,7 @@
 """``python -m urbanlib.results run|verify|list`` — the resumable ``full`` results tier.
 
 python -m urbanlib.results run --scale full          # what `make results` runs; resumable
+python -m urbanlib.results run --until 18:30          # start no unit that would not end by 18:30
 python -m urbanlib.results verify --random            # re-run one committed unit and compare
 """
 
@@ -10,7 +11,7 @@ import argparse
 import random
 import sys
 
-from .runner import pending_units, run_all, verify_unit
+from .runner import parse_until, pending_units, run_all, verify_unit
 from .store import read_results
 from .tier import load_all
 
@@ -23,6 +24,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", default="full")
     ap.add_argument("--only", action="append", help="experiment name (repeatable)")
     ap.add_argument("--units", help="run: only units whose id matches this glob (e.g. 'synth-ring-*')")
+    ap.add_argument("--until", help="run: start no unit that would not end by then ('HH:MM' or '+MIN'); "
+                                    "each unit's length is guessed from the stored wall times of its kind")
     ap.add_argument("--experiment", help="verify: which experiment (default: drawn at random)")
     ap.add_argument("--unit", help="verify: which unit (default: drawn at random)")
     ap.add_argument("--random", action="store_true", help="verify: draw experiment and unit at random")
@@ -35,7 +38,11 @@ def main(argv=None) -> int:
                   f"- {exp.description}")
         return 0
     if args.command == "run":
-        run_all(args.scale, args.only, units=args.units)
+        try:
+            until = parse_until(args.until) if args.until else None
+        except ValueError as e:
+            ap.error(str(e))
+        run_all(args.scale, args.only, units=args.units, until=until)
         return 0
 
     rng = random.Random(args.seed)

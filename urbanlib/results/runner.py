@@ -50,8 +50,47 @@ def claim(experiment: str, unit: str, results_dir: Path | None = None):
         yield True
 
 
+def unit_kind(unit: str) -> str:
+    """What a unit trains, without its city and seed: ``"synth-ring-s0-urbanln"`` -> ``"urbanln"``, ``"synth-ring-s0"`` -> ``""``."""
+    m = re.search(r"-s\d+(?:-(.+))?$", unit)
+    return (m.group(1) or "") if m else unit
+
+
+def expected_wall_s(experiment: str, unit: str, results_dir: Path | None = None) -> float | None:
+    """A cautious guess of how long ``unit`` takes: the 75th percentile of the stored wall times of its kind.
+
+    Units of the same experiment and :func:`unit_kind` (the benchmark's UrbanLN group on other
+    cities and seeds, say) are the reference; without any, the experiment's; None when nothing of
+    the experiment is stored yet.
+    """
+    done = read_results(experiment, results_dir)
+    if done.empty:
+        return None
+    walls = done.groupby("unit")["wall_s"].first()
+    same = walls[[unit_kind(u) == unit_kind(unit) for u in walls.index]]
+    ref = same if len(same) else walls
+    return float(np.percentile(ref.astype(float), 75))
+
+
+def parse_until(text: str, now: float | None = None) -> float:
+    """``--until``'s deadline as a Unix time: ``"HH:MM"`` (today, or tomorrow if already past) or ``"+MIN"``.
+
+    Raises:
+        ValueError: neither form (the message quotes the text).
+    """
+    now = time.time() if now is None else now
+    if re.fullmatch(r"\+\d+(\.\d+)?", text):
+        return now + float(text[1:]) * 60
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"--until {text!r}: give a clock time 'HH:MM' or minutes from now '+MIN'")
+    t = time.localtime(now)
+    at = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, int(m.group(1)), int(m.group(2)), 0, 0, 0, -1))
+    return at if at > now else at + 24 * 3600
+
+
 def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Path | None = None,
-            log=print, units: str | None = None) -> int:
+            log=print, units: str | None = None, until: float | None = None) -> int:
     """Run every pending unit of every registered experiment; returns how many units ran.
 
     Experiments without a ``group`` run first, in registry order (SynthCity statistics, the
@@ -60,7 +99,9 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     them, while they are in the cache. ``only`` names experiments; ``units`` is a glob over unit
     ids (``"synth-ring-*"``). Each unit is checked again just before it runs and claimed while it
     runs (:func:`claim`), so several workers can share one ``results/`` folder; a unit that raises
-    :class:`NotReady` is left for a later pass.
+    :class:`NotReady` is left for a later pass. With ``until`` (a Unix time), a unit whose
+    :func:`expected_wall_s` would carry it past that moment is not started: a session that ends
+    then kills no half-done unit, whose CPU time would be lost.
     """
 
     def waits(name: str, exp: Experiment) -> bool:
@@ -74,7 +115,8 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     exps = [(name, exp) for name, exp in load_all().items() if (not only or name in only) and not waits(name, exp)]
     n = 0
     for name, exp in [(k, e) for k, e in exps if e.group is None]:
-        n += _run_units(name, exp, _todo(name, exp, scale, results_dir, units, log), scale, results_dir, log)
+        n += _run_units(name, exp, _todo(name, exp, scale, results_dir, units, log), scale, results_dir, log,
+                        until=until)
         if name == "selection" and scale in hparams.SELECTED_SCALES and not pending_units(exp, scale, results_dir):
             choice = hparams.write_selected(hparams.candidate_scores(read_results("selection", results_dir)), scale)
             log(f"selection: chosen learning rates at {scale}: {choice} -> {hparams.selected_path()}")
@@ -84,7 +126,7 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
                     for i, (u, c, s) in enumerate(_todo(name, exp, scale, results_dir, units, log))]
     grouped.sort(key=lambda t: t[:3])
     for _, _, _, name, exp, item in tqdm(grouped, desc="grouped units", unit="unit"):
-        n += _run_units(name, exp, [item], scale, results_dir, log, bar=False)
+        n += _run_units(name, exp, [item], scale, results_dir, log, bar=False, until=until)
     return n
 
 
@@ -97,10 +139,17 @@ def _todo(name: str, exp: Experiment, scale: str, results_dir, units: str | None
     return todo
 
 
-def _run_units(name: str, exp: Experiment, todo: list, scale: str, results_dir, log, bar: bool = True) -> int:
+def _run_units(name: str, exp: Experiment, todo: list, scale: str, results_dir, log, bar: bool = True,
+               until: float | None = None) -> int:
     """Run ``todo`` units of one experiment, each claimed and re-checked first; returns how many ran."""
     n = 0
     for unit, config, seed in tqdm(todo, desc=name, unit="unit", disable=not bar):
+        if until is not None:
+            guess, left = expected_wall_s(name, unit, results_dir), until - time.time()
+            if left <= 0 or (guess is not None and guess > left):
+                log(f"{name}: {unit} left pending: it takes about {(guess or 0) / 60:.0f} min and "
+                    f"{max(left, 0) / 60:.0f} min are left before --until")
+                continue
         with claim(name, unit, results_dir) as mine:
             if not mine:
                 log(f"{name}: {unit} is running in another worker; skipped")
