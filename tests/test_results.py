@@ -36,17 +36,17 @@ def test_run_is_resumable_and_rows_carry_provenance(toy, tmp_path):
 
 
 def test_rows_name_the_code_the_worker_imported_not_files_edited_since(toy, tmp_path, monkeypatch):
-    import urbanlib.provenance as prov
+    import urbanlib.results.store as store
 
-    prov.code_at_start.cache_clear()
-    monkeypatch.setattr(prov, "source_tree_hash", lambda *a, **k: "a" * 64)
-    prov.code_at_start()  # what the results store does at import
-    monkeypatch.setattr(prov, "source_tree_hash", lambda *a, **k: "b" * 64)  # a file edited while it runs
+    store.code_at_start.cache_clear()
+    monkeypatch.setattr(store, "source_tree_hash", lambda *a, **k: "a" * 64)
+    store.code_at_start()  # what the results store does at import
+    monkeypatch.setattr(store, "source_tree_hash", lambda *a, **k: "b" * 64)  # a file edited while it runs
     try:
         run_all("full", results_dir=tmp_path, log=lambda *_: None)
         assert set(read_results("toy", tmp_path)["source_hash"]) == {"a" * 16}
     finally:
-        prov.code_at_start.cache_clear()
+        store.code_at_start.cache_clear()
 
 
 def test_until_starts_no_unit_that_would_outlast_it(toy, tmp_path):
@@ -275,3 +275,18 @@ def test_the_benchmark_groups_hold_every_benchmark_model_once():
 
     grouped = [m for models in BENCHMARK_GROUPS.values() for m in models]
     assert sorted(grouped) == sorted(BENCHMARK_MODELS)  # none left out, none run twice
+
+
+def test_a_background_worker_lowers_its_priority_and_its_autogroup(tmp_path):
+    import subprocess
+    import sys
+
+    group = tmp_path / "autogroup"
+    group.write_text("0")
+    code = ("import os, pathlib; from urbanlib.results.runner import yield_cpu; "
+            f"print(yield_cpu(pathlib.Path({str(group)!r}))); print(os.nice(0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "nice 19, autogroup nice 19" and out[1] == "19" and group.read_text() == "19"
+    code = code.replace(repr(str(group)), repr(str(tmp_path / "no" / "such")))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("nice 19 (no autogroup")

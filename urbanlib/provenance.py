@@ -7,7 +7,6 @@ thing everywhere.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import platform
@@ -64,17 +63,6 @@ def commit(paths: tuple[str, ...] = ("urbanlib", "notebooks")) -> str:
     """HEAD's short commit id, with ``+dirty`` when ``paths`` have uncommitted edits."""
     head = git("rev-parse", "--short=10", "HEAD")
     return head if head == "unknown" else head + _dirty(paths)
-
-
-@functools.cache
-def code_at_start(paths: tuple[str, ...] = ("urbanlib",)) -> dict[str, str]:
-    """The git tree and source hash of the code this process imported, taken once (at its first call).
-
-    A long worker stores rows hours after it started; hashing the tree at that point would credit
-    its numbers to whatever was edited on disk meanwhile. Call it at import (as the results store
-    does) so the snapshot names the code that actually runs.
-    """
-    return {"git_tree": git_tree(paths), "source_hash": source_tree_hash()[:16]}
 
 
 def machine() -> str:

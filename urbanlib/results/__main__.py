@@ -2,6 +2,7 @@
 
 python -m urbanlib.results run --scale full          # what `make results` runs; resumable
 python -m urbanlib.results run --until 18:30          # start no unit that would not end by 18:30
+python -m urbanlib.results run --background           # yield the CPU to everything else (a second worker)
 python -m urbanlib.results verify --random            # re-run one committed unit and compare
 """
 
@@ -11,7 +12,7 @@ import argparse
 import random
 import sys
 
-from .runner import parse_until, pending_units, run_all, verify_unit
+from .runner import parse_until, pending_units, run_all, verify_unit, yield_cpu
 from .store import read_results
 from .tier import load_all
 
@@ -26,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--units", help="run: only units whose id matches this glob (e.g. 'synth-ring-*')")
     ap.add_argument("--until", help="run: start no unit that would not end by then ('HH:MM' or '+MIN'); "
                                     "each unit's length is guessed from the stored wall times of its kind")
+    ap.add_argument("--background", action="store_true",
+                    help="run: take only the CPU everything else leaves (nice 19, and the Linux autogroup too)")
     ap.add_argument("--experiment", help="verify: which experiment (default: drawn at random)")
     ap.add_argument("--unit", help="verify: which unit (default: drawn at random)")
     ap.add_argument("--random", action="store_true", help="verify: draw experiment and unit at random")
@@ -42,6 +45,8 @@ def main(argv=None) -> int:
             until = parse_until(args.until) if args.until else None
         except ValueError as e:
             ap.error(str(e))
+        if args.background:
+            print(f"results: running in the background ({yield_cpu()})")
         run_all(args.scale, args.only, units=args.units, until=until)
         return 0
 

@@ -50,6 +50,22 @@ def claim(experiment: str, unit: str, results_dir: Path | None = None):
         yield True
 
 
+def yield_cpu(autogroup: Path = Path("/proc/self/autogroup")) -> str:
+    """Make this worker take only the CPU that everything else leaves: ``nice 19``, and on Linux its autogroup too.
+
+    ``nice`` alone ranks a process only inside its scheduler autogroup (one per session), so a
+    worker started from another terminal or with ``setsid`` still gets a fair share against an
+    interactive session; lowering the autogroup's nice value as well makes it yield to that
+    session. Returns what it did, for the log.
+    """
+    os.nice(19 - os.nice(0))
+    try:
+        autogroup.write_text("19")
+        return "nice 19, autogroup nice 19"
+    except OSError:  # not Linux, or no autogroup scheduling
+        return "nice 19 (no autogroup to lower here)"
+
+
 def unit_kind(unit: str) -> str:
     """What a unit trains, without its city and seed: ``"synth-ring-s0-urbanln"`` -> ``"urbanln"``, ``"synth-ring-s0"`` -> ``""``."""
     m = re.search(r"-s\d+(?:-(.+))?$", unit)

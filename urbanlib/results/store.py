@@ -8,6 +8,7 @@ number in the book can always be traced to the code and settings that produced i
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from urbanlib.provenance import REPO_ROOT, code_at_start, machine
+from urbanlib.provenance import REPO_ROOT, git_tree, machine, source_tree_hash
 from urbanlib.scales import get_scale
 
 RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
@@ -25,7 +26,19 @@ PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash",
 PRETRAINING_COLUMNS = ["model", "variant", "city", "seed", "protocol", "lr", "steps", "best_step", "step_cap",
                        "best_val_loss", "stopped_by", "cka_to_init", "train_cpu_s"]  # results/pretraining.csv
 NOT_AVAILABLE_COLUMNS = ["model", "city", "seed", "split", "reason"]  # results/not_available.csv: models that could not run
-code_at_start()  # at import: rows name the code this worker runs, not files edited on disk since
+
+
+@functools.cache
+def code_at_start() -> dict[str, str]:
+    """The git tree and source hash of the code this worker imported, taken once (at import, below).
+
+    A long worker stores rows hours after it started; hashing the tree at that point would credit
+    its numbers to whatever was edited on disk meanwhile.
+    """
+    return {"git_tree": git_tree(), "source_hash": source_tree_hash()[:16]}
+
+
+code_at_start()
 
 SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
 
