@@ -284,9 +284,8 @@ def test_a_background_worker_lowers_its_priority_and_its_autogroup(tmp_path):
     group = tmp_path / "autogroup"
     group.write_text("0")
     code = ("import os, pathlib; from urbanlib.results.runner import yield_cpu; "
+            f"print(yield_cpu(pathlib.Path({str(tmp_path / 'no' / 'such')!r}))); "
             f"print(yield_cpu(pathlib.Path({str(group)!r}))); print(os.nice(0))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "nice 19, autogroup nice 19" and out[1] == "19" and group.read_text() == "19"
-    code = code.replace(repr(str(group)), repr(str(tmp_path / "no" / "such")))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("nice 19 (no autogroup")
+    assert out[0] == "nice 19 (no autogroup to lower here)"
+    assert out[1] == "nice 19, autogroup nice 19" and out[2] == "19" and group.read_text() == "19"

@@ -29,8 +29,7 @@ from .toc import write_toc
 REPO = Path(__file__).resolve().parents[2]
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the process exit code."""
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m urbanlib.book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["run", "build", "store"],
@@ -45,8 +44,12 @@ def main(argv=None) -> int:
                     help="fail when the jupyter-book log has a line outside the allowlist (urbanlib/book/reading.py)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="pages of one experiment executed at once (default: 2 or the CPU count if lower)")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
     root = Path(args.root)
     t0 = time.perf_counter()
     try:
@@ -54,43 +57,24 @@ def main(argv=None) -> int:
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.only:
-        entries = [e for e in entries if e.experiment in args.only]
-    doc = yaml.safe_load(Path(args.manifest).read_text())
-    parts_of = {(x.get("key") or Path(x["notebook"]).stem): x.get("part", x.get("key") or Path(x["notebook"]).stem)
-                for x in doc["experiments"]}
-    live = [e for e in entries if not e.stored]
-    for e in [e for e in live if data_absent(e)]:
-        print(f"skipped {e.slug}: {data_absent(e)}")
-        live.remove(e)
-    entries = [e for e in entries if e.stored or e in live]
+    entries = _runnable([e for e in entries if not args.only or e.experiment in args.only])
     stored = [e for e in entries if e.stored]
-    if args.command == "store":
-        try:
-            store_entries(stored, root, args.scale, force=args.force)
-        except NotebookFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        print(f"{len(stored)} stored page(s) under {root / 'results' / 'pages' / args.scale} "
-              f"({time.perf_counter() - t0:.0f} s)")
-        return 0
     try:
-        ran = run_entries(live, root / "book" / "generated", cache_dir("book"), force=args.force,
-                          jobs=args.jobs)
+        if args.command == "store":
+            store_entries(stored, root, args.scale, force=args.force)
+            print(f"{len(stored)} stored page(s) under {root / 'results' / 'pages' / args.scale} "
+                  f"({time.perf_counter() - t0:.0f} s)")
+            return 0
+        ran = run_entries([e for e in entries if not e.stored], root / "book" / "generated", cache_dir("book"),
+                          force=args.force, jobs=args.jobs)
     except NotebookFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     placed = place_stored(stored, root, args.scale, root / "book" / "generated")
+    _report_stored(placed)
     by_slug = {r.entry.slug: r for r in ran + placed}
     results = [by_slug[e.slug] for e in entries]
-    missing = [r.entry.slug for r in placed if r.status == "missing"]
-    if missing:
-        print(f"note: {len(missing)} stored page(s) not stored yet (run `make pages`): {', '.join(missing)}")
-    stale = [r.entry.slug for r in placed if r.status == "stale"]
-    if stale:
-        print(f"note: {len(stale)} stored page(s) ran with an earlier notebook or library code; their banners say "
-              f"so (run `make pages` to refresh): {', '.join(stale)}")
-    write_toc(results, root, parts_of=parts_of)
+    write_toc(results, root, parts_of=_parts(args.manifest))
     timings = {r.entry.slug: {"status": r.status, "seconds": round(r.seconds, 1)} for r in results}
     (cache_root() / "book_timings.json").write_text(json.dumps(timings, indent=2))
     print(f"executed {sum(r.status == 'ran' for r in results)} notebook(s), "
@@ -98,9 +82,46 @@ def main(argv=None) -> int:
           f"{sum(r.status in ('stored', 'stale') for r in results)} stored, in {time.perf_counter() - t0:.0f} s")
     if args.command == "run":
         return 0
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(root / "_toc.yml"),
-           "--config", str(root / "_config.yml"), "-W", "-n", "--keep-going"]
-    jb = [str(Path(sys.executable).with_name("jupyter-book")), *cmd[3:]]
+    code = _jupyter_book(root, args.strict_log)
+    if code == 0:
+        print(f"book built: {root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")
+    return code
+
+
+def _runnable(entries: list) -> list:
+    """The entries less the live pages whose data is absent here (each skip is said, with why)."""
+    out = []
+    for e in entries:
+        why = None if e.stored else data_absent(e)
+        if why:
+            print(f"skipped {e.slug}: {why}")
+        else:
+            out.append(e)
+    return out
+
+
+def _parts(manifest: str | Path) -> dict[str, str]:
+    """Experiment key -> the book part it is filed under (its own key unless the manifest says ``part``)."""
+    doc = yaml.safe_load(Path(manifest).read_text())
+    keys = {(x.get("key") or Path(x["notebook"]).stem): x for x in doc["experiments"]}
+    return {k: x.get("part", k) for k, x in keys.items()}
+
+
+def _report_stored(placed: list) -> None:
+    """Say which stored pages are missing or ran with older code (their banners say so too)."""
+    missing = [r.entry.slug for r in placed if r.status == "missing"]
+    if missing:
+        print(f"note: {len(missing)} stored page(s) not stored yet (run `make pages`): {', '.join(missing)}")
+    stale = [r.entry.slug for r in placed if r.status == "stale"]
+    if stale:
+        print(f"note: {len(stale)} stored page(s) ran with an earlier notebook or library code; their banners say "
+              f"so (run `make pages` to refresh): {', '.join(stale)}")
+
+
+def _jupyter_book(root: Path, strict_log: bool) -> int:
+    """``jupyter-book build`` (warnings are errors), then its log held against the allowlist; the exit code."""
+    jb = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--toc", str(root / "_toc.yml"),
+          "--config", str(root / "_config.yml"), "-W", "-n", "--keep-going"]
     returncode, log_lines = _run_logged(jb, root)
     if returncode != 0:
         print("error: jupyter-book build failed (warnings are errors); see the messages above", file=sys.stderr)
@@ -113,9 +134,8 @@ def main(argv=None) -> int:
               "urbanlib/book/reading.py; kept in _build/build-log-unexpected.txt):", file=sys.stderr)
         for line in unexpected[:40]:
             print(f"  | {line}", file=sys.stderr)
-        if args.strict_log:
+        if strict_log:
             return 1
-    print(f"book built: {root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")
     return 0
 
 

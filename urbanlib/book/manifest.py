@@ -113,8 +113,29 @@ def load_manifest(path: str | Path, scale: str) -> list[Entry]:
     Args:
         path: the YAML manifest (``notebooks/runs.yml``).
         scale: scale preset name; it is passed to every notebook as parameter ``scale``.
+
+    Raises:
+        ManifestError: naming the manifest, the experiment and the key or parameter that is wrong.
     """
     path = Path(path)
+    doc = _read_manifest(path)
+    _scales([scale], f"{path}", "--scale")
+    defaults = doc.get("defaults", {}) or {}
+    if not isinstance(defaults, dict):
+        raise ManifestError(f"{path}: 'defaults' must be a mapping of parameter -> value, got {defaults!r}")
+    top_timeout = _timeout(doc["timeout_s"], str(path)) if "timeout_s" in doc else DEFAULT_TIMEOUT_S
+    entries: list[Entry] = []
+    for i, exp in enumerate(doc["experiments"]):
+        entries += _experiment_entries(exp, f"{path}: experiments[{i}]", path.parent, scale, defaults, top_timeout)
+    slugs = [e.slug for e in entries]
+    dupes = sorted({s for s in slugs if slugs.count(s) > 1})
+    if dupes:
+        raise ManifestError(f"{path}: duplicate parameter sets {dupes}")
+    return entries
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest's YAML as a mapping with an ``experiments`` list and only known top-level keys."""
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -126,62 +147,58 @@ def load_manifest(path: str | Path, scale: str) -> list[Entry]:
     _unknown(doc, TOP_KEYS, str(path))
     if not isinstance(doc["experiments"], list):
         raise ManifestError(f"{path}: 'experiments' must be a list, got {doc['experiments']!r}")
-    _scales([scale], f"{path}", "--scale")
-    root = path.parent
-    defaults = doc.get("defaults", {}) or {}
-    if not isinstance(defaults, dict):
-        raise ManifestError(f"{path}: 'defaults' must be a mapping of parameter -> value, got {defaults!r}")
-    top_timeout = _timeout(doc["timeout_s"], str(path)) if "timeout_s" in doc else DEFAULT_TIMEOUT_S
-    entries: list[Entry] = []
-    for i, exp in enumerate(doc["experiments"]):
-        where = f"{path}: experiments[{i}]"
-        if not isinstance(exp, dict) or "notebook" not in exp:
-            raise ManifestError(f"{where}: each experiment needs a 'notebook'")
-        key = exp.get("key") or Path(exp["notebook"]).stem
-        where = f"{where} ({key})"
-        _unknown(exp, EXPERIMENT_KEYS, where)
-        timeout = _timeout(exp["timeout_s"], where) if "timeout_s" in exp else top_timeout
-        for field_name in ("params", "stored", "stored_scales", "scales"):
-            if field_name in exp and not isinstance(exp[field_name], list):
-                raise ManifestError(f"{where}: '{field_name}' must be a list, got {exp[field_name]!r}")
-        for field_name in ("scales", "stored_scales"):
-            if field_name in exp:
-                _scales(exp[field_name], where, field_name)
-        nb = (root / exp["notebook"]).resolve()
-        if not nb.is_file():
-            raise ManifestError(f"{where}: notebook {nb} does not exist")
-        declared = notebook_parameters(nb)
-        if exp.get("scales") and scale not in exp["scales"]:
-            continue
-        # no `params` key: one live page without parameters; `params: []` (e.g. only stored sets): none
-        live = exp["params"] if "params" in exp else [{}]
-        sets = [("params", g, False) for g in (live or [])]
-        if scale in exp.get("stored_scales", ["default"]):
-            sets += [("stored", g, True) for g in (exp.get("stored") or [])]
-        for field_name, grid, stored in sets:
-            if not isinstance(grid, dict):
-                raise ManifestError(f"{where}.{field_name}: expected a mapping of parameter -> value or list, "
-                                    f"got {grid!r}")
-            for name in [*grid, *defaults]:
-                if name == "scale" or (declared is not None and name in declared):
-                    continue
-                if declared is None:
-                    raise ManifestError(f"{where}.{field_name}: parameter {name!r} given, but {nb.name} has no "
-                                        f"cell tagged 'parameters'")
-                near = difflib.get_close_matches(str(name), sorted(declared), n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise ManifestError(f"{where}.{field_name}: {nb.name} has no parameter {name!r} (its parameters "
-                                    f"cell assigns {', '.join(sorted(declared))}){hint}")
-            axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
-            for combo in itertools.product(*axes.values()) if axes else [()]:
-                params = {**defaults, **dict(zip(axes, combo, strict=True)), "scale": scale}
-                try:
-                    title = exp.get("title", key).format(**params)
-                except KeyError as e:
-                    raise ManifestError(f"{where} ({key}): title names parameter {e} that {field_name} lacks") from None
-                entries.append(Entry(key, nb, title, params, stored, timeout))
-    slugs = [e.slug for e in entries]
-    dupes = sorted({s for s in slugs if slugs.count(s) > 1})
-    if dupes:
-        raise ManifestError(f"{path}: duplicate parameter sets {dupes}")
+    return doc
+
+
+def _experiment_entries(exp, where: str, root: Path, scale: str, defaults: dict, top_timeout: float) -> list[Entry]:
+    """One experiment of the manifest as entries at ``scale``: its live parameter sets, then its stored ones."""
+    if not isinstance(exp, dict) or "notebook" not in exp:
+        raise ManifestError(f"{where}: each experiment needs a 'notebook'")
+    key = exp.get("key") or Path(exp["notebook"]).stem
+    where = f"{where} ({key})"
+    _unknown(exp, EXPERIMENT_KEYS, where)
+    timeout = _timeout(exp["timeout_s"], where) if "timeout_s" in exp else top_timeout
+    for field_name in ("params", "stored", "stored_scales", "scales"):
+        if field_name in exp and not isinstance(exp[field_name], list):
+            raise ManifestError(f"{where}: '{field_name}' must be a list, got {exp[field_name]!r}")
+    for field_name in ("scales", "stored_scales"):
+        if field_name in exp:
+            _scales(exp[field_name], where, field_name)
+    nb = (root / exp["notebook"]).resolve()
+    if not nb.is_file():
+        raise ManifestError(f"{where}: notebook {nb} does not exist")
+    declared = notebook_parameters(nb)
+    if exp.get("scales") and scale not in exp["scales"]:
+        return []
+    # no `params` key: one live page without parameters; `params: []` (e.g. only stored sets): none
+    live = exp["params"] if "params" in exp else [{}]
+    sets = [("params", g, False) for g in (live or [])]
+    if scale in exp.get("stored_scales", ["default"]):
+        sets += [("stored", g, True) for g in (exp.get("stored") or [])]
+    entries = []
+    for field_name, grid, stored in sets:
+        if not isinstance(grid, dict):
+            raise ManifestError(f"{where}.{field_name}: expected a mapping of parameter -> value or list, got {grid!r}")
+        _check_parameters([*grid, *defaults], declared, nb, f"{where}.{field_name}")
+        axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+        for combo in itertools.product(*axes.values()) if axes else [()]:
+            params = {**defaults, **dict(zip(axes, combo, strict=True)), "scale": scale}
+            try:
+                title = exp.get("title", key).format(**params)
+            except KeyError as e:
+                raise ManifestError(f"{where} ({key}): title names parameter {e} that {field_name} lacks") from None
+            entries.append(Entry(key, nb, title, params, stored, timeout))
     return entries
+
+
+def _check_parameters(names: list, declared: set | None, nb: Path, where: str) -> None:
+    """Every name is ``scale`` or a parameter the notebook's ``parameters`` cell assigns (else a "did you mean")."""
+    for name in names:
+        if name == "scale" or (declared is not None and name in declared):
+            continue
+        if declared is None:
+            raise ManifestError(f"{where}: parameter {name!r} given, but {nb.name} has no cell tagged 'parameters'")
+        near = difflib.get_close_matches(str(name), sorted(declared), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ManifestError(f"{where}: {nb.name} has no parameter {name!r} (its parameters "
+                            f"cell assigns {', '.join(sorted(declared))}){hint}")

@@ -78,12 +78,11 @@ def _build(cfg: CityConfig, tmp: Path, progress: bool) -> UrbanDataset:
     times: dict[str, float] = {}
     t = time.perf_counter()
     regions = make_regions(cfg, report)
-    ids = regions.gdf["region_id"]
     times["regions"] = time.perf_counter() - t
 
     t = time.perf_counter()
     columns: list[pd.DataFrame] = []
-    coverage: list[str] = []
+    coverage: list[pd.DataFrame] = []
     for spec in cfg.indicators:
         z = zonal(regions, spec, cfg.resolve(spec.path), report)
         columns.append(z[[spec.name]])
@@ -111,31 +110,9 @@ def _build(cfg: CityConfig, tmp: Path, progress: bool) -> UrbanDataset:
         street = assign_street_views(regions, sv, cfg.resolve(sv.folder), cfg.resolve(sv.points), tmp, report)
     times["street_views"] = time.perf_counter() - t
 
-    base = regions.gdf.drop(columns="geometry").set_index("region_id")
-    extra = [c for c in base.columns if c not in ("row", "col")]
-    table = pd.concat([base[["row", "col"]], *columns, *coverage,
-                       *([poi_cats] if poi_cats is not None else []), base[extra]], axis=1).reindex(ids)
-    centres = regions.centres()
-    table.insert(0, "lon", centres["lon"].to_numpy())
-    table.insert(1, "lat", centres["lat"].to_numpy())
-    table = table.reset_index()
-    table.insert(1, "city", cfg.city)
-    table = table[["region_id", "city", "row", "col", "lon", "lat"]
-                  + [c for c in table.columns if c not in ("region_id", "city", "row", "col", "lon", "lat")]]
-    table["satellite_coverage"] = table["region_id"].map({r: w["coverage"] for r, w in tiles.items()})
+    table = _region_table(cfg, regions, [*columns, *coverage, *([poi_cats] if poi_cats is not None else [])], tiles)
     indicators = [s.name for s in cfg.indicators] + (["poi_count"] if cfg.pois is not None else [])
-
-    cov = [f"{s.name}_coverage" for s in cfg.indicators]
-    covered = (table[cov] > 0).any(axis=1).to_numpy() if cov else np.zeros(len(table), bool)
-    has_image = table["region_id"].isin(tiles).to_numpy() | table["region_id"].isin(set(street["region_id"])).to_numpy()
-    empty = ~covered & ~has_image if cov or cfg.imagery is not None else np.zeros(len(table), bool)
-    report.add("empty_region", "skipped", int(empty.sum()),
-               "region that no indicator raster covers and that has no image (outside every input); dropped",
-               list(table["region_id"][empty][:5]))
-    if empty.all():
-        raise DataError(f"build_city({cfg.city}): every region is empty (no input covers any); check the "
-                        f"regions' bbox against the inputs")
-    table = table[~empty].reset_index(drop=True)
+    table = _drop_empty_regions(cfg, table, tiles, street, report)
     keep = set(table["region_id"])
     sat = pd.DataFrame([{"region_id": r, "kind": "satellite", "path": w["path"], "lon": np.nan, "lat": np.nan}
                         for r, w in tiles.items() if r in keep], columns=IMAGE_COLUMNS)
@@ -149,7 +126,50 @@ def _build(cfg: CityConfig, tmp: Path, progress: bool) -> UrbanDataset:
     wgs = wgs[wgs["region_id"].isin(keep)]
     wgs[["region_id", "geometry"]].to_file(tmp / "regions.geojson", driver="GeoJSON")
     times["total"] = sum(times.values())
-    meta = {"builder": "urbanlib.geo.build_city", "builder_version": BUILDER_VERSION, "city": cfg.city,
+    meta = _meta(cfg, regions, times, report, captions)
+    return UrbanDataset(regions=table, images=images, captions=captions,
+                        indicators=indicators, root=tmp, report=report, meta=meta)
+
+
+def _region_table(cfg: CityConfig, regions, blocks: list[pd.DataFrame], tiles: dict) -> pd.DataFrame:
+    """One row per region: id, city, grid cell, centre, then the per-region ``blocks`` and the regions' own columns."""
+    base = regions.gdf.drop(columns="geometry").set_index("region_id")
+    extra = [c for c in base.columns if c not in ("row", "col")]
+    table = pd.concat([base[["row", "col"]], *blocks, base[extra]], axis=1).reindex(regions.gdf["region_id"])
+    centres = regions.centres()
+    table.insert(0, "lon", centres["lon"].to_numpy())
+    table.insert(1, "lat", centres["lat"].to_numpy())
+    table = table.reset_index()
+    table.insert(1, "city", cfg.city)
+    first = ["region_id", "city", "row", "col", "lon", "lat"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    table["satellite_coverage"] = table["region_id"].map({r: w["coverage"] for r, w in tiles.items()})
+    return table
+
+
+def _drop_empty_regions(cfg: CityConfig, table: pd.DataFrame, tiles: dict, street: pd.DataFrame,
+                        report: LoadReport) -> pd.DataFrame:
+    """The regions that some indicator raster covers or that have an image; the others are counted in the report.
+
+    Raises:
+        DataError: every region is empty (the regions lie outside every input).
+    """
+    cov = [f"{s.name}_coverage" for s in cfg.indicators]
+    covered = (table[cov] > 0).any(axis=1).to_numpy() if cov else np.zeros(len(table), bool)
+    has_image = table["region_id"].isin(tiles).to_numpy() | table["region_id"].isin(set(street["region_id"])).to_numpy()
+    empty = ~covered & ~has_image if cov or cfg.imagery is not None else np.zeros(len(table), bool)
+    report.add("empty_region", "skipped", int(empty.sum()),
+               "region that no indicator raster covers and that has no image (outside every input); dropped",
+               list(table["region_id"][empty][:5]))
+    if empty.all():
+        raise DataError(f"build_city({cfg.city}): every region is empty (no input covers any); check the "
+                        f"regions' bbox against the inputs")
+    return table[~empty].reset_index(drop=True)
+
+
+def _meta(cfg: CityConfig, regions, times: dict[str, float], report: LoadReport, captions: pd.DataFrame) -> dict:
+    """The built dataset's ``meta``: how it was built, from which inputs, how long each stage took, what was dropped."""
+    return {"builder": "urbanlib.geo.build_city", "builder_version": BUILDER_VERSION, "city": cfg.city,
             "regions_kind": regions.kind, "regions_crs": str(regions.gdf.crs), "metric_crs": str(regions.metric_crs),
             "grid_note": regions.note,
             "indicator_rules": {s.name: s.rule for s in cfg.indicators} | ({"poi_count": "count"} if cfg.pois else {}),
@@ -162,8 +182,6 @@ def _build(cfg: CityConfig, tmp: Path, progress: bool) -> UrbanDataset:
                          "OpenAI-compatible server such as vLLM or Ollama, or a transformers VLM)"),
             "note": "<indicator>_coverage is the share of the region covered by valid raster pixels; "
                     "satellite_coverage the share of valid pixels in its tile"}
-    return UrbanDataset(regions=table, images=images, captions=captions,
-                        indicators=indicators, root=tmp, report=report, meta=meta)
 
 
 def _captions(cfg: CityConfig, images: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
