@@ -6,7 +6,7 @@ import pytest
 
 from urbanlib.analysis.ablations import ablation_summary, plot_ablation_bars
 from urbanlib.results.store import append_rows
-from urbanlib.results.views import coverage, coverage_grid, provenance_summary, tier_rows
+from urbanlib.results.views import coverage, coverage_grid, cpu_budget, provenance_summary, tier_rows
 
 
 def _unit_rows(city, split, seed, r2):
@@ -50,6 +50,22 @@ def test_coverage_marks_exactly_the_stored_units(stored):
         coverage("benchmarks", results_dir=stored)
     prov = provenance_summary("benchmark", stored)
     assert prov["units stored"] == 2 and prov["total wall time (h)"] == round(20 / 3600, 2)
+
+
+def test_cpu_budget_sums_stored_units_and_projects_pending_ones_by_kind(tmp_path):
+    one = [{"city": "synth-ring", "model": "m", "task": "gdp/random", "metric": "R2_mean", "value": 0.5}]
+    for unit, cpu in (("synth-ring-s0-urbanclip", 360.0), ("synth-grid-s0-urbanclip", 1080.0),
+                      ("synth-ring-s0-baselines", 3600.0)):
+        append_rows("benchmark", unit, one, {"city": unit[:10], "group": unit.split("-s0-")[1]}, 0, "full", 1.0,
+                    tmp_path, cpu_s=cpu)
+    b = cpu_budget(results_dir=tmp_path)
+    assert b.loc["benchmark", "stored"] == 3 and b.loc["benchmark", "stored CPU-h"] == 1.4
+    # pending: 15 - 2 urbanclip units at 720 s, 15 - 1 baselines units at 3600 s; the other groups at the mean, 1680 s
+    groups = {"stage0": 3, "urbanln": 15, "baselines-vit": 15}
+    expected = (13 * 720 + 14 * 3600 + sum(groups.values()) * 1680) / 3600
+    assert b.loc["benchmark", "pending CPU-h (projected)"] == round(expected, 2)
+    assert b.loc["transfer", "stored"] == 0 and b.loc["transfer", "unprojected"] == 15
+    assert b.loc["total", "tier CPU-h (projected)"] == round(b.loc["benchmark", "tier CPU-h (projected)"], 2)
 
 
 def test_ablation_summary_averages_indicators_then_seeds():

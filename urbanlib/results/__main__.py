@@ -4,6 +4,7 @@ python -m urbanlib.results run --scale full          # what `make results` runs;
 python -m urbanlib.results run --until 18:30          # start no unit that would not end by 18:30
 python -m urbanlib.results run --background           # yield the CPU to everything else (a second worker)
 python -m urbanlib.results verify --random            # re-run one committed unit and compare
+python -m urbanlib.results budget                     # CPU-hours stored and projected, against the budget
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import sys
 from .runner import parse_until, pending_units, run_all, verify_unit, yield_cpu
 from .store import read_results
 from .tier import load_all
+from .views import TIER_BUDGET_CPU_H, cpu_budget
 
 
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit code."""
     ap = argparse.ArgumentParser(prog="python -m urbanlib.results", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "verify", "list"])
+    ap.add_argument("command", choices=["run", "verify", "list", "budget"])
     ap.add_argument("--scale", default="full")
     ap.add_argument("--only", action="append", help="experiment name (repeatable)")
     ap.add_argument("--units", help="run: only units whose id matches this glob (e.g. 'synth-ring-*')")
@@ -39,6 +41,12 @@ def main(argv=None) -> int:
         for name, exp in exps.items():
             print(f"{name}: {len(exp.plan(args.scale))} unit(s), {len(pending_units(exp, args.scale))} pending "
                   f"- {exp.description}")
+        return 0
+    if args.command == "budget":
+        table = cpu_budget(args.scale)
+        print(table.to_string())
+        print(f"budget: {TIER_BUDGET_CPU_H:g} CPU-h for the whole tier; projected "
+              f"{table.loc['total', 'tier CPU-h (projected)']:.1f} CPU-h")
         return 0
     if args.command == "run":
         try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from urbanlib.experiments.caption_probes import chosen_table
 from urbanlib.pipeline.hparams import candidate_scores, selected
 
-from .runner import pending_units
+from .runner import pending_units, unit_kind
 from .store import read_results, results_path
 from .tier import load_all
 
@@ -65,6 +66,41 @@ def coverage_grid(experiment: str, scale: str = "full", results_dir: Path | None
     index = [c for c in ("city", "source", "split", "group", "family") if c in cov.columns]
     cov["mark"] = cov["stored"].map({True: "✓", False: "·"})
     return cov.pivot_table(index=index, columns="seed", values="mark", aggfunc="first")
+
+
+TIER_BUDGET_CPU_H = 40.0  # issue 14, item 8: the whole `full` tier, process CPU time (getrusage)
+
+
+def cpu_budget(scale: str = "full", results_dir: Path | None = None) -> pd.DataFrame:
+    """The tier's CPU time per experiment: what the stored units took and a projection for the pending ones.
+
+    Each pending unit is projected at the mean CPU time of the stored units of its kind (the same
+    experiment and :func:`~urbanlib.results.runner.unit_kind`: the benchmark's UrbanLN group on
+    other cities and seeds, say), else of its experiment. The stored figures are what ``getrusage``
+    measured; the projection inherits their spread: a unit that found its pretraining in the cache
+    cost less than one that trained it.
+
+    Returns:
+        One row per experiment and a ``total`` row: ``units``, ``stored``, ``stored CPU-h``,
+        ``pending CPU-h (projected)``, ``tier CPU-h (projected)``; ``unprojected`` counts pending
+        units with nothing stored to project from.
+    """
+    rows = []
+    for name, exp in load_all().items():
+        plan = exp.plan(scale)
+        pending = [u for u, _, _ in pending_units(exp, scale, results_dir)]
+        stored = read_results(name, results_dir)
+        cpu = stored.groupby("unit")["cpu_s"].first().astype(float) if not stored.empty else pd.Series(dtype=float)
+        cpu = cpu[cpu.index.isin({u for u, _, _ in plan})]
+        kinds = cpu.groupby([unit_kind(u) for u in cpu.index]).mean() if len(cpu) else pd.Series(dtype=float)
+        guesses = [kinds.get(unit_kind(u), cpu.mean() if len(cpu) else float("nan")) for u in pending]
+        rows.append({"experiment": name, "units": len(plan), "stored": len(plan) - len(pending),
+                     "stored CPU-h": cpu.sum() / 3600, "pending CPU-h (projected)": np.nansum(guesses) / 3600,
+                     "unprojected": int(np.isnan(guesses).sum()) if guesses else 0})
+    out = pd.DataFrame(rows).set_index("experiment")
+    out.loc["total"] = out.sum()
+    out["tier CPU-h (projected)"] = out["stored CPU-h"] + out["pending CPU-h (projected)"]
+    return out.round(2)
 
 
 def provenance_summary(experiment: str, results_dir: Path | None = None) -> pd.Series:
