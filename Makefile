@@ -40,9 +40,8 @@ test: $(STAMP)  # TEST_WORKERS processes (default 2, the CI cores) that steal te
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
-RESULTS_FLAGS ?=
-results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results/pages/default/); both resumable; RESULTS_FLAGS="--background --until 18:30"
-	$(BIN)/python -m urbanlib.results run --scale full $(RESULTS_FLAGS)
+results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results/pages/default/); both resumable
+	$(BIN)/python -m urbanlib.results run --scale full
 	$(BIN)/python -m urbanlib.book store --scale default
 
 pages: $(STAMP)  # only the stored pages (41 min measured); pages stored for the same notebook and code are kept

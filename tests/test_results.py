@@ -36,8 +36,14 @@ def test_run_is_resumable_and_rows_carry_provenance(toy, tmp_path):
 
 
 def test_rows_name_the_code_the_worker_imported_not_files_edited_since(toy, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
     import urbanlib.results.store as store
 
+    code = "import urbanlib.results.store as s; print(s.code_at_start.cache_info().currsize)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "1"  # taken at import, before any row is stored
     store.code_at_start.cache_clear()
     monkeypatch.setattr(store, "source_tree_hash", lambda *a, **k: "a" * 64)
     store.code_at_start()  # what the results store does at import
@@ -55,15 +61,42 @@ def test_until_starts_no_unit_that_would_outlast_it(toy, tmp_path):
     from urbanlib.results.store import append_rows
 
     exp, calls = toy
-    assert run_all("full", results_dir=tmp_path, log=lambda *_: None, until=time.time() - 1) == 0  # already past
-    append_rows("toy", "s0", exp.run({"k": 2}, 0, "full"), {"k": 2}, 0, "full", 7200.0, tmp_path)  # s0 took 2 h
     said = []
+    assert run_all("full", results_dir=tmp_path, log=said.append, until=time.time() - 1) == 0  # already past
+    assert sum("--until reached" in line for line in said) == 1  # said once, not once per unit
+    said.clear()
+    assert run_all("full", results_dir=tmp_path, log=said.append, until=time.time() + 3600) == 0
+    assert any("length is unknown" in line for line in said)  # nothing stored to guess from: not started
+    append_rows("toy", "s0", exp.run({"k": 2}, 0, "full"), {"k": 2}, 0, "full", 7200.0, tmp_path)  # s0 took 2 h
+    said.clear()
     assert run_all("full", results_dir=tmp_path, log=said.append, until=time.time() + 3600) == 0
     assert any("s1 left pending: it takes about 120 min" in line for line in said)
     assert run_all("full", results_dir=tmp_path, log=lambda *_: None, until=time.time() + 3 * 3600) == 2
 
 
-def test_until_reads_a_clock_time_or_minutes_and_refuses_anything_else():
+def test_until_guesses_each_unit_from_stored_units_of_its_own_kind(monkeypatch, tmp_path):
+    import time
+
+    import urbanlib.results.runner as runner
+    from urbanlib.results.store import append_rows
+
+    ran = []
+
+    def run(config, seed, scale):
+        ran.append(f"{config['kind']}-s{seed}")
+        return [{"city": "c", "model": "m", "task": "t", "metric": "r2", "value": 1.0}]
+
+    plan = lambda scale: [(f"c-s{s}-{k}", {"kind": k}, s) for s in range(3) for k in ("fast", "slow")]  # noqa: E731
+    exp = registry.Experiment("kinds", run=run, plan=plan)
+    monkeypatch.setattr(runner, "load_all", lambda: {"kinds": exp})
+    row = [{"city": "c", "model": "m", "task": "t", "metric": "r2", "value": 1.0}]
+    for kind, wall in (("fast", 60.0), ("slow", 7200.0)):
+        append_rows("kinds", f"c-s0-{kind}", row, {"kind": kind}, 0, "full", wall, tmp_path)
+    assert run_all("full", results_dir=tmp_path, log=lambda *_: None, until=time.time() + 1800) == 2
+    assert ran == ["fast-s1", "fast-s2"]  # the slow kind's 2 h would outlast the half hour left
+
+
+def test_until_reads_a_clock_time_or_minutes_and_refuses_anything_else(monkeypatch):
     import time
 
     from urbanlib.results.runner import parse_until, unit_kind
@@ -71,11 +104,32 @@ def test_until_reads_a_clock_time_or_minutes_and_refuses_anything_else():
     now = time.mktime((2026, 12, 7, 10, 0, 0, 0, 0, -1))
     assert parse_until("+90", now) == now + 5400
     assert parse_until("11:30", now) == now + 5400
-    assert parse_until("09:00", now) == now + 23 * 3600  # already past today: tomorrow
+    assert time.localtime(parse_until("09:00", now))[2:5] == (8, 9, 0)  # already past today: tomorrow
     for bad in ("25:00", "soon", "90", "+-5"):
         with pytest.raises(ValueError, match="HH:MM"):
             parse_until(bad, now)
-    assert [unit_kind(u) for u in ("synth-ring-s0-urbanln-a", "synth-ring-s2", "all-s1-stage0")] == ["urbanln-a", "", "stage0"]
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:  # the night the clocks go forward: tomorrow 09:00 is 23 hours away, not 24
+        before = time.mktime((2026, 3, 28, 10, 0, 0, 0, 0, -1))
+        assert time.localtime(parse_until("09:00", before))[2:5] == (29, 9, 0)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert [unit_kind(u) for u in ("synth-ring-s0-urbanln-a", "synth-ring-s2", "all-s1-stage0",
+                                   "synth-ring-random-s0", "UrbanLN_stage_0-lr0.0002", "READ-lr1e-05")] == \
+        ["urbanln-a", "", "stage0", "", "UrbanLN_stage_0", "READ"]
+
+
+def test_the_command_line_refuses_a_bad_until_and_prints_the_budget(capsys):
+    from urbanlib.results.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--until", "soon"])
+    assert stop.value.code == 2 and "HH:MM" in capsys.readouterr().err
+    assert main(["budget"]) == 0
+    out = capsys.readouterr().out
+    assert "tier CPU-h (projected)" in out and "budget: 40 CPU-h" in out
 
 
 def test_units_glob_runs_only_matching_units(toy, tmp_path):
@@ -277,15 +331,17 @@ def test_the_benchmark_groups_hold_every_benchmark_model_once():
     assert sorted(grouped) == sorted(BENCHMARK_MODELS)  # none left out, none run twice
 
 
-def test_a_background_worker_lowers_its_priority_and_its_autogroup(tmp_path):
+def test_a_background_worker_lowers_its_priority_and_its_autogroup_only_when_it_leads_its_session(tmp_path):
     import subprocess
     import sys
 
     group = tmp_path / "autogroup"
     group.write_text("0")
     code = ("import os, pathlib; from urbanlib.results.runner import yield_cpu; "
-            f"print(yield_cpu(pathlib.Path({str(tmp_path / 'no' / 'such')!r}))); "
             f"print(yield_cpu(pathlib.Path({str(group)!r}))); print(os.nice(0))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "nice 19 (no autogroup to lower here)"
-    assert out[1] == "nice 19, autogroup nice 19" and out[2] == "19" and group.read_text() == "19"
+    shared = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert shared[0].startswith("nice 19; autogroup shared with the calling session") and shared[1] == "19"
+    assert group.read_text() == "0"  # the caller's terminal is left alone
+    own = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         start_new_session=True).stdout.split("\n")
+    assert own[0].startswith("nice 19") and own[1] == "19" and group.read_text() == "19"

@@ -51,41 +51,55 @@ def claim(experiment: str, unit: str, results_dir: Path | None = None):
 
 
 def yield_cpu(autogroup: Path = Path("/proc/self/autogroup")) -> str:
-    """Make this worker take only the CPU that everything else leaves: ``nice 19``, and on Linux its autogroup too.
+    """Make this worker take only the CPU that everything else leaves: ``nice 19``, and its autogroup too when it has its own.
 
-    ``nice`` alone ranks a process only inside its scheduler autogroup (one per session), so a
-    worker started from another terminal or with ``setsid`` still gets a fair share against an
-    interactive session; lowering the autogroup's nice value as well makes it yield to that
-    session. Returns what it did, for the log.
+    Linux ranks a process's nice value only inside its scheduler autogroup (one per session), so a
+    worker started with ``setsid`` still gets a fair share against an interactive session; lowering
+    its autogroup's nice value as well makes it yield to that session. The autogroup is lowered
+    only when this process leads its own session: otherwise the group is the caller's terminal,
+    whose shell and later commands would all be slowed. Returns what it did, for the log.
     """
     os.nice(19 - os.nice(0))
+    if os.getsid(0) != os.getpid():
+        return "nice 19; autogroup shared with the calling session, not lowered (start the worker with setsid)"
     try:
         autogroup.write_text("19")
-        return "nice 19, autogroup nice 19"
     except OSError:  # not Linux, or no autogroup scheduling
         return "nice 19 (no autogroup to lower here)"
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if enabled.exists() and enabled.read_text().strip() == "0":
+        return "nice 19 (autogroup scheduling is off here, so nice alone ranks it)"
+    return "nice 19, autogroup nice 19"
 
 
 def unit_kind(unit: str) -> str:
-    """What a unit trains, without its city and seed: ``"synth-ring-s0-urbanln"`` -> ``"urbanln"``, ``"synth-ring-s0"`` -> ``""``."""
+    """What a unit runs, without its city, seed or learning rate.
+
+    ``"synth-ring-s0-urbanln"`` -> ``"urbanln"``, ``"synth-ring-s0"`` -> ``""``, ``"all-s1-stage0"`` ->
+    ``"stage0"``, a selection candidate ``"UrbanLN_stage_0-lr0.0002"`` -> ``"UrbanLN_stage_0"``.
+    """
     m = re.search(r"-s\d+(?:-(.+))?$", unit)
-    return (m.group(1) or "") if m else unit
+    if m:
+        return m.group(1) or ""
+    return re.sub(r"-lr[0-9.eE+-]+$", "", unit)
 
 
 def expected_wall_s(experiment: str, unit: str, results_dir: Path | None = None) -> float | None:
     """A cautious guess of how long ``unit`` takes: the 75th percentile of the stored wall times of its kind.
 
     Units of the same experiment and :func:`unit_kind` (the benchmark's UrbanLN group on other
-    cities and seeds, say) are the reference; without any, the experiment's; None when nothing of
-    the experiment is stored yet.
+    cities and seeds, say) are the reference; without any, the experiment's; without those, the
+    longest stored unit of any experiment; None when nothing at all is stored.
     """
     done = read_results(experiment, results_dir)
-    if done.empty:
-        return None
-    walls = done.groupby("unit")["wall_s"].first()
+    walls = done.groupby("unit")["wall_s"].first().astype(float).dropna() if not done.empty else pd.Series(dtype=float)
     same = walls[[unit_kind(u) == unit_kind(unit) for u in walls.index]]
     ref = same if len(same) else walls
-    return float(np.percentile(ref.astype(float), 75))
+    if len(ref):
+        return float(np.percentile(ref, 75))
+    longest = [read_results(name, results_dir)["wall_s"].astype(float).max() for name in load_all()]
+    longest = [w for w in longest if np.isfinite(w)]
+    return max(longest) if longest else None
 
 
 def parse_until(text: str, now: float | None = None) -> float:
@@ -101,8 +115,26 @@ def parse_until(text: str, now: float | None = None) -> float:
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
         raise ValueError(f"--until {text!r}: give a clock time 'HH:MM' or minutes from now '+MIN'")
     t = time.localtime(now)
-    at = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, int(m.group(1)), int(m.group(2)), 0, 0, 0, -1))
-    return at if at > now else at + 24 * 3600
+    for day in (t.tm_mday, t.tm_mday + 1):  # mktime normalises day 32 and finds the date's own DST offset
+        at = time.mktime((t.tm_year, t.tm_mon, day, int(m.group(1)), int(m.group(2)), 0, 0, 0, -1))
+        if at > now:
+            return at
+    raise AssertionError("unreachable: tomorrow's clock time is always later")  # pragma: no cover
+
+
+def _too_late(name: str, unit: str, until: float | None, results_dir, log) -> bool:
+    """True when ``unit`` should not start before ``until`` (its guessed length would outlast it); says why."""
+    if until is None:
+        return False
+    guess, left = expected_wall_s(name, unit, results_dir), until - time.time()
+    if guess is None:
+        log(f"{name}: {unit} left pending: its length is unknown (nothing stored yet) and --until is set")
+        return True
+    if guess > left:
+        log(f"{name}: {unit} left pending: it takes about {guess / 60:.0f} min and {max(left, 0) / 60:.0f} min "
+            f"are left before --until")
+        return True
+    return False
 
 
 def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Path | None = None,
@@ -116,8 +148,8 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
     ids (``"synth-ring-*"``). Each unit is checked again just before it runs and claimed while it
     runs (:func:`claim`), so several workers can share one ``results/`` folder; a unit that raises
     :class:`NotReady` is left for a later pass. With ``until`` (a Unix time), a unit whose
-    :func:`expected_wall_s` would carry it past that moment is not started: a session that ends
-    then kills no half-done unit, whose CPU time would be lost.
+    :func:`expected_wall_s` would carry it past that moment, or whose length is unknown, is not
+    started: a session that ends then kills no half-done unit, whose CPU time would be lost.
     """
 
     def waits(name: str, exp: Experiment) -> bool:
@@ -142,6 +174,9 @@ def run_all(scale: str = "full", only: list[str] | None = None, results_dir: Pat
                     for i, (u, c, s) in enumerate(_todo(name, exp, scale, results_dir, units, log))]
     grouped.sort(key=lambda t: t[:3])
     for _, _, _, name, exp, item in tqdm(grouped, desc="grouped units", unit="unit"):
+        if until is not None and time.time() >= until:
+            log(f"--until reached: {len(grouped)} grouped unit(s) were pending at the start; the rest wait for a later run")
+            break
         n += _run_units(name, exp, [item], scale, results_dir, log, bar=False, until=until)
     return n
 
@@ -160,12 +195,11 @@ def _run_units(name: str, exp: Experiment, todo: list, scale: str, results_dir, 
     """Run ``todo`` units of one experiment, each claimed and re-checked first; returns how many ran."""
     n = 0
     for unit, config, seed in tqdm(todo, desc=name, unit="unit", disable=not bar):
-        if until is not None:
-            guess, left = expected_wall_s(name, unit, results_dir), until - time.time()
-            if left <= 0 or (guess is not None and guess > left):
-                log(f"{name}: {unit} left pending: it takes about {(guess or 0) / 60:.0f} min and "
-                    f"{max(left, 0) / 60:.0f} min are left before --until")
-                continue
+        if until is not None and time.time() >= until:
+            log(f"{name}: --until reached; its other units wait for a later run")
+            break
+        if _too_late(name, unit, until, results_dir, log):
+            continue
         with claim(name, unit, results_dir) as mine:
             if not mine:
                 log(f"{name}: {unit} is running in another worker; skipped")

@@ -30,10 +30,11 @@ NOT_AVAILABLE_COLUMNS = ["model", "city", "seed", "split", "reason"]  # results/
 
 @functools.cache
 def code_at_start() -> dict[str, str]:
-    """The git tree and source hash of the code this worker imported, taken once (at import, below).
+    """The git tree and source hash of the tree on disk when this worker started, taken once (at import, below).
 
     A long worker stores rows hours after it started; hashing the tree at that point would credit
-    its numbers to whatever was edited on disk meanwhile.
+    its numbers to whatever was edited on disk meanwhile. (A module the worker imports only later
+    is read from disk then: edit nothing under ``urbanlib/`` while a worker runs.)
     """
     return {"git_tree": git_tree(), "source_hash": source_tree_hash()[:16]}
 

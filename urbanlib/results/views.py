@@ -91,7 +91,7 @@ def cpu_budget(scale: str = "full", results_dir: Path | None = None) -> pd.DataF
         pending = [u for u, _, _ in pending_units(exp, scale, results_dir)]
         stored = read_results(name, results_dir)
         cpu = stored.groupby("unit")["cpu_s"].first().astype(float) if not stored.empty else pd.Series(dtype=float)
-        cpu = cpu[cpu.index.isin({u for u, _, _ in plan})]
+        cpu = cpu[cpu.index.isin({u for u, _, _ in plan} - set(pending))].dropna()  # stale-config rows are pending
         kinds = cpu.groupby([unit_kind(u) for u in cpu.index]).mean() if len(cpu) else pd.Series(dtype=float)
         guesses = [kinds.get(unit_kind(u), cpu.mean() if len(cpu) else float("nan")) for u in pending]
         rows.append({"experiment": name, "units": len(plan), "stored": len(plan) - len(pending),
