@@ -121,3 +121,39 @@ def test_transfer_claims_compare_every_cross_city_pair(tmp_path):
     assert "one (source, target) pair" in table.loc["UC21", "reason"]
     assert table.loc["UC26", "verdict"] == "supported"  # carbon > population > GDP for both models
     assert table.loc["LN27", "verdict"] == "not testable here" and "248" in table.loc["LN27", "reason"]
+
+
+def test_an_incomplete_tier_gives_no_verdict_and_says_how_many_units_are_in(tmp_path):
+    from urbanlib.results.verdicts import verdicts
+
+    for seed, gap in enumerate((0.05, 0.07, 0.06)):  # 2 cities x 3 seeds of the 15 units planned
+        append_rows("benchmark", f"s{seed}", _bench_rows(seed, gap), {"city": "x"}, seed, "full", 1.0, tmp_path)
+    t = verdicts(tmp_path).set_index("claim_id")
+    assert t.loc["UC01", "verdict"] == "not testable here" and t.loc["UC01", "n_units"] == 6
+    assert "6 of 15 planned units" in t.loc["UC01", "reason"] and "so far the test reads 'supported'" in \
+        t.loc["UC01", "reason"]
+    assert (t["verdict"] == "not testable here").all()  # nothing is judged on a third of the units
+
+
+def test_the_tier_plan_gives_each_model_its_units():
+    from urbanlib.results.verdicts import tier_plan
+
+    plan = tier_plan()
+    ring = {f"synth-ring:{s}" for s in range(3)}
+    assert len(plan["benchmark"][""]) == 15 and len(plan["benchmark"]["UrbanCLIP"]) == 15
+    assert plan["ablations"]["mu=0.3"] == ring and len(plan["ablations"]["UrbanLN"]) == 15  # the one-city sweep
+    assert len(plan["transfer"][""]) == 15 and "all:0" not in plan["benchmark"][""]  # stage 0 is no unit
+
+
+def test_the_best_baseline_is_chosen_on_the_units_it_is_paired_on(tmp_path):
+    values = {"synth-ring": {"UrbanCLIP": 0.6, "X": 0.40, "Y": 0.50}, "synth-grid": {"UrbanCLIP": 0.6, "X": 0.41, "Y": 0.52},
+              "synth-coast": {"X": 0.99}}  # X leads only on a city where UrbanCLIP has no rows
+    for seed in range(3):
+        rows = [{"city": city, "model": model, "task": "gdp/random", "metric": "R2_mean", "value": v + 0.01 * seed}
+                for city, models in values.items() for model, v in models.items()]
+        append_rows("benchmark", f"s{seed}", rows, {"city": "x"}, seed, "full", 1.0, tmp_path)
+    measures = {"indicator_sets": {"g": ["gdp"]}, "groups": {"base": ["X", "Y"]}, "questions": {},
+                "claims": {"UC01": {"measures": [{"a": "UrbanCLIP", "b": "best(base)", "indicators": "g"}]}}}
+    claims = load_claims()
+    m = measurements(claims[claims["claim_id"] == "UC01"], tmp_path, measures=measures).iloc[0]
+    assert "Y (best of base" in m["comparison"] and len(m["a"]) == len(m["b"]) == 6

@@ -22,7 +22,10 @@ baselines" and "a > b > c" are several), each with a claimed direction:
 - **not supported**: neither, and some such comparison could have detected the paper's effect, or
   the paper reports no effect size to judge power by.
 - **not testable here**: no measurement (the reason is stated: the papers' real cities, hub weights,
-  a count rather than a measurement, a result not computed yet), or fewer than 3 paired units.
+  a count rather than a measurement, a result not computed yet), fewer than 3 paired units, or
+  fewer units than the tier plans for the comparison (``planned_units``: 5 cities x 3 seeds = 15
+  for most; 3 seeds for a one-city sweep or one transfer pair): an incomplete tier gives no
+  verdict, and the reason says how many units are in and what the test reads so far.
 
 The Benjamini-Hochberg adjusted p across all tested claims is shown beside the raw p (``p_bh``); the
 verdict uses the raw p, so read a supported claim with ``p_bh ≥ 0.05`` as one that may not survive
@@ -216,7 +219,7 @@ def _claim_row(claim, ms: pd.DataFrame, level: float, alpha: float, power: float
     if ms.empty:
         base["reason"] = "not measured in this run" + (f" ({note})" if note else "")
         return base
-    results, reasons, untested = [], [], False
+    results, reasons, untested, short = [], [], False, []  # short: comparisons the tier has not completed
     for i, m in ms.iterrows():
         given = m.get("reason") if isinstance(m.get("reason"), str) else ""
         if _blank(m["a"]) and _blank(m["b"]) and given:
@@ -247,16 +250,25 @@ def _claim_row(claim, ms: pd.DataFrame, level: float, alpha: float, power: float
         label = m.get("comparison") if isinstance(m.get("comparison"), str) and m.get("comparison") else \
             f"comparison {len(results) + 1}"
         cities = m.get("cities") if isinstance(m.get("cities"), list | tuple) else []
+        planned_cities = m.get("planned_cities") if isinstance(m.get("planned_cities"), list | tuple) else []
         scope = m.get("scope") if isinstance(m.get("scope"), str) else ""
         if scope:
             reasons.append(f"{scope} (n = {ci['n_units']})")
-        elif len(cities) == 1:
-            reasons.append(f"one city only ({cities[0]}): a one-city sweep, its units are the pretraining seeds")
+        elif len(planned_cities or cities) == 1:
+            one = (planned_cities or cities)[0]
+            reasons.append(f"one city only ({one}): a one-city sweep, its units are the pretraining seeds")
+        planned = _number(m.get("planned_units"))
+        if math.isfinite(planned) and ci["n_units"] < planned:
+            short.append(f"{label}: {ci['n_units']} of {int(planned)} planned units")
         results.append({**ci, **_paper_terms(ci, m), "label": label, "n_cities": len(cities),
                         "metric": m.get("metric") if isinstance(m.get("metric"), str) else None})
     if results:
         v, shown, p = _decide(results, alpha)
-        if untested and v != "contradicted":
+        if short:
+            reasons.insert(0, f"tier incomplete, no verdict yet ({'; '.join(short)}); so far the test reads "
+                              f"'{v}'")
+            v = "not testable here"
+        elif untested and v != "contradicted":
             v = "not testable here"
         base.update({k: shown[k] for k in ("n_units", "n_cities", "mean_diff", "ci_low", "ci_high", "mde", "metric",
                                             "relative_diff_pct", "paper_units", "paper_effect", "paper_effect_abs",

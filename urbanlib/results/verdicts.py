@@ -20,12 +20,15 @@ import yaml
 from urbanlib.analysis.verdicts import verdict_table
 from urbanlib.paper import load_claims, load_tables
 from urbanlib.results.store import read_results
+from urbanlib.results.tier import ABLATION_GROUPS, BENCHMARK_GROUPS, load_all
+from urbanlib.scales import get_scale
 
 MEASURES_YML = Path(__file__).resolve().parents[1] / "paper" / "claim_measures.yml"
 DEFAULT_INDICATORS = {"urbanclip": "urbanclip", "urbanln": "bj"}  # a paper's own indicator set
 PAIR_SCOPE = "each comparison is one (source, target) pair: its units are the pretraining seeds"
 MEASUREMENT_COLUMNS = ["claim_id", "comparison", "a", "b", "direction", "reason", "paper_effect",
-                       "paper_units", "baseline", "baseline_source", "metric", "experiment", "cities", "scope"]
+                       "paper_units", "baseline", "baseline_source", "metric", "experiment", "cities", "scope",
+                       "planned_units", "planned_cities"]
 
 
 @lru_cache(maxsize=4)
@@ -100,40 +103,52 @@ class _Frames:
         r = self.rows[experiment]
         return set(r["model"]) if not r.empty else set()
 
-    def best(self, experiment, members, indicators, split="random") -> str:
-        """The member with the highest mean R2 over all units and ``indicators`` ('' if none is present)."""
-        means = {m: np.nanmean(list(v.values())) for m in members
-                 if (v := self.values(experiment, m, "R2", indicators, split))}
+    def best(self, experiment, members, indicators, split="random", units: set | None = None) -> str:
+        """The member with the highest mean R2 over ``indicators`` and ``units`` ('' if none has rows there).
+
+        ``units`` are those of the other side of the comparison: a member is judged on the units it
+        will be paired on, not on a city the other side lacks.
+        """
+        means = {}
+        for m in members:
+            v = self.values(experiment, m, "R2", indicators, split)
+            v = [x for u, x in v.items() if units is None or u in units]
+            if v:
+                means[m] = np.nanmean(v)
         return max(means, key=means.get) if means else ""
 
 
 # ----------------------------------------------------------------------------------- side specs
 
 
-def _side(spec: str, groups: dict, frames: _Frames, ctx: dict) -> tuple[dict, str, str]:
-    """Evaluate a side spec to (unit -> value, label, reason); see the YAML header for the grammar."""
+def _side(spec: str, groups: dict, frames: _Frames, ctx: dict, units: set | None = None) -> tuple[dict, str, str, list]:
+    """Evaluate a side spec to (unit -> value, label, reason, models read); see the YAML header for the grammar.
+
+    ``units``: the other side's units, on which a ``best(GROUP)`` member is chosen.
+    """
     expr, _, inds = str(spec).partition(" @ ")
     indicators = [i.strip() for i in inds.split(",")] if inds else ctx["indicators"]
-    values, names = [], []
+    values, names, models = [], [], []
     for name in expr.split(" - "):
         name = name.strip()
         if m := re.fullmatch(r"best\((\w+)\)", name):
-            name = frames.best(ctx["experiment"], groups[m.group(1)], indicators, ctx["split"])
+            name = frames.best(ctx["experiment"], groups[m.group(1)], indicators, ctx["split"], units)
             if not name:
-                return {}, spec, f"no member of group {m.group(1)!r} has {ctx['experiment']} rows"
-            names.append(f"{name} (best baseline by mean R2)")
+                return {}, spec, f"no member of group {m.group(1)!r} has {ctx['experiment']} rows", []
+            names.append(f"{name} (best of {m.group(1)} by mean R2 on these units)")
         else:
             names.append(name)
         v = frames.values(ctx["experiment"], name, ctx["metric"], indicators, ctx["split"], ctx.get("pair"))
         if not v:
-            return {}, spec, f"no '{name}' {ctx['metric']} rows in the committed {ctx['experiment']} results"
+            return {}, spec, f"no '{name}' {ctx['metric']} rows in the committed {ctx['experiment']} results", []
         values.append(v)
+        models.append(name)
     if len(values) == 2:
         out = {u: values[0][u] - values[1][u] for u in values[0] if u in values[1]}
     else:
         out = values[0]
     label = " - ".join(names) + (f" @ {inds}" if inds else "")
-    return out, label, ""
+    return out, label, "", models
 
 
 def parse_paper_effect(text: str) -> tuple[float, str] | None:
@@ -217,7 +232,7 @@ def _paper_units(measure: dict, claim_value: str, groups: dict, frames: _Frames,
     if "paper" in spec and ctx["metric"] == "R2":
         out["baseline"], out["baseline_source"] = paper_baseline(spec, tables)
         return out
-    v, label, _ = _side(spec.get("ours", str(measure["b"])), groups, frames, ctx)
+    v, label, _, _ = _side(spec.get("ours", str(measure["b"])), groups, frames, ctx)
     out["baseline"] = float(np.mean(list(v.values()))) if v else None
     why = (f"{ctx['metric']} depends on the target's scale, which differs from the paper's" if ctx["metric"] != "R2"
            else "" if "ours" in spec else "the paper's tables give no baseline for it")
@@ -225,8 +240,45 @@ def _paper_units(measure: dict, claim_value: str, groups: dict, frames: _Frames,
     return out
 
 
+def tier_plan(scale: str = "full") -> dict[str, dict[str, set[str]]]:
+    """Experiment -> model -> the units (``"city:seed"``) the tier plans it on; ``""`` keys every unit of it.
+
+    A model of a one-city group (the μ sweep) is planned on the book's city alone; a model no group
+    names (the random-init twins the benchmark adds) on every unit of its experiment. Transfer's
+    units are its sources and seeds (a comparison of one (source, target) pair has the seeds alone,
+    see :func:`_planned`).
+    """
+    groups = {"benchmark": {g: models for g, models in BENCHMARK_GROUPS.items()},
+              "ablations": {g: uc + ln for g, (uc, ln) in ABLATION_GROUPS.items()}, "transfer": {}}
+    out = {}
+    for experiment, members in groups.items():
+        plan = {}
+        for _, config, seed in load_all()[experiment].plan(scale):
+            city = config.get("city", config.get("source"))
+            if city == "all":  # the shared stage 0
+                continue
+            plan.setdefault("", set()).add(f"{city}:{seed}")
+            for model in members.get(config.get("group"), []):
+                plan.setdefault(model, set()).add(f"{city}:{seed}")
+        out[experiment] = plan
+    return out
+
+
+def _planned(plan: dict | None, experiment: str, models: list[str], pair) -> tuple[float, list]:
+    """How many units (and which cities) the tier plans for a comparison of ``models``: NaN without a plan."""
+    if plan is None:
+        return float("nan"), []
+    if pair is not None:
+        return float(get_scale("full").pretrain_seeds), [pair[0]]
+    by_model = plan.get(experiment, {})
+    units = set(by_model.get("", set()))
+    for name in models:
+        units &= by_model.get(name, by_model.get("", set()))
+    return float(len(units)), sorted({u.split(":")[0] for u in units})
+
+
 def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None = None,
-                 frames: dict | None = None) -> pd.DataFrame:
+                 frames: dict | None = None, plan: dict | None = None) -> pd.DataFrame:
     """One row per (claim, comparison), columns :data:`MEASUREMENT_COLUMNS`; reasons where untestable.
 
     Args:
@@ -234,6 +286,8 @@ def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None =
         results_dir: where the committed CSVs are (default: the repository's ``results/``).
         measures: the mapping (default :func:`load_measures`).
         frames: optional ``{"benchmark": df, "ablations": df, "transfer": df}`` instead of reading.
+        plan: :func:`tier_plan`, to say how many units each comparison will have when the tier is
+            complete (``planned_units``, ``planned_cities``); None leaves them empty.
 
     Returns:
         DataFrame: ``a``/``b`` are dicts unit -> value (None where not measured), ``cities`` the
@@ -258,8 +312,9 @@ def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None =
                    "split": measure.get("split", "random"),
                    "indicators": doc["indicator_sets"][inds] if isinstance(inds, str) else list(inds)}
             for m, c, note in _expand(measure, doc["groups"], f, ctx):
-                a, a_label, why_a = _side(m["a"], doc["groups"], f, c)
-                b, b_label, why_b = _side(m["b"], doc["groups"], f, c)
+                a, a_label, why_a, a_models = _side(m["a"], doc["groups"], f, c)
+                b, b_label, why_b, b_models = _side(m["b"], doc["groups"], f, c, units=set(a))
+                planned, planned_cities = _planned(plan, experiment, a_models + b_models, c.get("pair"))
                 why = why_a or why_b
                 if f.rows[experiment].empty:
                     why = f"not measured yet: the full tier has no '{experiment}' rows (run `make results`)"
@@ -268,7 +323,9 @@ def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None =
                 cities = sorted({u.split(":")[0] for u in units}) if "pair" not in c else [c["pair"][0]]
                 rows.append(_row(claim.claim_id, label, a or None, b or None, m.get("direction"),
                                  "; ".join(x for x in (why, note) if x), metric=c["metric"], experiment=experiment,
-                                 cities=cities, scope=PAIR_SCOPE if "pair" in c else "", **_paper_units(m, claim.paper_value, doc["groups"], f, c, tables)))
+                                 cities=cities, scope=PAIR_SCOPE if "pair" in c else "", planned_units=planned,
+                                 planned_cities=planned_cities,
+                                 **_paper_units(m, claim.paper_value, doc["groups"], f, c, tables)))
     return pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
 
 
@@ -282,6 +339,10 @@ def labelled_claims(claims: pd.DataFrame | None = None, measures: dict | None = 
 
 
 def verdicts(results_dir=None, claims: pd.DataFrame | None = None, frames: dict | None = None) -> pd.DataFrame:
-    """The verdict table on the committed ``full`` tier (:func:`urbanlib.analysis.verdicts.verdict_table`)."""
+    """The verdict table on the committed ``full`` tier (:func:`urbanlib.analysis.verdicts.verdict_table`).
+
+    A comparison with fewer units stored than the tier plans for it (:func:`tier_plan`) gives no
+    verdict yet: its row says how many of the planned units are in.
+    """
     claims = labelled_claims(claims)
-    return verdict_table(claims, measurements(claims, results_dir, frames=frames))
+    return verdict_table(claims, measurements(claims, results_dir, frames=frames, plan=tier_plan()))
