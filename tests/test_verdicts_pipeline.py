@@ -157,3 +157,21 @@ def test_the_best_baseline_is_chosen_on_the_units_it_is_paired_on(tmp_path):
     claims = load_claims()
     m = measurements(claims[claims["claim_id"] == "UC01"], tmp_path, measures=measures).iloc[0]
     assert "Y (best of base" in m["comparison"] and len(m["a"]) == len(m["b"]) == 6
+
+
+def test_every_model_the_claim_mapping_names_is_one_the_tier_runs():
+    import re
+
+    from urbanlib.results.tier import ABLATION_GROUPS, BENCHMARK_GROUPS
+    from urbanlib.results.verdicts import load_measures
+
+    doc = load_measures()
+    runs = {m for ms in BENCHMARK_GROUPS.values() for m in ms} | {m for uc, ln in ABLATION_GROUPS.values() for m in uc + ln}
+    named = set()
+    for entry in doc["claims"].values():
+        for m in entry.get("measures", []):
+            for side in (m["a"], m["b"]):
+                for name in str(side).partition(" @ ")[0].split(" - "):
+                    group = re.fullmatch(r"(?:best|each)\((\w+)\)", name.strip())
+                    named |= set(doc["groups"][group.group(1)]) if group else {name.strip()}
+    assert named - runs == set(), "the mapping names models no tier unit stores (its claims could never be measured)"
