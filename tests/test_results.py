@@ -30,6 +30,7 @@ def test_run_is_resumable_and_rows_carry_provenance(toy, tmp_path):
     rows = read_results("toy", tmp_path)
     assert len(rows) == 3 and set(PROVENANCE_COLUMNS) <= set(rows.columns)
     assert rows["git_tree"].notna().all() and (rows["wall_s"] >= 0).all()
+    assert rows["machine"].str.endswith("torch thread(s)").all()  # the thread count sets the last bits too
     assert run_all("full", results_dir=tmp_path, log=lambda *_: None) == 0  # nothing pending
     assert calls == [0, 1, 2]
     assert pending_units(exp, "full", tmp_path) == []
@@ -206,6 +207,25 @@ def test_verify_accepts_faithful_and_catches_drift(toy, tmp_path):
     df.to_csv(path, index=False)
     with pytest.raises(AssertionError, match="drifted"):
         verify_unit("toy", "s1", results_dir=tmp_path)
+
+
+def test_a_rerun_may_differ_within_the_probe_seed_noise_but_not_beyond_it():
+    from urbanlib.results.runner import compare_rerun
+
+    def unit(r2_mean, r2_std, n_test):
+        return pd.DataFrame([{"city": "c", "model": "m", "task": "gdp/random", "metric": k, "value": v}
+                             for k, v in (("R2_mean", r2_mean), ("R2_std", r2_std), ("n_test", n_test))])
+
+    stored = unit(0.700, 0.010, 200.0)  # 5 probe seeds: standard error 0.010 / sqrt(5) = 0.0045
+    close = compare_rerun(stored, unit(0.703, 0.011, 200.0), 1e-4, 1e-5, 5).set_index("metric")
+    assert not close.loc["R2_mean", "match"]  # beyond rtol ...
+    assert close["within_noise"].all()  # ... yet within one standard error: another CPU's last bits
+    far = compare_rerun(stored, unit(0.710, 0.010, 200.0), 1e-4, 1e-5, 5).set_index("metric")
+    assert not far.loc["R2_mean", "within_noise"]  # 0.010 is more than one standard error
+    count = compare_rerun(stored, unit(0.700, 0.010, 199.0), 1e-4, 1e-5, 5).set_index("metric")
+    assert not count.loc["n_test", "within_noise"] and count.loc["R2_mean", "within_noise"]  # counts must match
+    wide = compare_rerun(stored, unit(0.700, 0.016, 200.0), 1e-4, 1e-5, 5).set_index("metric")
+    assert not wide.loc["R2_std", "within_noise"]  # a std off by more than its own standard error (0.0035)
 
 
 def _verify_random_unit(cheap: bool):

@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         return 0
     name = rng.choice(sorted(names))
     table = verify_unit(name, args.unit, rng_seed=rng.randrange(2**31))
-    print(f"verify {name}: {int(table['match'].sum())}/{len(table)} metric(s) match the committed values")
+    print(f"verify {name}: {int(table['match'].sum())}/{len(table)} metric(s) match the committed values within "
+          f"rtol; {int(table['within_noise'].sum())}/{len(table)} within the probe-seed noise")
     return 0
 
 

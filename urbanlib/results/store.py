@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,22 @@ def code_at_start() -> dict[str, str]:
 
 
 code_at_start()
+
+def machine_and_threads() -> str:
+    """:func:`~urbanlib.provenance.machine`, the CPU model and torch's thread count: what sets a number's last bits.
+
+    Another CPU's kernels or another thread count round differently, and a trained probe carries
+    that into the third decimal, so a re-run that differs there can be told from a code change.
+    """
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")
+    torch = sys.modules.get("torch")  # never imported just for this
+    threads = f", {torch.get_num_threads()} torch thread(s)" if torch is not None else ""
+    return f"{machine()}{', ' + model if model else ''}{threads}"
+
 
 SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
 
@@ -100,7 +117,7 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     """
     prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, **code_at_start(),
             "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
-            "machine": machine(), "config": json.dumps(config, sort_keys=True, default=str)}
+            "machine": machine_and_threads(), "config": json.dumps(config, sort_keys=True, default=str)}
     unknown = {r["table"] for r in rows if r.get("table") is not None} - set(SIDE_TABLES)
     if unknown:
         raise ValueError(f"rows of {experiment}/{unit} name unknown table(s) {sorted(unknown)}; known: {sorted(SIDE_TABLES)}")
