@@ -217,15 +217,30 @@ def test_a_rerun_may_differ_within_the_probe_seed_noise_but_not_beyond_it():
                              for k, v in (("R2_mean", r2_mean), ("R2_std", r2_std), ("n_test", n_test))])
 
     stored = unit(0.700, 0.010, 200.0)  # 5 probe seeds: standard error 0.010 / sqrt(5) = 0.0045
-    close = compare_rerun(stored, unit(0.703, 0.011, 200.0), 1e-4, 1e-5, 5).set_index("metric")
+    close = compare_rerun(stored, unit(0.705, 0.012, 200.0), 1e-4, 1e-5, 5).set_index("metric")
     assert not close.loc["R2_mean", "match"]  # beyond rtol ...
-    assert close["within_noise"].all()  # ... yet within one standard error: another CPU's last bits
-    far = compare_rerun(stored, unit(0.710, 0.010, 200.0), 1e-4, 1e-5, 5).set_index("metric")
-    assert not far.loc["R2_mean", "within_noise"]  # 0.010 is more than one standard error
+    assert close["within_noise"].all() and close.loc["R2_mean", "z"] == pytest.approx(1.118, abs=1e-3)  # ... not noise
+    far = compare_rerun(stored, unit(0.715, 0.010, 200.0), 1e-4, 1e-5, 5).set_index("metric")
+    assert not far.loc["R2_mean", "within_noise"]  # 0.015 is more than three standard errors
     count = compare_rerun(stored, unit(0.700, 0.010, 199.0), 1e-4, 1e-5, 5).set_index("metric")
     assert not count.loc["n_test", "within_noise"] and count.loc["R2_mean", "within_noise"]  # counts must match
-    wide = compare_rerun(stored, unit(0.700, 0.016, 200.0), 1e-4, 1e-5, 5).set_index("metric")
-    assert not wide.loc["R2_std", "within_noise"]  # a std off by more than its own standard error (0.0035)
+    wide = compare_rerun(stored, unit(0.700, 0.022, 200.0), 1e-4, 1e-5, 5).set_index("metric")
+    assert not wide.loc["R2_std", "within_noise"]  # a std off by more than three of its standard errors (0.0035)
+
+
+def test_verify_fails_when_every_mean_moves_a_little_the_same_way(toy, tmp_path, monkeypatch):
+    import urbanlib.results.runner as runner
+
+    rows = [{"city": "c", "model": "m", "task": f"t{i}", "metric": m, "value": v}
+            for i in range(25) for m, v in (("R2_mean", 0.5 + 0.01 * i), ("R2_std", 0.01))]
+    exp = registry.Experiment("shift", run=lambda config, seed, scale: rows, plan=lambda scale: [("u", {}, 0)])
+    monkeypatch.setattr(runner, "load_all", lambda: {"shift": exp})
+    run_all("full", results_dir=tmp_path, log=lambda *_: None)
+    assert verify_unit("shift", "u", results_dir=tmp_path)["match"].all()
+    shifted = [{**r, "value": r["value"] + 0.004} if r["metric"] == "R2_mean" else r for r in rows]
+    exp.run = lambda config, seed, scale: shifted  # every mean up by 0.9 standard errors: each within noise ...
+    with pytest.raises(AssertionError, match="moved together"):  # ... but together a change of the code
+        verify_unit("shift", "u", results_dir=tmp_path)
 
 
 def _verify_random_unit(cheap: bool):

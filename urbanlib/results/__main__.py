@@ -65,8 +65,11 @@ def main(argv=None) -> int:
         return 0
     name = rng.choice(sorted(names))
     table = verify_unit(name, args.unit, rng_seed=rng.randrange(2**31))
+    z = table["z"].dropna()
     print(f"verify {name}: {int(table['match'].sum())}/{len(table)} metric(s) match the committed values within "
-          f"rtol; {int(table['within_noise'].sum())}/{len(table)} within the probe-seed noise")
+          f"rtol; {int(table['within_noise'].sum())}/{len(table)} within the probe-seed noise"
+          + (f" (largest |z| {z.abs().max():.2f}, mean z of the means "
+             f"{table.loc[table['metric'].str.endswith('_mean'), 'z'].mean():+.3f})" if len(z) else ""))
     return 0
 
 

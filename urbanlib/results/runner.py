@@ -221,15 +221,19 @@ def _run_units(name: str, exp: Experiment, todo: list, scale: str, results_dir, 
     return n
 
 
+NOISE_SE = 3.0  # a re-run may differ from the stored number by this many standard errors (compare_rerun)
+
+
 def verify_unit(experiment: str, unit: str | None = None, rng_seed: int | None = None,
                 results_dir: Path | None = None) -> pd.DataFrame:
     """Re-run one committed unit at its recorded config/seed/scale and compare every metric.
 
     Picks a random committed unit when ``unit`` is None. Returns :func:`compare_rerun`'s frame
-    (``match``: within the experiment's rtol; ``within_noise``: within the unit's own probe-seed
-    noise). Raises AssertionError naming the metrics beyond that noise: code that changes a number
-    by more than its standard error fails, while the last-bit differences of another CPU's kernels,
-    which a trained probe carries into the third decimal, do not.
+    (``match``: within the experiment's rtol; ``within_noise``: within :data:`NOISE_SE` standard
+    errors of the unit's own probe-seed noise). Raises AssertionError naming the metrics beyond
+    that, or when the means moved together (their average z beyond ``NOISE_SE / sqrt(k)``): a code
+    change fails, while the last-bit differences of another CPU's kernels, which a trained probe
+    carries into the third decimal, scatter around zero and pass.
     """
     exp = load_all()[experiment]
     stored = read_results(experiment, results_dir)
@@ -253,8 +257,12 @@ def verify_unit(experiment: str, unit: str | None = None, rng_seed: int | None =
     both = compare_rerun(rows, fresh, exp.rtol, exp.atol, get_scale(str(first["scale"])).probe_seeds)
     bad = both[~both["within_noise"]]
     if len(bad):
-        raise AssertionError(f"{experiment}/{unit}: {len(bad)} metric(s) drifted beyond the probe-seed noise "
-                             f"(and rtol={exp.rtol}):\n{bad.to_string(index=False)}")
+        raise AssertionError(f"{experiment}/{unit}: {len(bad)} metric(s) drifted beyond {NOISE_SE:g} standard errors "
+                             f"of the probe-seed noise (and rtol={exp.rtol}):\n{bad.to_string(index=False)}")
+    z = both.loc[both["metric"].astype(str).str.endswith("_mean"), "z"].dropna()
+    if len(z) and abs(z.mean()) > NOISE_SE / np.sqrt(len(z)):
+        raise AssertionError(f"{experiment}/{unit}: the means moved together, by {z.mean():+.2f} standard errors on "
+                             f"average over {len(z)} (noise would stay within ±{NOISE_SE / np.sqrt(len(z)):.2f})")
     return both
 
 
@@ -262,11 +270,11 @@ def compare_rerun(stored: pd.DataFrame, fresh: pd.DataFrame, rtol: float, atol: 
                   probe_seeds: int) -> pd.DataFrame:
     """Stored against re-run values, one row per (city, model, task, metric).
 
-    ``match``: equal within ``rtol``/``atol``. ``within_noise``: a match, or, for a mean over the
-    ``probe_seeds`` probe seeds (``*_mean``), a difference of at most its standard error (the
-    stored ``*_std`` / sqrt(seeds)); for that std itself (``*_std``), at most the standard error of a
-    sample std, std / sqrt(2 (seeds - 1)). Other metrics (counts, single values) must match. A
-    metric on one side only is neither.
+    ``match``: equal within ``rtol``/``atol``. ``z``: the difference in standard errors, for a mean
+    over the ``probe_seeds`` probe seeds (``*_mean``: the stored ``*_std`` / sqrt(seeds)) and for that
+    std itself (``*_std``: a sample std's, std / sqrt(2 (seeds - 1))). ``within_noise``: a match, or
+    ``|z| <=`` :data:`NOISE_SE`. Other metrics (counts, single values) must match. A metric on one
+    side only is neither.
     """
     key = ["city", "model", "task", "metric"]
     both = stored[key + ["value"]].merge(fresh[key + ["value"]], on=key, how="outer",
@@ -280,7 +288,8 @@ def compare_rerun(stored: pd.DataFrame, fresh: pd.DataFrame, rtol: float, atol: 
     std = pd.Series([std_of.get((c, m, t, x), np.nan) for c, m, t, x in
                      zip(both["city"], both["model"], both["task"], base, strict=True)], index=both.index)
     n = max(int(probe_seeds), 2)
-    allowed = np.where(metric.str.endswith("_mean"), std / np.sqrt(n),
-                       np.where(metric.str.endswith("_std"), std / np.sqrt(2 * (n - 1)), np.nan))
-    both["within_noise"] = both["match"] | ((a - b).abs() <= allowed)
+    se = np.where(metric.str.endswith("_mean"), std / np.sqrt(n),
+                  np.where(metric.str.endswith("_std"), std / np.sqrt(2 * (n - 1)), np.nan))
+    both["z"] = (b - a) / np.where(se > 0, se, np.nan)
+    both["within_noise"] = both["match"] | (both["z"].abs() <= NOISE_SE)
     return both
