@@ -273,6 +273,10 @@ def test_findings_are_generated_from_the_table():
     assert len(sentences) == len(set(claims["question"]))
     assert any("Does text help UrbanCLIP?" in s and "UC14" in s for s in sentences)
     assert findings.summary_sentence(table).startswith(f"Of the {len(claims)} claims")
+    assert "tier does not yet hold" not in findings.summary_sentence(table)
+    waiting = table.assign(reason=table["reason"].where(table["claim_id"] != "UC01", "tier incomplete, no verdict yet"))
+    assert "(1 of them because the `full` tier does not yet hold every unit it plans)" in \
+        findings.summary_sentence(waiting)
 
 
 def test_probe_seed_gains_pair_models_with_their_twin_over_probe_seeds():

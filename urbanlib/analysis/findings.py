@@ -40,7 +40,8 @@ def effect_phrase(r) -> str:
     paper = f"the paper's {r['paper_value']}" if r["paper_value"] else "no number in the paper"
     if math.isfinite(r["paper_effect_abs"]) and r["paper_units"] == "%":
         paper += f", i.e. {r['paper_effect_abs']:.3f} {unit}"
-    stats = f"n = {int(r['n_units'])}, {_p(r['p'])}, BH {_p(r['p_bh']).removeprefix('p ')}, MDE {_f(r['mde'])}"
+    mde = _f(r["mde"]) + (f" = {r['mde_paper']:.1f}%" if r["paper_units"] == "%" and math.isfinite(r["mde_paper"]) else "")
+    stats = f"n = {int(r['n_units'])}, {_p(r['p'])}, BH {_p(r['p_bh']).removeprefix('p ')}, MDE {mde}"
     caveat = ""
     if r["verdict"] in ("supported", "contradicted") and not r["p_bh"] < 0.05:
         caveat = "; not significant after the Benjamini-Hochberg correction across claims"
@@ -48,10 +49,12 @@ def effect_phrase(r) -> str:
 
 
 def summary_sentence(table: pd.DataFrame) -> str:
-    """How many claims got each verdict, as one sentence."""
+    """How many claims got each verdict, as one sentence (and how many wait for an incomplete tier)."""
     c = counts(table)
     parts = [f"{int(c[v])} {v}" for v in VERDICTS if c[v]]
-    return f"Of the {len(table)} claims of the two papers: " + ", ".join(parts) + "."
+    waiting = int(table["reason"].astype(str).str.contains("tier incomplete").sum())
+    tail = f" ({waiting} of them because the `full` tier does not yet hold every unit it plans)" if waiting else ""
+    return f"Of the {len(table)} claims of the two papers: " + ", ".join(parts) + tail + "."
 
 
 def question_sentences(table: pd.DataFrame, questions: Mapping[str, str]) -> list[str]:
