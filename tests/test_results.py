@@ -97,6 +97,18 @@ def test_until_guesses_each_unit_from_stored_units_of_its_own_kind(monkeypatch, 
     assert ran == ["fast-s1", "fast-s2"]  # the slow kind's 2 h would outlast the half hour left
 
 
+def test_a_unit_that_restored_its_pretraining_is_guessed_at_what_training_it_cost(tmp_path):
+    from urbanlib.results.runner import expected_wall_s
+    from urbanlib.results.store import PRETRAINING_COLUMNS, append_rows
+
+    trained = {c: None for c in PRETRAINING_COLUMNS} | {"table": "pretraining", "model": "UrbanLN stage 0",
+                                                      "city": "all", "seed": 0, "train_cpu_s": 815.0}
+    row = {"city": "all", "model": "UrbanLN stage 0", "task": "pretraining", "metric": "steps", "value": 1.0}
+    append_rows("benchmark", "all-s0-stage0", [row, trained], {"city": "all", "group": "stage0"}, 0, "full", 23.0,
+                tmp_path)  # 23 s: the run came from the archive
+    assert expected_wall_s("benchmark", "all-s1-stage0", tmp_path) == 815.0  # seed 1 has to train it
+
+
 def test_until_reads_a_clock_time_or_minutes_and_refuses_anything_else(monkeypatch):
     import time
 

@@ -90,10 +90,17 @@ def expected_wall_s(experiment: str, unit: str, results_dir: Path | None = None)
 
     Units of the same experiment and :func:`unit_kind` (the benchmark's UrbanLN group on other
     cities and seeds, say) are the reference; without any, the experiment's; without those, the
-    longest stored unit of any experiment; None when nothing at all is stored.
+    longest stored unit of any experiment; None when nothing at all is stored. A unit that found
+    its pretraining in the cache or the archive was quick; what that pretraining cost when it was
+    trained (``train_cpu_s`` in ``results/pretraining.csv``) is the floor of the guess, since this
+    machine may have to train it again.
     """
     done = read_results(experiment, results_dir)
     walls = done.groupby("unit")["wall_s"].first().astype(float).dropna() if not done.empty else pd.Series(dtype=float)
+    pre = read_results("pretraining", results_dir)
+    if not pre.empty:
+        pre = pre[pre["experiment"] == experiment].groupby("unit")["train_cpu_s"].sum(min_count=1).dropna()
+        walls = pd.concat([walls, pre], axis=1).max(axis=1) if len(pre) else walls
     same = walls[[unit_kind(u) == unit_kind(unit) for u in walls.index]]
     ref = same if len(same) else walls
     if len(ref):
