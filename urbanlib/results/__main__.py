@@ -1,4 +1,4 @@
-"""``python -m urbanlib.results run|verify|list`` — the resumable ``full`` results tier.
+"""``python -m urbanlib.results run|verify|list|budget`` — the resumable ``full`` results tier.
 
 python -m urbanlib.results run --scale full          # what `make results` runs; resumable
 python -m urbanlib.results run --until 18:30          # start no unit that would not end by 18:30

@@ -42,6 +42,7 @@ def code_at_start() -> dict[str, str]:
 
 code_at_start()
 
+
 def machine_and_threads() -> str:
     """:func:`~urbanlib.provenance.machine`, the CPU model and torch's thread count: what sets a number's last bits.
 
