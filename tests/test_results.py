@@ -140,6 +140,9 @@ def test_the_command_line_refuses_a_bad_until_and_prints_the_budget(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["run", "--until", "soon"])
     assert stop.value.code == 2 and "HH:MM" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["budget", "--scale", "fulll"])
+    assert stop.value.code == 2 and "unknown scale 'fulll'" in capsys.readouterr().err
     assert main(["budget"]) == 0
     out = capsys.readouterr().out
     assert "tier CPU-h (projected)" in out and "budget: 40 CPU-h" in out

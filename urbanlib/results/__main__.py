@@ -13,6 +13,8 @@ import argparse
 import random
 import sys
 
+from urbanlib.scales import get_scale
+
 from .runner import parse_until, pending_units, run_all, verify_unit, yield_cpu
 from .store import read_results
 from .tier import load_all
@@ -36,6 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--random", action="store_true", help="verify: draw experiment and unit at random")
     ap.add_argument("--seed", type=int, default=None, help="verify: seed of the random draw")
     args = ap.parse_args(argv)
+    try:
+        get_scale(args.scale)
+    except KeyError as e:
+        ap.error(f"--scale: {e.args[0]}")
     exps = load_all()
     if args.command == "list":
         for name, exp in exps.items():
