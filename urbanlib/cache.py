@@ -1,14 +1,18 @@
 """Where urbanlib caches what later notebooks reuse (datasets, tensors, checkpoints, embeddings).
 
 ``$URBANLIB_CACHE`` if set, else ``.cache/`` under the repository root. Everything under it can be
-deleted at any time; it is rebuilt on demand.
+deleted at any time; it is rebuilt on demand. :func:`file_lock` is the one lock every cache, store
+and worker takes, so two processes share them safely.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,3 +37,23 @@ def stable_hash(obj, n: int = 16) -> str:
     """Short sha256 of a JSON-serialisable object (keys sorted), for cache keys."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+@contextmanager
+def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory ``flock`` on ``path`` for the block.
+
+    With ``wait`` (the default) it blocks until the lock is free and yields True; without, it yields
+    False at once when another process holds it. The kernel drops the lock when its holder exits or
+    is killed, so no stale lock ever needs cleaning up.
+    """
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -7,6 +7,7 @@ thing everywhere.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -65,9 +66,19 @@ def commit(paths: tuple[str, ...] = ("urbanlib", "notebooks")) -> str:
     return head if head == "unknown" else head + _dirty(paths)
 
 
-def machine() -> str:
-    """A short description of where a run happened: architecture, CPU count, GPU if any."""
+def machine(threads: int | str | None = None) -> str:
+    """Where a run happened: architecture, CPU count and model, GPU if any, and torch's thread count when given.
+
+    The CPU model and thread count set a number's last bits: another CPU's kernels or another thread
+    count round differently, and a trained probe carries that into the third decimal, so a re-run that
+    differs there can be told from a code change.
+    """
     desc = f"{platform.machine()} {os.cpu_count()} cpu"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")
+        desc += f", {model}" if model else ""
     try:
         import torch
 
@@ -75,7 +86,19 @@ def machine() -> str:
             desc += f", {torch.cuda.get_device_name(0)}"
     except ImportError:  # pragma: no cover
         pass
-    return desc
+    return desc + (f", {threads} torch thread(s)" if threads is not None else "")
+
+
+@functools.cache
+def code_at_start() -> dict[str, str]:
+    """The git tree and source hash of urbanlib when this process first asked, then the same answer for its life.
+
+    A long worker stores rows hours after it started; hashing the tree at that point would credit its
+    numbers to whatever was edited on disk meanwhile, so a worker asks once at start (the results store
+    does at import). A module the worker imports only later is read from disk then: edit nothing under
+    ``urbanlib/`` while a worker runs.
+    """
+    return {"git_tree": git_tree(), "source_hash": source_tree_hash()[:16]}
 
 
 def cpu_seconds() -> float:

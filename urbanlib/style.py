@@ -16,8 +16,11 @@ paper, eval and analysis layers can all use it.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable, Sequence
+
+import pandas as pd
 
 BOOK_WIDTH = 7.2  # inches: the text column of the book's theme (about 730 px at DPI 100)
 DPI = 100  # rendered pixels per inch of the inline PNGs
@@ -60,7 +63,6 @@ TABLE_CSS = [  # a table cell never wraps inside a number; captions read left to
 def apply() -> None:
     """Set the house matplotlib rcParams and pandas display options (call once per notebook)."""
     import matplotlib as mpl
-    import pandas as pd
 
     mpl.rcParams.update(RC)
     pd.set_option("display.precision", 3)
@@ -73,8 +75,6 @@ def show(fig) -> None:
     A ``matplotlib.figure.Figure`` built without pyplot (as the library's plots may be) shows only
     as ``<Figure size ...>`` through ``display``; this renders it, once.
     """
-    import io
-
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
 
@@ -175,8 +175,6 @@ def table(df, decimals: int = 3, caption: str | None = None, hide_index: bool = 
         missing: text of a missing cell.
         columns: keep only these columns, in this order (after indicator ordering).
     """
-    import pandas as pd
-
     df = df.copy()
     if isinstance(df.columns, pd.MultiIndex):
         first = order_indicators(df.columns.get_level_values(0))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .insights_assets import SCRIPT, STYLE
 
@@ -335,8 +336,6 @@ def _round(values) -> list:
 
 def _jpeg(rgb: np.ndarray, quality: int) -> str:
     """(H, W, 3) uint8 -> a JPEG data URI."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, "JPEG", quality=int(quality))
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

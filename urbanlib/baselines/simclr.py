@@ -27,6 +27,7 @@ import torchvision.transforms.v2.functional as TF
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
+from urbanlib.eval.metrics import linear_cka
 from urbanlib.models import get_config
 from urbanlib.models.config import VisionConfig
 from urbanlib.models.urbanclip import mean_patch_features, vit_token_features
@@ -290,8 +291,6 @@ def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np
     ``info`` carries the run's ``training`` facts (:func:`~urbanlib.baselines.training.training_facts`)
     and ``cka_to_init``, the linear CKA of the features at initialisation and after training.
     """
-    from urbanlib.eval.metrics import linear_cka
-
     model, history = train_pairs(inputs, cfg, positives, train_pos, name, val_pos)
     size = model.vision.image_size
     feats = embed_all(model.features, inputs, batch_size=256, desc=f"{name} features", image_size=size)

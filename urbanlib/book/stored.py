@@ -121,7 +121,7 @@ def _provenance(entry: Entry) -> dict:
     threads = os.environ.get("URBANLIB_NUM_THREADS", "all")
     return {"commit": commit(("urbanlib", "notebooks")),
             "executed": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{machine()}, {threads} torch thread(s)",
+            "machine": machine(threads),
             "params": entry.params, "notebook_sha": _sha(entry.notebook.read_bytes()),
             "library": library_hash(entry.notebook)}
 

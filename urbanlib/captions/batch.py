@@ -13,7 +13,6 @@ skipped, and the run goes on; the run then ends with a :class:`CaptionError` nam
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from ..cache import file_lock
 from ..data.images import open_rgb, resolve_inside
 from ..data.report import DataError
 from .backends import Captioner, CaptionError
@@ -131,12 +131,8 @@ def failures_path(out_jsonl: str | Path) -> Path:
 def writer_lock(out_jsonl: str | Path):
     """Hold the exclusive writer lock of a caption file (blocks while another writer holds it)."""
     out = Path(out_jsonl)
-    with open(out.with_name(f".{out.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(out.with_name(f".{out.name}.lock")):
+        yield
 
 
 def caption_dataset(ds, captioner: Captioner, out_jsonl: str | Path, prompt: str | None = None,

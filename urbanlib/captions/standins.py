@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -372,9 +373,6 @@ def refine_city(city_dir: str | Path, n_images: int | None = None, kind: str = "
         One row per (image, captioner): ``{before,after}_{hallucination_rate,omission_rate,n_content}``,
         ``n_kept``, ``n_dropped``, ``n_unknown``, ``n_crops`` and the stand-in settings.
     """
-    import json
-
-
     meta = json.loads((Path(city_dir) / "meta.json").read_text())
     params = kwargs.pop("params", None) or _generator_params(meta["params"])
     seed = int(meta["seed"]) if seed is None else seed

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
 from .report import DataError, LoadReport
 
@@ -129,8 +130,6 @@ def check_images(ds, report: LoadReport | None = None, expected_size: tuple[int,
     Returns:
         ``ds`` (same object, ``ds.images`` replaced), for chaining.
     """
-    from tqdm import tqdm
-
     report = ds.report if report is None else report
     images = ds.images.reset_index(drop=True)
     show = (len(images) > 500 and sys.stderr.isatty()) if progress is None else progress

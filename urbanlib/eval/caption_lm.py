@@ -15,7 +15,6 @@ resumes like any training run.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.cache import cache_dir, file_lock, stable_hash
 from urbanlib.data.report import DataError
 from urbanlib.models import create_model
 from urbanlib.models.text import tokenize
@@ -178,8 +177,7 @@ def train_caption_lm(captions: pd.DataFrame, region_ids, config: CaptionLMConfig
     key = stable_hash({"captions": digest, "config": asdict(config), "code": files_hash(code)[:16]})
     out_dir = cache_dir("caption_lm") / key
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:  # two processes asking for one run: the second waits, then loads it
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(out_dir / ".lock"):  # two processes asking for one run: the second waits, then loads it
         return _train_and_embed(config, vocab, tokens, is_val, owners, ids, out_dir, progress, num_threads)
 
 

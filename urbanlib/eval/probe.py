@@ -184,79 +184,21 @@ def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | Non
     names = list(indicators) if indicators is not None else [f"y{j}" for j in range(T)]
     if len(names) != T:
         raise ValueError(f"{len(names)} indicator names for {T} target columns")
-
-    has_x = np.isfinite(x_all).all(1)
-    sides = {s: np.asarray(split[s], dtype=int) for s in ("train", "val", "test")}
-    n_without = {s: int((~has_x[idx]).sum()) for s, idx in sides.items()}
-    sides = {s: idx[has_x[idx]] for s, idx in sides.items()}
+    has_x, sides, n_without = _sides_with_features(x_all, split)
     tr, va, te = sides["train"], sides["val"], sides["test"]
-    if len(tr) == 0:
-        raise ValueError(f"no training region has features ({n_without['train']} train regions without)")
-
-    # Which indicators can be trained: enough known targets on train and val.
-    skipped = {}
-    for j, name in enumerate(names):
-        n_tr, n_va = np.isfinite(y_all[tr, j]).sum(), np.isfinite(y_all[va, j]).sum()
-        if n_tr < 2 or n_va < 1:
-            skipped[name] = f"only {n_tr} train and {n_va} validation regions with a known value"
+    skipped = _untrainable(names, y_all, tr, va)
     cols = [j for j, n in enumerate(names) if n not in skipped]
 
-    # Standardise features and targets with train statistics only.
-    mu, sd = x_all[tr].mean(0), x_all[tr].std(0)
-    sd[sd == 0] = 1.0
-    x_std = np.where(has_x[:, None], (np.nan_to_num(x_all) - mu) / sd, 0.0)
-    y = y_all[:, cols]
-    y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
-    y_sd[~(y_sd > 0)] = 1.0
-    y_std = (y - y_mu) / y_sd
-
-    S, Tk, E = len(seeds), len(cols), cfg.max_epochs
+    S, E = len(seeds), cfg.max_epochs
     predictions = np.full((S, N, T), np.nan)
     best_epochs = np.full((S, T), -1)
     stop_epochs = np.full((S, T), -1)
     curves = np.full((E + 1, S, T), np.nan)
     epoch = 0
-    if Tk:
-        def tensors(idx):
-            yy = torch.from_numpy(np.nan_to_num(y_std[idx]).astype(np.float32))
-            mm = torch.from_numpy(np.isfinite(y_std[idx]))
-            return torch.from_numpy(x_std[idx].astype(np.float32)), yy, mm, mm.sum(0).clamp(min=1)
-
-        x_tr, y_tr, m_tr, c_tr = tensors(tr)
-        x_va, y_va, m_va, c_va = tensors(va)
-        params = _init_heads(seeds, Tk, [x_all.shape[1], *cfg.hidden, 1])
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            best_loss = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
-        best_ep = torch.zeros(S, Tk, dtype=torch.long)
-        active = torch.ones(S, Tk, dtype=torch.bool)
-        stop = torch.full((S, Tk), E, dtype=torch.long)
-        curves[0][:, cols] = best_loss.numpy()
-        bar = tqdm(total=E, desc="probe epochs", disable=not progress, leave=False)
-        for epoch in range(1, E + 1):
-            opt.zero_grad(set_to_none=True)
-            loss = _masked_mse(_forward(params, x_tr), y_tr, m_tr, c_tr).sum()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                val = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
-                better = active & (val < best_loss - cfg.min_delta)
-                best_loss = torch.where(better, val, best_loss)
-                best_ep = torch.where(better, epoch, best_ep)
-                for k, (p, b) in enumerate(zip(params, best, strict=True)):
-                    view = better.view(1, S, Tk, 1) if k == 0 else better.view(S, Tk, *([1] * (p.dim() - 2)))
-                    b.copy_(torch.where(view, p, b))
-                curves[epoch][:, cols] = np.where(active.numpy(), val.numpy(), np.nan)
-                done = active & (epoch - best_ep >= cfg.patience)
-                stop = torch.where(done, epoch, stop)
-                active &= ~done
-            bar.update(1)
-            if not active.any():
-                break
-        bar.close()
+    if cols:
+        x_std, y_std, y_mu, y_sd = _standardise(x_all, y_all[:, cols], has_x, tr)
+        best, best_ep, stop, head_curves, epoch = _train_heads(x_std, y_std, tr, va, seeds, cfg, progress)
+        curves[:, :, cols] = head_curves
         with torch.no_grad():
             rows = np.flatnonzero(has_x)
             pred = _forward(best, torch.from_numpy(x_std[rows].astype(np.float32))).numpy()  # (n, S, Tk)
@@ -264,6 +206,99 @@ def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | Non
         best_epochs[:, cols] = best_ep.numpy()
         stop_epochs[:, cols] = stop.clamp(max=epoch).numpy()
 
+    return ProbeResult(metrics=_test_metrics(y_all, predictions, te, seeds, names, cols), predictions=predictions,
+                       best_epochs=best_epochs, stop_epochs=stop_epochs, val_curves=curves[: epoch + 1], seeds=seeds,
+                       indicators=names, split=split, n_without_features=n_without, skipped=skipped, config=cfg,
+                       wall_s=time.perf_counter() - start)
+
+
+def _sides_with_features(x_all: np.ndarray, split: Split) -> tuple[np.ndarray, dict, dict]:
+    """(rows with features, each side's positions that have them, per side the count of those without)."""
+    has_x = np.isfinite(x_all).all(1)
+    sides = {s: np.asarray(split[s], dtype=int) for s in ("train", "val", "test")}
+    n_without = {s: int((~has_x[idx]).sum()) for s, idx in sides.items()}
+    sides = {s: idx[has_x[idx]] for s, idx in sides.items()}
+    if len(sides["train"]) == 0:
+        raise ValueError(f"no training region has features ({n_without['train']} train regions without)")
+    return has_x, sides, n_without
+
+
+def _untrainable(names: list[str], y_all: np.ndarray, tr: np.ndarray, va: np.ndarray) -> dict[str, str]:
+    """Indicators without enough known targets to train (2 on train) and select (1 on validation), with why."""
+    skipped = {}
+    for j, name in enumerate(names):
+        n_tr, n_va = np.isfinite(y_all[tr, j]).sum(), np.isfinite(y_all[va, j]).sum()
+        if n_tr < 2 or n_va < 1:
+            skipped[name] = f"only {n_tr} train and {n_va} validation regions with a known value"
+    return skipped
+
+
+def _standardise(x_all: np.ndarray, y: np.ndarray, has_x: np.ndarray, tr: np.ndarray):
+    """Features and targets standardised with train statistics only; returns (x_std, y_std, y_mu, y_sd)."""
+    mu, sd = x_all[tr].mean(0), x_all[tr].std(0)
+    sd[sd == 0] = 1.0
+    x_std = np.where(has_x[:, None], (np.nan_to_num(x_all) - mu) / sd, 0.0)
+    y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
+    y_sd[~(y_sd > 0)] = 1.0
+    return x_std, (y - y_mu) / y_sd, y_mu, y_sd
+
+
+def _masked_tensors(x_std: np.ndarray, y_std: np.ndarray, idx: np.ndarray):
+    """(x, y with NaN as 0, known-target mask, known count per indicator) of the regions ``idx``, as tensors."""
+    yy = torch.from_numpy(np.nan_to_num(y_std[idx]).astype(np.float32))
+    mm = torch.from_numpy(np.isfinite(y_std[idx]))
+    return torch.from_numpy(x_std[idx].astype(np.float32)), yy, mm, mm.sum(0).clamp(min=1)
+
+
+def _train_heads(x_std, y_std, tr, va, seeds: list[int], cfg: ProbeConfig, progress: bool):
+    """Full-batch AdamW on all (seed x indicator) heads at once, each with its own early stopping.
+
+    Returns (validation-best weights, best epoch (S, Tk), stop epoch (S, Tk), validation curves
+    (E + 1, S, Tk) with NaN after a head stopped, the last epoch run).
+    """
+    S, Tk, E = len(seeds), y_std.shape[1], cfg.max_epochs
+    x_tr, y_tr, m_tr, c_tr = _masked_tensors(x_std, y_std, tr)
+    x_va, y_va, m_va, c_va = _masked_tensors(x_std, y_std, va)
+    params = _init_heads(seeds, Tk, [x_std.shape[1], *cfg.hidden, 1])
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        best_loss = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
+    best_ep = torch.zeros(S, Tk, dtype=torch.long)
+    active = torch.ones(S, Tk, dtype=torch.bool)
+    stop = torch.full((S, Tk), E, dtype=torch.long)
+    curves = np.full((E + 1, S, Tk), np.nan)
+    curves[0] = best_loss.numpy()
+    epoch = 0
+    bar = tqdm(total=E, desc="probe epochs", disable=not progress, leave=False)
+    for epoch in range(1, E + 1):
+        opt.zero_grad(set_to_none=True)
+        loss = _masked_mse(_forward(params, x_tr), y_tr, m_tr, c_tr).sum()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            val = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
+            better = active & (val < best_loss - cfg.min_delta)
+            best_loss = torch.where(better, val, best_loss)
+            best_ep = torch.where(better, epoch, best_ep)
+            for k, (p, b) in enumerate(zip(params, best, strict=True)):
+                view = better.view(1, S, Tk, 1) if k == 0 else better.view(S, Tk, *([1] * (p.dim() - 2)))
+                b.copy_(torch.where(view, p, b))
+            curves[epoch] = np.where(active.numpy(), val.numpy(), np.nan)
+            done = active & (epoch - best_ep >= cfg.patience)
+            stop = torch.where(done, epoch, stop)
+            active &= ~done
+        bar.update(1)
+        if not active.any():
+            break
+    bar.close()
+    return best, best_ep, stop, curves, epoch
+
+
+def _test_metrics(y_all, predictions, te, seeds: list[int], names: list[str], cols: list[int]) -> pd.DataFrame:
+    """R2, RMSE and MAE per (indicator, seed) on the test regions with a known target."""
     records = []
     for s, seed in enumerate(seeds):
         for j in cols:
@@ -273,8 +308,4 @@ def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | Non
                       "MAE": mae(truth[known], pred[known])}
             records += [{"indicator": names[j], "seed": seed, "metric": m, "value": values[m],
                          "n_test": int(known.sum())} for m in METRICS]
-    metrics = pd.DataFrame(records, columns=["indicator", "seed", "metric", "value", "n_test"])
-    return ProbeResult(metrics=metrics, predictions=predictions, best_epochs=best_epochs, stop_epochs=stop_epochs,
-                       val_curves=curves[: epoch + 1], seeds=seeds, indicators=names, split=split,
-                       n_without_features=n_without, skipped=skipped, config=cfg,
-                       wall_s=time.perf_counter() - start)
+    return pd.DataFrame(records, columns=["indicator", "seed", "metric", "value", "n_test"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
+
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.models.urbanln import UrbanLNConfig
 from urbanlib.pipeline.city import City
@@ -60,7 +62,6 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
     """Features of one UrbanLN ablation or of ``"mu=0.3"``-style sweep points."""
     if name == STAGE0_REFERENCE:
-
         base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
                                protocol=city.protocol)
         return Features(name, run_features(base, city.tensors, imagery=imagery),
@@ -90,8 +91,6 @@ def probe_features(city: City, features):
 def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[str] | None = None,
                   imagery: str = "satellite", progress: bool = False):
     """Probe every variant on the city's split; returns (tidy metrics with a ``model`` column, features)."""
-    import pandas as pd
-
     urbanclip = list(URBANCLIP_VARIANTS) + URBANCLIP_BASELINE_VARIANTS if urbanclip is None else urbanclip
     urbanln = (list(URBANLN_VARIANTS) + [STAGE0_REFERENCE] + [f"mu={m}" for m in MU_SWEEP] if urbanln is None
                else urbanln)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,6 @@ def _has_captions(city: City, style: str) -> bool:
 def _our_features(city: City, name: str, spec: OurModel, progress: bool) -> Features | NotAvailable:
     """Features of one of our rows (:data:`OUR_MODELS`): a trained run, or its weights at initialisation."""
     if spec.recipe == "urbanclip":
-
         run = pretrain_urbanclip(city, progress=progress)
         if spec.weights == "init":
             return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
@@ -148,7 +147,6 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     if name in OUR_MODELS:
         return _our_features(city, name, OUR_MODELS[name], progress)
     if name.startswith("Captions only"):
-
         style = "short" if "short" in name else "long"
         if not _has_captions(city, style):
             return NotAvailable(name, f"n/a: this dataset has no {style} captions")
@@ -156,7 +154,6 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
         return Features(name, region_text_features(city.ds, style=style, unit=unit, progress=progress),
                         {"note": "MiniLM sentence embeddings, mean over the region's captions"})
     if name == "UrbanCLIP + captions (fusion)":
-
         img = encoder_features(city, "UrbanCLIP", progress)
         txt = encoder_features(city, "Captions only (MiniLM, short)", progress)
         if isinstance(txt, NotAvailable):
@@ -216,8 +213,6 @@ def run_benchmark(city: City, names: list[str], progress: bool = False,
 
 def common_split(split, features: list[np.ndarray], log=print):
     """``split`` restricted to the regions every feature matrix has a finite row for (one test set per table)."""
-    from dataclasses import replace
-
     if not features:
         return split
     ok = np.logical_and.reduce([np.isfinite(f).all(1) for f in features])

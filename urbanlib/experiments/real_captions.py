@@ -31,7 +31,7 @@ from IPython.display import Markdown
 
 from urbanlib import style
 from urbanlib.analysis.cell_maps import plot_cell_values
-from urbanlib.captions.refine_rules import RefineRules, refine_captions
+from urbanlib.captions.refine_rules import RefineRules, refine, refine_captions
 from urbanlib.data import load, splits
 from urbanlib.data.report import DataError
 from urbanlib.dataset_paths import resolve_data_dir
@@ -208,8 +208,6 @@ def rule_examples(refined: pd.DataFrame, rules: RefineRules | None, budget: int)
     Rows: ``rule``, ``action``, ``before`` and ``after`` (after is empty for a removal); a rewrite's
     before and after are one quoted caption.
     """
-    from urbanlib.captions.refine_rules import refine
-
     rules = rules or RefineRules.default()
     seen, rows = set(), []
     rng = np.random.default_rng(0)  # examples drawn by seed, never hand-picked

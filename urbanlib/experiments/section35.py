@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from urbanlib import style
 from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.models.urbanclip import UrbanCLIP
 from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import run_features
 
@@ -84,8 +86,6 @@ def run_section35(city: City, rows: list[str] | None = None, lambda_modality: fl
         log: one line per row.
     """
     import torch
-
-    from urbanlib.models.urbanclip import UrbanCLIP
 
     rows = list(rows or ROWS)
     unknown = [r for r in rows if r not in ROWS]
@@ -157,8 +157,6 @@ def r2_table(metrics: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFra
     Returns:
         A DataFrame (rows × indicators in the book's order) of strings.
     """
-    from urbanlib import style
-
     r = metrics[metrics["metric"] == "R2"]
     g = r.groupby(["model", "indicator"], sort=False).agg(mean=("value", "mean"), std=("value", "std"),
                                                            sees=("sees_target_inputs", "any")).reset_index()
@@ -191,8 +189,6 @@ def plot_r2(metrics: pd.DataFrame, rows: list[str] | None = None):
         A matplotlib Figure (not shown).
     """
     from matplotlib.figure import Figure
-
-    from urbanlib import style
 
     r = metrics[metrics["metric"] == "R2"]
     order = [m for m in (rows or ROWS) if m in set(r["model"])]
@@ -228,8 +224,6 @@ def plot_terms(history: pd.DataFrame, terms: list[str], title: str = "", smooth:
         A matplotlib Figure (not shown).
     """
     from matplotlib.figure import Figure
-
-    from urbanlib import style
 
     fig = Figure(figsize=style.figsize(len(terms), 1, panel_height=2.4))
     axes = fig.subplots(1, len(terms), squeeze=False)[0]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from .config import get_config
+from .config import UrbanCLIPConfig, get_config
 from .vocab import Vocab
 
 
@@ -53,10 +54,7 @@ def load_trained(checkpoint_dir: str | Path) -> torch.nn.Module:
     The config comes from ``state.json``, a restricted vocabulary from the ``kept_ids`` buffer and the
     weights from ``model.safetensors``.
     """
-    import json
-
     from .coca import OpenClipCoCa
-    from .config import UrbanCLIPConfig
     from .urbanclip import UrbanCLIP
 
     path = Path(checkpoint_dir)

@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 
-from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.cache import cache_dir, file_lock, stable_hash
+from urbanlib.captions.backends import _generator_params
+from urbanlib.captions.capture import Capture, consensus_select
+from urbanlib.captions.parser import RuleParser
+from urbanlib.captions.refine_rules import refine_captions
+from urbanlib.captions.standins import refine_synthcity_caption
 from urbanlib.data.dataset import UrbanDataset
+from urbanlib.data.synthcity.build import read_scenes
 
-from .runs import _locked
 from .texts import region_texts
 
 
@@ -23,7 +29,7 @@ def _cached_table(kind: str, raw: pd.DataFrame, settings: dict, compute) -> pd.D
                        "captions": stable_hash(raw[["region_id", "image", "source", "style", "text"]].astype(str)
                                                .values.tolist())})
     path = cache_dir("captions") / f"{kind}-{key}.json"
-    with _locked(path.with_suffix(".lock")):  # two pages of one city wait for one computation
+    with file_lock(path.with_suffix(".lock")):  # two pages of one city wait for one computation
         if path.exists():
             return pd.DataFrame(json.loads(path.read_text()))
         table = compute()
@@ -36,8 +42,6 @@ def _cached_table(kind: str, raw: pd.DataFrame, settings: dict, compute) -> pd.D
 
 def refined_captions(ds: UrbanDataset, style: str = "short") -> pd.DataFrame:
     """The dataset's captions of one style after UrbanCLIP's rule-based refinement (default rules)."""
-    from urbanlib.captions.refine_rules import refine_captions
-
     raw = ds.captions[ds.captions["style"] == style]
     return _cached_table(f"refined-{style}", raw, {"rules": "default"}, lambda: refine_captions(raw)[0])
 
@@ -51,11 +55,6 @@ def urbanclip_texts(ds: UrbanDataset, refined: bool = True) -> list[list[str]]:
 
 def _synth_refined_long(ds: UrbanDataset, seed: int) -> pd.DataFrame:
     """Long captions after divide-and-conquer refinement with SynthCity's declared stand-ins."""
-    from urbanlib.captions.backends import _generator_params
-    from urbanlib.captions.parser import RuleParser
-    from urbanlib.captions.standins import refine_synthcity_caption
-    from urbanlib.data.synthcity.build import read_scenes
-
     params = _generator_params(ds.meta["params"])
     by_name = {c.name: c for c in params.captioners}
     scenes = {s["image"]: s for s in read_scenes(ds.root)}
@@ -97,8 +96,6 @@ def select_long_captions(captions: pd.DataFrame, consensus: bool = True, seed: i
             False picks one at random by ``seed`` ("w/o Consensus").
         seed: the random choice's seed.
     """
-    import numpy as np
-
     groups = list(captions.groupby("image", sort=False))
     if not consensus:
         rng = np.random.default_rng(seed)
@@ -106,9 +103,6 @@ def select_long_captions(captions: pd.DataFrame, consensus: bool = True, seed: i
         return captions.loc[keep]
 
     def compute():
-        from urbanlib.captions.capture import Capture, consensus_select
-        from urbanlib.captions.parser import RuleParser
-
         metric = Capture(RuleParser())
         # parse every candidate and embed every distinct element once, in large batches: the
         # pairwise scoring below then only looks embeddings up (10x faster than per-pair encoding)

@@ -29,6 +29,7 @@ import torch
 from urbanlib.data import load
 from urbanlib.data.dataset import UrbanDataset
 from urbanlib.data.splits import Split, blocked_split, random_split
+from urbanlib.data.synthcity import PROFILES, load_city
 from urbanlib.scales import Scale, get_scale
 
 from .tensors import RegionTensors, load_tensors
@@ -125,8 +126,6 @@ def open_city(city: str = "synth-ring", scale: str | Scale = "default", seed: in
     if data_dir:
         ds = load(data_dir, layout=layout, city=city or None)
     else:
-        from urbanlib.data.synthcity import PROFILES, load_city
-
         if city not in PROFILES:
             raise ValueError(f"{city!r} is not a SynthCity profile ({PROFILES}); pass data_dir= for real data")
         ds = load_city(city, scale=sc, seed=0, progress=progress)

@@ -6,14 +6,17 @@ is keyed by the checkpoint's whole recipe, so features are keyed by checkpoint a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .runs import RunResult, cached_array
-from .tensors import RegionTensors
+from urbanlib.eval.metrics import linear_cka
+
+from .runs import RunResult, cached_array, init_model
+from .tensors import RegionTensors, normalize
 
 
 @torch.no_grad()
@@ -41,7 +44,6 @@ def street_features(encode: Callable[[torch.Tensor], torch.Tensor], tensors: Reg
     n, v = tensors.street_mask.shape
     flat_idx = np.flatnonzero(tensors.street_mask.reshape(-1))
     flat = tensors.street.reshape(n * v, *tensors.street.shape[2:])
-    from .tensors import normalize
 
     per_view = batched(encode, len(flat_idx), lambda idx: (normalize(torch.from_numpy(flat[flat_idx[idx]])),),
                        batch_size, progress)
@@ -80,9 +82,6 @@ def run_features(run: RunResult, tensors: RegionTensors, imagery: str = "satelli
 
 def init_features(run: RunResult, tensors: RegionTensors, imagery: str = "satellite") -> np.ndarray:
     """Cached features of the run's model at initialisation (its random-init twin), read out like :func:`run_features`."""
-    import copy
-
-    from .runs import init_model
 
     def compute():
         model = init_model(run, copy.deepcopy(run.model))
@@ -99,8 +98,6 @@ def pretraining_record(run: RunResult, tensors: RegionTensors, model: str, city:
     ``cka_to_init`` is the linear CKA between the frozen features at initialisation and after
     training, over every region the probe reads (1: training left the representation where it was).
     """
-    from urbanlib.eval.metrics import linear_cka
-
     info = run.info
     return {"table": "pretraining", "model": model, "variant": variant, "city": city, "seed": seed,
             "protocol": protocol, "lr": info.get("lr"), "steps": info.get("steps"), "best_step": info.get("best_step"),

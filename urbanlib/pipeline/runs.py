@@ -14,21 +14,20 @@ The folder name carries the code hash, so an archive of other code is never used
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
-from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.cache import cache_dir, file_lock, stable_hash
 from urbanlib.provenance import PACKAGE_ROOT, REPO_ROOT, cpu_seconds, files_hash
 from urbanlib.train.checkpoint import CheckpointError, file_sha256, latest_checkpoint, load_checkpoint
 from urbanlib.train.trainer import TrainConfig, Trainer
@@ -92,8 +91,6 @@ ARCHIVED_FILES = ("model.safetensors", "losses.csv", "val.csv")  # + done.json (
 
 def _archive(run_dir: Path, model: torch.nn.Module) -> Path:
     """Write the finished run's final weights, logs and ``done.json`` to :func:`archive_dir` (atomically)."""
-    from safetensors.torch import save_file
-
     dest = archive_dir() / run_dir.name
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -122,7 +119,6 @@ def _restore(run_dir: Path, model: torch.nn.Module) -> bool:
     src = archive_dir() / run_dir.name
     if not (src / "done.json").exists():
         return False
-    from safetensors.torch import save_file
 
     sums = json.loads((src / "sha256.json").read_text()) if (src / "sha256.json").exists() else {}
     for name in ("model.safetensors", *sums):
@@ -159,19 +155,8 @@ def train_or_load(name: str, model: torch.nn.Module, dataset, config: TrainConfi
     storage = ("progress", "keep_checkpoints", "snapshots", "num_threads")  # shape the disk, not the result
     run_dir = run_dir_for(name, {**key_obj, "train": {k: v for k, v in asdict(config).items() if k not in storage}})
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(run_dir / ".lock"):  # two notebooks asking for one run: the second waits, then loads it
+    with file_lock(run_dir / ".lock"):  # two notebooks asking for one run: the second waits, then loads it
         return _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset, archive)
-
-
-@contextmanager
-def _locked(path: Path):
-    """Hold an exclusive file lock on ``path`` for the duration of the block."""
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate, val_dataset,
@@ -180,8 +165,6 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
     if done.exists() or (archive and _restore(run_dir, model)):
         meta = json.loads(done.read_text())
         if (run_dir / "final.safetensors").exists():  # restored from the archive: weights only
-            from safetensors.torch import load_file
-
             model.load_state_dict(load_file(str(run_dir / "final.safetensors")))
         else:
             load_checkpoint(latest_checkpoint(run_dir), model)
@@ -191,8 +174,6 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
         return RunResult(name, run_dir, model, _history(run_dir), meta["wall_s"], True, meta["info"])
     kwargs = {"collate": collate} if collate is not None else {}
     if not (run_dir / "init.safetensors").exists():  # the weights at initialisation: the random-init twin
-        from safetensors.torch import save_file
-
         tmp = run_dir / f".init.tmp{os.getpid()}"
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(run_dir / "init.safetensors")
@@ -223,8 +204,6 @@ def validation_curve(run: RunResult) -> pd.DataFrame:
 
 def init_model(run: RunResult, model: torch.nn.Module) -> torch.nn.Module:
     """Load the run's weights at initialisation (saved beside it) into ``model``: the random-init twin."""
-    from safetensors.torch import load_file
-
     model.load_state_dict(load_file(str(run.run_dir / "init.safetensors")))
     return model.eval()
 
@@ -236,8 +215,6 @@ def _history(run_dir: Path) -> pd.DataFrame:
 
 def cached_array(run: RunResult, name: str, compute) -> Any:
     """``compute()`` once per run and name; stored as ``<run_dir>/<name>.safetensors`` (no pickle)."""
-    from safetensors.torch import load_file, save_file
-
     path = run.run_dir / f"{name}.safetensors"
     if path.exists():
         return load_file(str(path))["value"].numpy()

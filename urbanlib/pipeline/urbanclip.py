@@ -18,6 +18,7 @@ from urbanlib.eval.retrieval import recall_at_k
 from urbanlib.models import Vocab, create_model, get_config
 from urbanlib.models.generate import generate
 from urbanlib.models.text import tokenize
+from urbanlib.models.urbanclip import UrbanCLIP
 from urbanlib.scales import Scale
 from urbanlib.train.trainer import TrainConfig
 
@@ -141,8 +142,6 @@ def captions_for(model, tensors: RegionTensors, idx: np.ndarray, beam_size: int 
 
 def random_init_like(model, seed: int = 0):
     """A fresh random-init UrbanCLIP with ``model``'s config and vocabulary: the untrained reference."""
-    from urbanlib.models.urbanclip import UrbanCLIP
-
     torch.manual_seed(seed)
     vocab = Vocab(model.kept_ids[:-1].tolist()) if getattr(model, "kept_ids", None) is not None else None
     cfg = model.cfg if vocab is None else type(model.cfg).from_dict({**model.cfg.to_dict(), "vocab_size": 49408})

@@ -28,14 +28,18 @@ Deviations, stated in the book:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, replace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 
 from urbanlib.data.dataset import UrbanDataset
 from urbanlib.data.synthcity import PROFILES, load_city
+from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.eval.retrieval import recall_at_k
 from urbanlib.models.clip import create_clip
 from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, tokenize_captions
@@ -43,6 +47,7 @@ from urbanlib.scales import Scale, get_scale
 
 from .caption_sets import urbanln_captions
 from .city import City, pretrain_holdout
+from .features import satellite_features, street_features
 from .hparams import chosen_lr
 from .pairs import AugmentedPairs
 from .runs import RunResult, stable_hash, train_or_load
@@ -297,15 +302,6 @@ def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets
     (student | teacher), R2 at up to ``max_points`` evenly spaced evaluations; empty without MSD or
     snapshots.
     """
-    import copy
-    from types import SimpleNamespace
-
-    from safetensors.torch import load_file
-
-    from urbanlib.eval.probe import ProbeConfig, fit_probes
-
-    from .features import satellite_features, street_features
-
     snaps = sorted((run.run_dir / "snapshots").glob("step-*.safetensors"))
     if len(snaps) > max_points:  # evenly spaced, first and last kept: each point costs two probe fits
         snaps = [snaps[i] for i in np.unique(np.linspace(0, len(snaps) - 1, max_points).round().astype(int))]

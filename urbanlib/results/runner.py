@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import json
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from urbanlib.cache import file_lock
 from urbanlib.pipeline import hparams
 from urbanlib.provenance import cpu_seconds
 from urbanlib.scales import get_scale
@@ -42,13 +42,8 @@ def claim(experiment: str, unit: str, results_dir: Path | None = None):
     """
     folder = results_path(experiment, results_dir).parent / ".claims"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{experiment}--{re.sub(r'[^A-Za-z0-9_.-]', '_', unit)}.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+    with file_lock(folder / f"{experiment}--{re.sub(r'[^A-Za-z0-9_.-]', '_', unit)}.lock", wait=False) as held:
+        yield held
 
 
 def yield_cpu(autogroup: Path = Path("/proc/self/autogroup")) -> str:

@@ -7,8 +7,6 @@ number in the book can always be traced to the code and settings that produced i
 
 from __future__ import annotations
 
-import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -17,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from urbanlib.provenance import REPO_ROOT, git_tree, machine, source_tree_hash
+from urbanlib.cache import file_lock
+from urbanlib.provenance import REPO_ROOT, code_at_start, machine
 from urbanlib.scales import get_scale
 
 RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
@@ -29,34 +28,7 @@ PRETRAINING_COLUMNS = ["model", "variant", "city", "seed", "protocol", "lr", "st
 NOT_AVAILABLE_COLUMNS = ["model", "city", "seed", "split", "reason"]  # results/not_available.csv: models that could not run
 
 
-@functools.cache
-def code_at_start() -> dict[str, str]:
-    """The git tree and source hash of the tree on disk when this worker started, taken once (at import, below).
-
-    A long worker stores rows hours after it started; hashing the tree at that point would credit
-    its numbers to whatever was edited on disk meanwhile. (A module the worker imports only later
-    is read from disk then: edit nothing under ``urbanlib/`` while a worker runs.)
-    """
-    return {"git_tree": git_tree(), "source_hash": source_tree_hash()[:16]}
-
-
-code_at_start()
-
-
-def machine_and_threads() -> str:
-    """:func:`~urbanlib.provenance.machine`, the CPU model and torch's thread count: what sets a number's last bits.
-
-    Another CPU's kernels or another thread count round differently, and a trained probe carries
-    that into the third decimal, so a re-run that differs there can be told from a code change.
-    """
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")), "")
-    torch = sys.modules.get("torch")  # never imported just for this
-    threads = f", {torch.get_num_threads()} torch thread(s)" if torch is not None else ""
-    return f"{machine()}{', ' + model if model else ''}{threads}"
+code_at_start()  # at import: a long worker's rows name the code it started with, not later edits on disk
 
 
 SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
@@ -70,7 +42,6 @@ def config_hash(config: dict, scale: str | None = None) -> str:
     """
     obj: dict = config
     if scale is not None:
-
         obj = {"config": config, "scale": get_scale(scale).to_dict()}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -118,7 +89,7 @@ def append_rows(experiment: str, unit: str, rows: list[dict], config: dict, seed
     """
     prov = {"config_hash": config_hash(config, scale), "seed": seed, "scale": scale, **code_at_start(),
             "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
-            "machine": machine_and_threads(), "config": json.dumps(config, sort_keys=True, default=str)}
+            "machine": machine(_torch_threads()), "config": json.dumps(config, sort_keys=True, default=str)}
     unknown = {r["table"] for r in rows if r.get("table") is not None} - set(SIDE_TABLES)
     if unknown:
         raise ValueError(f"rows of {experiment}/{unit} name unknown table(s) {sorted(unknown)}; known: {sorted(SIDE_TABLES)}")
@@ -146,8 +117,7 @@ def _replace_unit(table: str, experiment: str, unit: str, new: pd.DataFrame, res
     path.parent.mkdir(parents=True, exist_ok=True)
     # two `make results` workers finishing units together: the second waits, then re-reads, so
     # neither drops the other's unit
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.with_name(path.name + ".lock")):
         if path.exists():
             _refuse_conflict_markers(path)
         old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=new.columns)
@@ -157,3 +127,8 @@ def _replace_unit(table: str, experiment: str, unit: str, new: pd.DataFrame, res
         out.to_csv(tmp, index=False)
         os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
     return out
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")  # a unit that never imported torch did not use it
+    return torch.get_num_threads() if torch is not None else None

@@ -15,8 +15,9 @@ from tqdm import tqdm
 from urbanlib.cache import cache_dir
 
 from ...scales import Scale, get_scale
-from .. import canonical
+from .. import canonical, load
 from ..dataset import INDICATORS, UrbanDataset
+from .captions import caption_scenes
 from .config import (
     DEFAULT_PARAMS,
     GENERATOR_VERSION,
@@ -89,8 +90,6 @@ def build(profile: str, scale: str | Scale = "default", seed: int = 0, cache_dir
 def load_city(profile: str, scale: str | Scale = "default", seed: int = 0, cache_dir: str | Path | None = None,
               params: GeneratorParams = DEFAULT_PARAMS, progress: bool = True) -> UrbanDataset:
     """Build (or reuse) a city and load it with :func:`urbanlib.data.load`."""
-    from .. import load
-
     return load(build(profile, scale, seed, cache_dir, params, progress=progress))
 
 
@@ -148,11 +147,7 @@ def generate(profile_name: str, sc: Scale, seed: int, out: Path, params: Generat
     poi = sorted(c for c in regions if c.startswith("poi_cat_"))
     rest = [c for c in regions if c not in first + INDICATORS + poi]
     regions = regions[first + INDICATORS + poi + rest]
-    try:
-        from .captions import caption_scenes
-    except ImportError:  # pragma: no cover - captions module is part of the package
-        caption_scenes = None
-    captions = caption_scenes(scenes, params, seed, progress=progress) if caption_scenes else pd.DataFrame()
+    captions = caption_scenes(scenes, params, seed, progress=progress)
     meta = {"generator": "synthcity", "generator_version": GENERATOR_VERSION, "profile": profile,
             "scale": sc.data_dict(), "seed": int(seed), "params": params.to_dict(),
             "note": "latent_* columns and zone are hidden ground truth; never use them as model input"}

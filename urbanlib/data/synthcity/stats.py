@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..stats import morans_i  # noqa: F401  (re-exported: one implementation for all data)
 
@@ -15,8 +16,6 @@ def city_summary(ds, pixel_sample: int = 64) -> pd.DataFrame:
     pixel values over the first ``pixel_sample`` tiles (``pix_mean``/``pix_std``, repeated on every
     row). These are the only statistics SynthCity is calibrated against.
     """
-    from PIL import Image
-
     r = ds.regions
     rows = []
     for name in ds.indicators:
