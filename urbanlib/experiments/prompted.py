@@ -263,81 +263,112 @@ def learned_prompt_probes(model, images: torch.Tensor, targets: np.ndarray, spli
     tuning = tuning or PromptTuning()
     seeds = [int(s) for s in seeds]
     S, T = len(seeds), len(indicators)
-    H = S * T
-    reader = PromptReader(model)
-    prompts = prompts or [prompt_for(i) for i in indicators]
-    emb0, last = _pad([reader.token_embeddings(prompt_ids(model, p)) for p in prompts])  # (T, L, C)
-    last = last.repeat(S)  # head h = s * T + t
     tr, va, te = (np.asarray(split[s], dtype=int) for s in ("train", "val", "test"))
-    mem = {side: [reader.image_memory(images[idx[i:i + tuning.chunk]]) for i in range(0, len(idx), tuning.chunk)]
-           for side, idx in (("train", tr), ("val", va), ("all", np.arange(len(images))))}
-
-    def states(prompt: torch.Tensor, side: str, heads: torch.Tensor) -> torch.Tensor:
-        tokens = reader.prompt_tokens(prompt[heads])
-        return torch.cat([reader.next_token_state(m, tokens, last[heads]) for m in mem[side]])  # (n, h, C)
-
+    probe = _PromptProbe(model, images, prompts or [prompt_for(i) for i in indicators], seeds, (tr, va),
+                         config, tuning)
     y = np.asarray(targets, np.float64)
     y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
     y_sd[~(y_sd > 0)] = 1.0
     ys = (y - y_mu) / y_sd
-
-    def target(idx):
-        yy = np.tile(ys[idx], (1, S))  # (n, H): column s*T + t is indicator t
-        return torch.from_numpy(np.nan_to_num(yy).astype(np.float32)), torch.from_numpy(np.isfinite(yy))
-
-    y_tr, m_tr = target(tr)
-    y_va, m_va = target(va)
-    prompt = emb0.repeat(S, 1, 1).clone().requires_grad_(True)  # (H, L, C)
+    epoch, best_ep = probe.fit(_head_targets(ys, tr, S), _head_targets(ys, va, S), config, tuning.max_epochs)
     with torch.no_grad():
-        s0 = states(prompt, "train", torch.arange(H))  # (n_tr, H, C)
-        mu, sd = s0.mean(0), s0.std(0).clamp_min(1e-6)  # fixed standardisation: the start's train statistics
-    head = _init_head(seeds, T, [reader.width, *config.hidden, 1])
-    for p in head:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": head, "lr": config.lr, "weight_decay": config.weight_decay},
-                             {"params": [prompt], "lr": tuning.prompt_lr, "weight_decay": 0.0}])
-
-    def mse(pred, yy, mm):
-        return (torch.where(mm, (pred - yy) ** 2, 0.0)).sum(0) / mm.sum(0).clamp(min=1)  # (h,)
-
-    def predict(side, heads):  # (n, h): only the heads asked for (a stopped head costs nothing)
-        return _head([p[heads] for p in head], (states(prompt, side, heads) - mu[heads]) / sd[heads])
-
-    everyone = torch.arange(H)
-    with torch.no_grad():
-        best_loss = mse(predict("val", everyone), y_va, m_va)
-    best_prompt, best_head = prompt.detach().clone(), [p.detach().clone() for p in head]
-    best_ep = torch.zeros(H, dtype=torch.long)
-    active = torch.ones(H, dtype=torch.bool)
-    epoch = 0
-    for epoch in range(1, tuning.max_epochs + 1):
-        heads = active.nonzero()[:, 0]
-        opt.zero_grad(set_to_none=True)
-        mse(predict("train", heads), y_tr[:, heads], m_tr[:, heads]).sum().backward()
-        opt.step()
-        with torch.no_grad():
-            val = torch.full((H,), float("inf"))
-            val[heads] = mse(predict("val", heads), y_va[:, heads], m_va[:, heads])
-            better = active & (val < best_loss - config.min_delta)
-            best_loss = torch.where(better, val, best_loss)
-            best_ep = torch.where(better, epoch, best_ep)
-            best_prompt[better] = prompt.detach()[better]
-            for b, p in zip(best_head, head, strict=True):
-                b[better] = p.detach()[better]
-            active &= ~(epoch - best_ep >= config.patience)
-        if not active.any():
-            break
-    with torch.no_grad():
-        prompt.copy_(best_prompt)
-        for p, b in zip(head, best_head, strict=True):
-            p.copy_(b)
-        pred = predict("all", everyone).numpy() * np.tile(y_sd, S) + np.tile(y_mu, S)  # (N, H) in ln(y + 1)
-    predictions = pred.reshape(len(images), S, T).transpose(1, 0, 2)  # (S, N, T)
+        pred = probe.predict("all", torch.arange(S * T)).numpy() * np.tile(y_sd, S) + np.tile(y_mu, S)  # (N, H)
+    predictions = pred.reshape(len(images), S, T).transpose(1, 0, 2)  # (S, N, T) in ln(y + 1)
     rows = [r for s, seed in enumerate(seeds) for t, name in enumerate(indicators)
             for r in _metric_rows(y[:, t], predictions[s, :, t], te, name, seed)]
-    moved = (best_prompt - emb0.repeat(S, 1, 1)).norm(dim=-1).sum(-1) / emb0.repeat(S, 1, 1).norm(dim=-1).sum(-1)
     info = {"epochs_run": epoch, "best_epochs": best_ep.view(S, T).numpy(), "wall_s": time.perf_counter() - start,
-            "prompt_moved": moved.view(S, T).numpy(), "tuning": tuning.to_dict()}
+            "prompt_moved": probe.prompt_moved().view(S, T).numpy(), "tuning": tuning.to_dict()}
     if log:
         log(f"learned prompts: {epoch} epochs, {info['wall_s']:.0f} s")
     return pd.DataFrame(rows, columns=["indicator", "seed", "metric", "value", "n_test"]), predictions, info
+
+
+def _head_targets(ys: np.ndarray, idx: np.ndarray, S: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(standardised targets with NaN as 0, known mask) of regions ``idx``, (n, H): column s*T + t is indicator t."""
+    yy = np.tile(ys[idx], (1, S))
+    return torch.from_numpy(np.nan_to_num(yy).astype(np.float32)), torch.from_numpy(np.isfinite(yy))
+
+
+def _masked_mse(pred: torch.Tensor, yy: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
+    """Per-head mean squared error over known targets: (n, h) -> (h,)."""
+    return (torch.where(mm, (pred - yy) ** 2, 0.0)).sum(0) / mm.sum(0).clamp(min=1)
+
+
+class _PromptProbe:
+    """The trained state of :func:`learned_prompt_probes`: H = seeds x indicators prompts and MLP heads.
+
+    The frozen model's image memory is computed once per side (train, val, all regions); a head reads
+    the decoder's next-token state after its prompt, standardised with the train statistics at the
+    starting prompts.
+    """
+
+    def __init__(self, model, images: torch.Tensor, prompts: list[str], seeds: list[int], sides, config: ProbeConfig,
+                 tuning: PromptTuning):
+        S, T = len(seeds), len(prompts)
+        self.reader = reader = PromptReader(model)
+        emb0, last = _pad([reader.token_embeddings(prompt_ids(model, p)) for p in prompts])  # (T, L, C)
+        self.last = last.repeat(S)  # head h = s * T + t
+        tr, va = sides
+        self.mem = {side: [reader.image_memory(images[idx[i:i + tuning.chunk]])
+                           for i in range(0, len(idx), tuning.chunk)]
+                    for side, idx in (("train", tr), ("val", va), ("all", np.arange(len(images))))}
+        self.start = emb0.repeat(S, 1, 1)
+        self.prompt = self.start.clone().requires_grad_(True)  # (H, L, C)
+        with torch.no_grad():
+            s0 = self.states("train", torch.arange(S * T))  # (n_tr, H, C)
+            self.mu, self.sd = s0.mean(0), s0.std(0).clamp_min(1e-6)  # fixed: the start's train statistics
+        self.head = _init_head(seeds, T, [reader.width, *config.hidden, 1])
+        for p in self.head:
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW([{"params": self.head, "lr": config.lr, "weight_decay": config.weight_decay},
+                                      {"params": [self.prompt], "lr": tuning.prompt_lr, "weight_decay": 0.0}])
+
+    def states(self, side: str, heads: torch.Tensor) -> torch.Tensor:
+        """The decoder's state after each asked head's prompt, on every region of ``side``: (n, h, C)."""
+        tokens = self.reader.prompt_tokens(self.prompt[heads])
+        return torch.cat([self.reader.next_token_state(m, tokens, self.last[heads]) for m in self.mem[side]])
+
+    def predict(self, side: str, heads: torch.Tensor) -> torch.Tensor:
+        """(n, h) standardised predictions of only the heads asked for (a stopped head costs nothing)."""
+        return _head([p[heads] for p in self.head], (self.states(side, heads) - self.mu[heads]) / self.sd[heads])
+
+    def fit(self, train, val, config: ProbeConfig, max_epochs: int) -> tuple[int, torch.Tensor]:
+        """Full-batch AdamW; each head keeps its validation-best prompt and weights, restored at the end.
+
+        Returns (the last epoch run, each head's best epoch).
+        """
+        (y_tr, m_tr), (y_va, m_va) = train, val
+        H = len(self.prompt)
+        with torch.no_grad():
+            best_loss = _masked_mse(self.predict("val", torch.arange(H)), y_va, m_va)
+        best_prompt, best_head = self.prompt.detach().clone(), [p.detach().clone() for p in self.head]
+        best_ep = torch.zeros(H, dtype=torch.long)
+        active = torch.ones(H, dtype=torch.bool)
+        epoch = 0
+        for epoch in range(1, max_epochs + 1):
+            heads = active.nonzero()[:, 0]
+            self.opt.zero_grad(set_to_none=True)
+            _masked_mse(self.predict("train", heads), y_tr[:, heads], m_tr[:, heads]).sum().backward()
+            self.opt.step()
+            with torch.no_grad():
+                val = torch.full((H,), float("inf"))
+                val[heads] = _masked_mse(self.predict("val", heads), y_va[:, heads], m_va[:, heads])
+                better = active & (val < best_loss - config.min_delta)
+                best_loss = torch.where(better, val, best_loss)
+                best_ep = torch.where(better, epoch, best_ep)
+                best_prompt[better] = self.prompt.detach()[better]
+                for b, p in zip(best_head, self.head, strict=True):
+                    b[better] = p.detach()[better]
+                active &= ~(epoch - best_ep >= config.patience)
+            if not active.any():
+                break
+        with torch.no_grad():
+            self.prompt.copy_(best_prompt)
+            for p, b in zip(self.head, best_head, strict=True):
+                p.copy_(b)
+        return epoch, best_ep
+
+    def prompt_moved(self) -> torch.Tensor:
+        """How far each prompt moved from its start, relative to the start's size: (H,)."""
+        with torch.no_grad():
+            return (self.prompt - self.start).norm(dim=-1).sum(-1) / self.start.norm(dim=-1).sum(-1)
