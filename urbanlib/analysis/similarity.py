@@ -140,6 +140,31 @@ def _bootstrap_mean_ci(values: np.ndarray, resamples: np.ndarray, level: float) 
     return float(np.nanmean(values)), float(lo), float(hi)
 
 
+def _matched_gaps(f: np.ndarray, cities: np.ndarray, y: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(Q, I): per query, the gap to its top-``k`` matches in each other city, averaged over ranks then cities."""
+    m = cross_city_matches(f, cities, queries, k)
+    gaps = np.abs(y[m["query"].to_numpy()] - y[m["match"].to_numpy()])  # (rows, I)
+    g = pd.DataFrame(gaps).assign(query=m["query"].to_numpy(), target_city=m["target_city"].to_numpy())
+    by_city = g.groupby(["query", "target_city"]).mean()  # mean over the k ranks (NaN skipped)
+    return by_city.groupby(level="query").mean().reindex(queries).to_numpy()
+
+
+def _random_gaps(cities: np.ndarray, y: np.ndarray, queries: np.ndarray, usable: np.ndarray, n_random: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(Q, I): the same gap with ``n_random`` usable regions drawn uniformly from each other city as matches."""
+    rand = np.full((len(queries), y.shape[1]), np.nan)
+    for qi, q in enumerate(queries):
+        per_city = []
+        for city in pd.unique(cities):
+            if city == cities[q]:
+                continue
+            pool = np.flatnonzero((cities == city) & usable)
+            draws = rng.choice(pool, size=n_random, replace=True)
+            per_city.append(_nanmean(np.abs(y[q] - y[draws])))
+        rand[qi] = _nanmean(np.vstack(per_city))
+    return rand
+
+
 def match_gap(
     features: Mapping[str, np.ndarray],
     cities: np.ndarray,
@@ -196,28 +221,11 @@ def match_gap(
         raise ValueError(f"log_indicators has {y.shape[0]} rows, cities has {n}")
     rng = np.random.default_rng(seed)
 
-    per_query: dict[str, np.ndarray] = {}  # model -> (Q, I) gap per query
-    for name, f in features.items():
-        m = cross_city_matches(f, cities, queries, k)
-        gaps = np.abs(y[m["query"].to_numpy()] - y[m["match"].to_numpy()])  # (rows, I)
-        g = pd.DataFrame(gaps).assign(query=m["query"].to_numpy(), target_city=m["target_city"].to_numpy())
-        by_city = g.groupby(["query", "target_city"]).mean()  # mean over the k ranks (NaN skipped)
-        per_query[name] = by_city.groupby(level="query").mean().reindex(queries).to_numpy()
-
+    per_query = {name: _matched_gaps(f, cities, y, queries, k) for name, f in features.items()}  # (Q, I) each
     usable = np.ones(n, bool)
     for f in features.values():
         usable &= np.isfinite(np.asarray(f, dtype=float)).all(axis=1)
-    rand = np.full((len(queries), y.shape[1]), np.nan)
-    for qi, q in enumerate(queries):
-        per_city = []
-        for city in pd.unique(cities):
-            if city == cities[q]:
-                continue
-            pool = np.flatnonzero((cities == city) & usable)
-            draws = rng.choice(pool, size=n_random, replace=True)
-            per_city.append(_nanmean(np.abs(y[q] - y[draws])))
-        rand[qi] = _nanmean(np.vstack(per_city))
-    per_query[RANDOM] = rand
+    per_query[RANDOM] = rand = _random_gaps(cities, y, queries, usable, n_random, rng)
 
     resamples = rng.integers(0, len(queries), size=(n_boot, len(queries)))
     rows = []
