@@ -48,6 +48,13 @@ def test_built_example_recovers_the_generators_values(example):
     assert report["poi_unknown_category"] == 2
 
 
+def test_example_without_captions_writes_none(tmp_path):
+    config = write_example_inputs(tmp_path)
+    assert (tmp_path / "captions.jsonl").exists() and "captions.jsonl" in config.read_text()
+    bare = write_example_inputs(tmp_path / "bare", captions=False)
+    assert not (tmp_path / "bare" / "captions.jsonl").exists() and "captions: null" in bare.read_text()
+
+
 @pytest.mark.notebooks
 def test_own_city_guide_runs_on_the_example(tmp_path):
     import nbformat

@@ -51,7 +51,8 @@ def write_example_inputs(folder: str | Path, profile: str = "synth-ring", scale:
     px = _write_rasters(folder, ds, n)
     cats = _write_pois(folder, ds.regions, seed)
     _write_street_views(folder, ds, src)
-    _write_captions(folder, ds)
+    if captions:
+        _write_captions(folder, ds)
     x0, y0 = ORIGIN
     config = {
         "city": "example-city",
