@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 
 from urbanlib import style
 from urbanlib.eval.probe import ProbeConfig, fit_probes
@@ -85,8 +86,6 @@ def run_section35(city: City, rows: list[str] | None = None, lambda_modality: fl
         progress: progress bars of the training runs.
         log: one line per row.
     """
-    import torch
-
     rows = list(rows or ROWS)
     unknown = [r for r in rows if r not in ROWS]
     if unknown:

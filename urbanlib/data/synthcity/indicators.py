@@ -9,6 +9,7 @@ Some regions lack some indicators (spatially clumped missingness, as in real dat
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from ..dataset import INDICATORS
 from .config import POI_CATEGORIES, ZONES, GeneratorParams
@@ -70,8 +71,6 @@ def make_indicators(layout: CityLayout, profile: dict, params: GeneratorParams, 
     out["carbon"] = eco["carbon"] * (6.0 * z["industrial"] ** 0.9 + 1.5 * traffic + 0.8 * resid + 0.4 * z["commercial"]) \
         * lognoise("carbon")
     # night light (DMSP-like, saturates at 63), with blooming into neighbours
-    from scipy.ndimage import gaussian_filter
-
     lit = 2.0 * z["commercial"] + 1.0 * resid + 0.8 * z["industrial"] + 0.3 * traffic
     lit = gaussian_filter(lit, 0.8, mode="nearest")
     out["night_light"] = 63 * (1 - np.exp(-0.35 * lit * lognoise("night_light")))
