@@ -51,8 +51,8 @@ def test_built_example_recovers_the_generators_values(example):
 def test_example_without_captions_writes_none(tmp_path):
     config = write_example_inputs(tmp_path)
     assert (tmp_path / "captions.jsonl").exists() and "captions.jsonl" in config.read_text()
-    bare = write_example_inputs(tmp_path / "bare", captions=False)
-    assert not (tmp_path / "bare" / "captions.jsonl").exists() and "captions: null" in bare.read_text()
+    bare = write_example_inputs(tmp_path, captions=False)  # the same folder again, now without
+    assert not (tmp_path / "captions.jsonl").exists() and "captions: null" in bare.read_text()
 
 
 @pytest.mark.notebooks

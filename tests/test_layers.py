@@ -142,7 +142,8 @@ def _top_level(package: Path, module: str) -> tuple[set[str], set[str]]:
 
 
 def _heavy(module: str) -> set[str]:
-    """Deferrable packages that importing ``module`` runs: its top-level imports, through our own modules."""
+    """Deferrable packages that importing ``module`` runs: its top-level imports and its packages', through our own
+    modules."""
     seen, todo, out = set(), [module], set()
     while todo:
         m = todo.pop()
@@ -151,7 +152,7 @@ def _heavy(module: str) -> set[str]:
         seen.add(m)
         heavy, own = _top_level(PACKAGE, m)
         out |= heavy
-        todo += own
+        todo += [*own, *(m.rsplit(".", i)[0] for i in range(1, m.count(".")))]  # its packages' __init__ run first
     return out
 
 
@@ -189,7 +190,12 @@ def test_the_import_counter_tells_deferred_heavy_imports_from_hidden_ones(tmp_pa
     (pkg / "m.py").write_text("import numpy\n\ndef f():\n    import geopandas\n    from shapely import box\n"
                               "    from .light import x\n    from .heavy import y\n    import json\n")
     (pkg / "n.py").write_text("from .heavy import y\n\ndef f():\n    from urbanlib import heavy\n    import open_clip\n")
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "__init__.py").write_text("import torch\n")  # importing sub.plain runs this first
+    (pkg / "sub" / "plain.py").write_text("import json\n")
+    (pkg / "o.py").write_text("def f():\n    from urbanlib.sub import plain\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    assert _hidden_imports(pkg / "o.py") == []  # it defers torch, through the package
     assert _hidden_imports(pkg / "m.py") == ["urbanlib.light", "json"]
     assert _hidden_imports(pkg / "n.py") == ["urbanlib.heavy", "open_clip"]  # n already pays for open_clip at its top
     assert _hidden_counts(pkg) == {"m.py": 2, "n.py": 2}

@@ -186,7 +186,7 @@ def test_choose_text_modes():
         choose_text([], key=7)
 
 
-def test_stretch_positional_embedding_is_reexported_lazily():
+def test_stretch_positional_embedding_is_reexported():
     import urbanlib.models as models
     from urbanlib.models.ipsi import stretch_positional_embedding
 

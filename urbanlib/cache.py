@@ -51,6 +51,10 @@ def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            held = False
+        else:
+            held = True
+        if not held:  # yielded outside the except, so an error in the caller's block reads as its own
             yield False
             return
         try:

@@ -67,18 +67,13 @@ def commit(paths: tuple[str, ...] = ("urbanlib", "notebooks")) -> str:
 
 
 def machine(threads: int | str | None = None) -> str:
-    """Where a run happened: architecture, CPU count and model, GPU if any, and torch's thread count when given.
+    """Where a run happened: architecture, CPU count, GPU if any, CPU model, and torch's thread count when given.
 
     The CPU model and thread count set a number's last bits: another CPU's kernels or another thread
     count round differently, and a trained probe carries that into the third decimal, so a re-run that
     differs there can be told from a code change.
     """
     desc = f"{platform.machine()} {os.cpu_count()} cpu"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")), "")
-        desc += f", {model}" if model else ""
     try:
         import torch
 
@@ -86,6 +81,11 @@ def machine(threads: int | str | None = None) -> str:
             desc += f", {torch.cuda.get_device_name(0)}"
     except ImportError:  # pragma: no cover
         pass
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")
+        desc += f", {model}" if model else ""
     return desc + (f", {threads} torch thread(s)" if threads is not None else "")
 
 

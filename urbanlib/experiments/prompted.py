@@ -270,7 +270,7 @@ def learned_prompt_probes(model, images: torch.Tensor, targets: np.ndarray, spli
     y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
     y_sd[~(y_sd > 0)] = 1.0
     ys = (y - y_mu) / y_sd
-    epoch, best_ep = probe.fit(_head_targets(ys, tr, S), _head_targets(ys, va, S), config, tuning.max_epochs)
+    epoch, best_ep = probe.fit(_head_targets(ys, tr, S), _head_targets(ys, va, S), tuning.max_epochs)
     with torch.no_grad():
         pred = probe.predict("all", torch.arange(S * T)).numpy() * np.tile(y_sd, S) + np.tile(y_mu, S)  # (N, H)
     predictions = pred.reshape(len(images), S, T).transpose(1, 0, 2)  # (S, N, T) in ln(y + 1)
@@ -289,7 +289,7 @@ def _head_targets(ys: np.ndarray, idx: np.ndarray, S: int) -> tuple[torch.Tensor
     return torch.from_numpy(np.nan_to_num(yy).astype(np.float32)), torch.from_numpy(np.isfinite(yy))
 
 
-def _masked_mse(pred: torch.Tensor, yy: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
+def _head_mse(pred: torch.Tensor, yy: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
     """Per-head mean squared error over known targets: (n, h) -> (h,)."""
     return (torch.where(mm, (pred - yy) ** 2, 0.0)).sum(0) / mm.sum(0).clamp(min=1)
 
@@ -320,6 +320,7 @@ class _PromptProbe:
         self.head = _init_head(seeds, T, [reader.width, *config.hidden, 1])
         for p in self.head:
             p.requires_grad_(True)
+        self.config = config
         self.opt = torch.optim.AdamW([{"params": self.head, "lr": config.lr, "weight_decay": config.weight_decay},
                                       {"params": [self.prompt], "lr": tuning.prompt_lr, "weight_decay": 0.0}])
 
@@ -332,7 +333,7 @@ class _PromptProbe:
         """(n, h) standardised predictions of only the heads asked for (a stopped head costs nothing)."""
         return _head([p[heads] for p in self.head], (self.states(side, heads) - self.mu[heads]) / self.sd[heads])
 
-    def fit(self, train, val, config: ProbeConfig, max_epochs: int) -> tuple[int, torch.Tensor]:
+    def fit(self, train, val, max_epochs: int) -> tuple[int, torch.Tensor]:
         """Full-batch AdamW; each head keeps its validation-best prompt and weights, restored at the end.
 
         Returns (the last epoch run, each head's best epoch).
@@ -340,7 +341,7 @@ class _PromptProbe:
         (y_tr, m_tr), (y_va, m_va) = train, val
         H = len(self.prompt)
         with torch.no_grad():
-            best_loss = _masked_mse(self.predict("val", torch.arange(H)), y_va, m_va)
+            best_loss = _head_mse(self.predict("val", torch.arange(H)), y_va, m_va)
         best_prompt, best_head = self.prompt.detach().clone(), [p.detach().clone() for p in self.head]
         best_ep = torch.zeros(H, dtype=torch.long)
         active = torch.ones(H, dtype=torch.bool)
@@ -348,18 +349,18 @@ class _PromptProbe:
         for epoch in range(1, max_epochs + 1):
             heads = active.nonzero()[:, 0]
             self.opt.zero_grad(set_to_none=True)
-            _masked_mse(self.predict("train", heads), y_tr[:, heads], m_tr[:, heads]).sum().backward()
+            _head_mse(self.predict("train", heads), y_tr[:, heads], m_tr[:, heads]).sum().backward()
             self.opt.step()
             with torch.no_grad():
                 val = torch.full((H,), float("inf"))
-                val[heads] = _masked_mse(self.predict("val", heads), y_va[:, heads], m_va[:, heads])
-                better = active & (val < best_loss - config.min_delta)
+                val[heads] = _head_mse(self.predict("val", heads), y_va[:, heads], m_va[:, heads])
+                better = active & (val < best_loss - self.config.min_delta)
                 best_loss = torch.where(better, val, best_loss)
                 best_ep = torch.where(better, epoch, best_ep)
                 best_prompt[better] = self.prompt.detach()[better]
                 for b, p in zip(best_head, self.head, strict=True):
                     b[better] = p.detach()[better]
-                active &= ~(epoch - best_ep >= config.patience)
+                active &= ~(epoch - best_ep >= self.config.patience)
             if not active.any():
                 break
         with torch.no_grad():

@@ -53,6 +53,8 @@ def write_example_inputs(folder: str | Path, profile: str = "synth-ring", scale:
     _write_street_views(folder, ds, src)
     if captions:
         _write_captions(folder, ds)
+    else:  # a folder written before with captions keeps no stale copy
+        (folder / "captions.jsonl").unlink(missing_ok=True)
     x0, y0 = ORIGIN
     config = {
         "city": "example-city",
