@@ -106,6 +106,7 @@ def test_results_page_renders_stored_units(stored, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "synth-ring, random split, full tier" in html  # the benchmark table of the stored city
+    assert "median gain" in html
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1  # the ablation bars
     md = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     from urbanlib.book.manifest import load_manifest

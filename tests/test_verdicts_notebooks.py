@@ -43,3 +43,5 @@ def test_page_runs_on_the_committed_tier(name, tmp_path, monkeypatch):
 
     if not read_results("benchmark").empty:  # the new tier is being recomputed; with rows some claim is testable
         assert "underpowered" in text or "supported" in text
+        if name == "findings":  # the gains over the random-init twins, with the median beside the mean
+            assert "median gain" in text

@@ -206,6 +206,19 @@ def test_missing_twins_and_tasks_are_skipped_with_a_note():
     assert twins.RANDOM_INIT_TWIN["UrbanLN (street)"] == "CLIP (random init, street)"
 
 
+def test_a_twin_whose_probe_fails_on_a_few_units_is_named_and_the_median_gain_shown():
+    frame = _frame({"UrbanCLIP": 0.05})
+    assert not any("probe fails" in n for n in twins.gains_over_twin(frame).attrs["notes"])
+    twin = frame["model"] == "UrbanCLIP (random init)"
+    bad = twin & (frame["city"] == "synth-0") & (frame["seed"] == 0) & (frame["task"] == "carbon/random")
+    frame.loc[bad, "value"] = -20.0  # one unit whose probe extrapolated wildly
+    g = twins.gains_over_twin(frame)
+    row = g[(g["model"] == "UrbanCLIP") & (g["indicator"] == "carbon")].iloc[0]
+    assert row["gain"] > 1 and row["median_gain"] == pytest.approx(0.05, abs=0.02)  # the mean is that one unit's
+    note = next(n for n in g.attrs["notes"] if "probe fails" in n)
+    assert note.startswith("UrbanCLIP (random init)") and "1 of 30" in note and "-20.0" in note
+
+
 # ------------------------------------------------------------------------------------------ mapping as data
 
 

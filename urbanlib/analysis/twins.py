@@ -3,7 +3,9 @@
 A pretraining method is only worth its name if its features beat those of the same encoder at random
 initialisation. :func:`gains_over_twin` pairs each model with its twin on the units (city x
 pretraining seed) both were probed on and gives the mean gain with a paired 95% t interval, per
-indicator and split and pooled over the indicators (:mod:`urbanlib.analysis.paired`).
+indicator and split and pooled over the indicators (:mod:`urbanlib.analysis.paired`), and the median
+gain beside it: a twin whose probe fails on a few units (a random ResNet's heavy-tailed features)
+would otherwise decide the mean alone.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ STAGE0_TWIN: dict[str, str] = {
 }
 
 GAIN_COLUMNS = ["model", "twin", "indicator", "split", "n_units", "gain", "ci_low", "ci_high", "p", "mde",
-                "twin_mean", "relative_gain_pct"]
+                "twin_mean", "relative_gain_pct", "median_gain"]
 POOLED = "mean"  # the indicator label of the rows pooled over indicators
+FAILED_R2 = -1.0  # a probe whose test R2 is below this errs by more than twice the spread of the truth
 
 
 def _per_unit(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -114,14 +117,35 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
         for ind, split, a, b in tasks:
             r = paired_test(a.dropna().to_dict(), b.dropna().to_dict(), level=level)
             rel = 100 * r["mean_diff"] / abs(r["mean_b"]) if r["n"] and r["mean_b"] else np.nan
+            diffs = (a - b).dropna()
             rows.append({"model": model, "twin": twin, "indicator": ind, "split": split, "n_units": r["n"],
                          "gain": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
-                         "mde": r["mde"], "twin_mean": r["mean_b"], "relative_gain_pct": rel})
+                         "mde": r["mde"], "twin_mean": r["mean_b"], "relative_gain_pct": rel,
+                         "median_gain": float(diffs.median()) if len(diffs) else np.nan})
     notes[:0] = [f"no '{twin}' {metric} rows: skipped {', '.join(models)}" for twin, models in orphans.items()]
+    if metric == "R2":
+        notes += _failed_probe_notes(other, {twins[m] for m in present if twins.get(m) in twins_present})
     if rows:
         out = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     out.attrs["notes"] = notes
     return out
+
+
+def _failed_probe_notes(wide: pd.DataFrame, twins: set[str]) -> list[str]:
+    """A note per twin whose probe failed on some cells (test R2 below :data:`FAILED_R2`).
+
+    Such a twin's features are degenerate for the probe (heavy-tailed: a few test regions far outside
+    the train range, which the MLP extrapolates), so a mean gain over it is dominated by those cells.
+    """
+    notes = []
+    for twin in sorted(twins):
+        cells = wide.loc[twin].stack().dropna()
+        failed = cells[cells < FAILED_R2]
+        if len(failed):
+            notes.append(f"{twin}: its probe fails on {len(failed)} of {len(cells)} (indicator, split, unit) cells "
+                         f"(test R² below {FAILED_R2:g}, worst {failed.min():.1f}); the mean gains over it and their "
+                         f"intervals are dominated by those cells, so read the median gain")
+    return notes
 
 
 def probe_seed_gains(metrics: pd.DataFrame, twins: Mapping[str, str] | None = None, metric: str = "R2",
