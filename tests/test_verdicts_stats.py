@@ -206,6 +206,18 @@ def test_missing_twins_and_tasks_are_skipped_with_a_note():
     assert twins.RANDOM_INIT_TWIN["UrbanLN (street)"] == "CLIP (random init, street)"
 
 
+def test_every_trained_encoder_of_the_benchmark_has_a_twin():
+    from urbanlib.experiments.benchmark import BENCHMARK_MODELS, CONTROLS
+
+    twin_names = set(twins.RANDOM_INIT_TWIN.values())
+    for model in BENCHMARK_MODELS:
+        if model in CONTROLS or model in twin_names:
+            continue  # a control itself
+        assert (model in twins.RANDOM_INIT_TWIN) != (model in twins.WITHOUT_TWIN), model
+        assert twins.RANDOM_INIT_TWIN.get(model, "UrbanCLIP (random init)") in BENCHMARK_MODELS  # a row we probe
+    assert twins.RANDOM_INIT_TWIN["Tile2Vec"] == "Tile2Vec (random init)" in CONTROLS
+
+
 def test_a_twin_whose_probe_fails_on_a_few_units_is_named_and_the_median_gain_shown():
     frame = _frame({"UrbanCLIP": 0.05})
     assert not any("probe fails" in n for n in twins.gains_over_twin(frame).attrs["notes"])

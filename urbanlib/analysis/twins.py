@@ -17,7 +17,7 @@ import pandas as pd
 
 from .paired import paired_test
 
-__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "gains_over_twin", "probe_seed_gains"]
+__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "WITHOUT_TWIN", "gains_over_twin", "probe_seed_gains"]
 
 _VIT = "UrbanCLIP (random init)"  # UrbanCLIP's ViT at initialisation
 _CLIP_SAT, _CLIP_SV = "CLIP (random init, satellite)", "CLIP (random init, street)"
@@ -37,6 +37,17 @@ RANDOM_INIT_TWIN: dict[str, str] = {
     "UrbanLN stage 0 (street)": _CLIP_SV,
     **dict.fromkeys(_URBANLN_VARIANTS, _CLIP_SAT),
     **dict.fromkeys(["ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)", "READ"], _RESNET),
+    "Autoencoder": "Autoencoder (random init)",  # the small conv nets: the very run's weights at initialisation
+    "Tile2Vec": "Tile2Vec (random init)",
+}
+
+# the benchmark's rows that no training of ours produced, so there is no training to isolate
+WITHOUT_TWIN: dict[str, str] = {
+    "PCA": "a linear projection of the pixels, fitted, not trained",
+    "ResNet-18 (random)": "itself the random-init twin of the ResNet-18 baselines",
+    "RemoteCLIP": "published weights (opt-in download), not trained here",
+    "Captions only (MiniLM, short)": "a pretrained sentence encoder's embeddings of the captions",
+    "Captions only (MiniLM, long)": "a pretrained sentence encoder's embeddings of the captions",
 }
 
 # UrbanLN -> the stage-0 CLIP it was fine-tuned from (what fine-tuning adds), same function, other mapping

@@ -16,6 +16,8 @@ BASELINES: dict[str, str] = {
     "ResNet-18 (land-use stand-in)": "resnet:fit_landuse",
     "ResNet-18 (ImageNet)": "resnet:fit_imagenet",
     "Tile2Vec": "tile2vec:fit",
+    "Autoencoder (random init)": "autoencoder:fit_init",  # the random-init twins of the two small conv nets
+    "Tile2Vec (random init)": "tile2vec:fit_init",
     "READ": "read:fit",
     "PG-SimCLR": "pg_simclr:fit",
     "UrbanViT": "urbanvit:fit",
