@@ -155,9 +155,11 @@ def test_protocol_effect_pairs_the_two_protocols_over_seeds(tmp_path):
                                                      "UrbanCLIP (random init) [train-only]": 0.3})
         append_rows("protocol", f"synth-ring-random-s{seed}", rows, {"city": "synth-ring", "split": "random"}, seed,
                     "full", 1.0, tmp_path)
-    # the blocked split's and another city's benchmark rows are not what the protocol units re-ran
-    append_rows("benchmark", "synth-grid-s0-urbanclip", _unit_rows("synth-grid", "blocked", 0, {"UrbanCLIP": 0.9}),
+    # another city's rows, and the blocked split's, are not what the protocol units re-ran
+    append_rows("benchmark", "synth-grid-s0-urbanclip", _unit_rows("synth-grid", "random", 0, {"UrbanCLIP": 0.9}),
                 {"city": "synth-grid", "group": "urbanclip"}, 0, "full", 1.0, tmp_path)
+    append_rows("benchmark", "synth-ring-s0-urbanclip-b", _unit_rows("synth-ring", "blocked", 0, {"UrbanCLIP": 0.9}),
+                {"city": "synth-ring", "group": "urbanclip", "split": "blocked"}, 0, "full", 1.0, tmp_path)
     e = protocol_effect(tmp_path).set_index(["model", "indicator"])
     assert set(e.index.get_level_values(1)) == {"gdp", "population", "mean"}
     ours = e.loc[("UrbanCLIP", "mean")]

@@ -1,4 +1,4 @@
-"""The papers' baselines, one module each, all returning :class:`~urbanlib.baselines.base.FittedEncoder`.
+"""The papers' baselines and two random-init twins, each a :class:`~urbanlib.baselines.base.FittedEncoder`.
 
 ``BASELINES`` maps a table name to ``"module:function"``; modules are imported on first use.
 """

@@ -57,6 +57,7 @@ TEXT = ["Captions only (MiniLM, short)", "Captions only (MiniLM, long)", "UrbanC
 BASELINE_ORDER = ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "PG-SimCLR", "MuseCL", "RemoteCLIP", "UrbanVLP", "UrbanViT", "Text-SimCLR"]
 BENCHMARK_MODELS = BASELINE_ORDER + TEXT + OURS + CONTROLS  # the rows of the main table, in the papers' order
+REFERENCE_ROWS = TEXT + CONTROLS  # shown beside the papers' rows, but not baselines: unranked in the table
 SUPERVISED = {"READ": "supervised on the probe's train labels (night light)"}  # label-reading baselines
 
 

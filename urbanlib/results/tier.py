@@ -167,7 +167,7 @@ BENCHMARK_GROUPS = {  # one resumable unit per (city, seed, group): a pretrainin
                   "Tile2Vec", "READ", "MuseCL", "RemoteCLIP"],
     "baselines-vit": ["PG-SimCLR", "UrbanViT", "Text-SimCLR", "UrbanVLP"],
     # the two small conv nets at initialisation (no training: about a CPU-minute), in a unit of their
-    # own so that the units stored before these twins joined the benchmark keep their rows
+    # own: added to "baselines", they would be missing from its units stored before they joined
     "conv-twins": ["Autoencoder (random init)", "Tile2Vec (random init)"],
 }
 

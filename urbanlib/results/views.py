@@ -209,7 +209,7 @@ def protocol_effect(results_dir: Path | None = None) -> pd.DataFrame:
     the two experiments probed the same regions the same way.
 
     Returns:
-        One row per (model, indicator): ``n`` (seeds), ``all-tiles``, ``train-only`` (mean test R²),
+        One row per (model, indicator): ``n`` (pairs: city, split and seed), ``all-tiles``, ``train-only`` (mean test R²),
         ``difference`` with its paired 95% interval ``ci_low``/``ci_high`` and ``p``. Empty when
         either experiment has no stored rows for those seeds.
     """
@@ -223,22 +223,23 @@ def protocol_effect(results_dir: Path | None = None) -> pd.DataFrame:
                   & bench["split"].isin(splits)] if not bench.empty else bench
     if bench.empty:
         return pd.DataFrame()
+    key = ["city", "split", "seed"]  # a pair: the same city, split and pretraining seed under either protocol
     out = []
     for model in PROTOCOL_MODELS:
-        a = bench[bench["model"] == model].set_index(["seed", "indicator"])["value"]
-        b = strict[strict["model"] == model].set_index(["seed", "indicator"])["value"]
-        for indicator in [*sorted(set(a.index.get_level_values(1)) & set(b.index.get_level_values(1))), "mean"]:
-            if indicator == "mean":  # pooled: each seed's mean over the indicators both hold
-                both = a.index.intersection(b.index)
-                pa, pb = a[both].groupby(level=0).mean(), b[both].groupby(level=0).mean()
+        a = bench[bench["model"] == model].set_index([*key, "indicator"])["value"]
+        b = strict[strict["model"] == model].set_index([*key, "indicator"])["value"]
+        both = a.index.intersection(b.index)
+        for indicator in [*sorted(set(both.get_level_values("indicator"))), "mean"]:
+            if indicator == "mean":  # pooled: each pair's mean over the indicators both hold
+                pa, pb = a[both].groupby(level=key).mean(), b[both].groupby(level=key).mean()
             else:
-                pa, pb = a.xs(indicator, level=1), b.xs(indicator, level=1)
+                pa, pb = a.xs(indicator, level="indicator"), b.xs(indicator, level="indicator")
             test = paired_test(pa.to_dict(), pb.to_dict())
             if not test["n"]:
                 continue
-            seeds = test["units"]
+            pairs = test["units"]
             out.append({"model": model, "indicator": indicator, "n": test["n"],
-                        "all-tiles": float(pa[seeds].mean()), "train-only": float(pb[seeds].mean()),
+                        "all-tiles": float(pa[pairs].mean()), "train-only": float(pb[pairs].mean()),
                         "difference": test["mean_diff"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
                         "p": test["p"]})
     return pd.DataFrame(out)
