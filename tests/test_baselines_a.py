@@ -98,6 +98,24 @@ def test_autoencoder_fit_returns_bottleneck_for_all_regions(smoke):
     assert len(out.history) == 51 // cfg.batch_size and out.n_params > 0  # one epoch over 51 train tiles
 
 
+@pytest.mark.parametrize("mod", [ae, t2v], ids=["autoencoder", "tile2vec"])
+def test_conv_twin_is_the_trained_runs_starting_point(smoke, mod):
+    """The random-init twin embeds with the very weights fit() starts from: the CKA fit() measures
+    between its init and trained features is the CKA between the twin's and the trained features."""
+    from urbanlib.eval.metrics import linear_cka
+
+    inputs, _ = smoke
+    cfg_cls = ae.AutoencoderConfig if mod is ae else t2v.Tile2VecConfig
+    cfg = dataclasses.replace(cfg_cls.for_scale("smoke"), epochs=1)
+    trained, twin = mod.fit(inputs, cfg), mod.fit_init(inputs, cfg)
+    assert twin.name == f"{trained.name} (random init)" and BASELINES[twin.name] == f"{mod.__name__.split('.')[-1]}:fit_init"
+    assert twin.n_trainable == 0 and twin.history == [] and twin.n_params == trained.n_params
+    assert twin.features.shape == trained.features.shape and not np.allclose(twin.features, trained.features)
+    assert linear_cka(twin.features, trained.features) == pytest.approx(trained.info["cka_to_init"], abs=1e-6)
+    other_seed = mod.fit_init(dataclasses.replace(inputs, seed=1), cfg)
+    assert linear_cka(other_seed.features, trained.features) != pytest.approx(trained.info["cka_to_init"], abs=1e-3)
+
+
 # ---- Tile2Vec ---------------------------------------------------------------------------------
 def test_neighbours_on_grid_and_lonlat_fallback(smoke):
     inputs, _ = smoke

@@ -178,6 +178,12 @@ def test_benchmark_table_ranks_improvement_and_na_rows():
     assert "font-weight: bold" in html and "Improvement" in html
     with pytest.raises(ValueError, match="no results"):
         benchmark_frame(_toy_results(), ["A", "Ghost", "Ours"], ["pop"], ours=["Ours"])
+    ref = benchmark_frame(_toy_results(), ["A", "B", "Ours"], ["pop"], metrics=("R2", "RMSE"), ours=["Ours"],
+                          unranked=["B"])  # B shown for reference (a control): neither ranked nor a baseline
+    assert ref.styles.loc["B", r2c] == "" and "bold" in ref.styles.loc["Ours", r2c]
+    assert "underline" in ref.styles.loc["A", r2c] and "underline" in ref.styles.loc["A", rmc]
+    assert ref.means.loc["Improvement", r2c] == pytest.approx(100 * (0.6 - 0.3) / 0.3)  # over A, not B
+    assert any("for reference" in n and "B" in n for n in ref.notes)
     two_splits = pd.concat([_toy_results().assign(split="random"), _toy_results().assign(split="blocked(4)")])
     with pytest.raises(ValueError, match="mix several settings"):
         benchmark_frame(two_splits, ["A", "B", "Ours"], ["pop"], ours=["Ours"])

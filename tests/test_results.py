@@ -224,6 +224,18 @@ def test_verify_accepts_faithful_and_catches_drift(toy, tmp_path):
         verify_unit("toy", "s1", results_dir=tmp_path)
 
 
+def test_verify_compares_the_metrics_and_not_the_side_table_rows(tmp_path, monkeypatch):
+    import urbanlib.results.runner as runner
+
+    rows = [{"city": "c", "model": "m", "task": "gdp/random", "metric": "R2_mean", "value": 0.5},
+            {"table": "not_available", "model": "n", "city": "c", "seed": 0, "split": "random", "reason": "n/a: no x"}]
+    exp = registry.Experiment("side", run=lambda config, seed, scale: rows, plan=lambda scale: [("u", {}, 0)])
+    monkeypatch.setattr(runner, "load_all", lambda: {"side": exp})
+    run_all("full", results_dir=tmp_path, log=lambda *_: None)
+    table = verify_unit("side", "u", results_dir=tmp_path)
+    assert table[["model", "metric"]].values.tolist() == [["m", "R2_mean"]] and table["match"].all()
+
+
 def test_a_rerun_may_differ_within_the_probe_seed_noise_but_not_beyond_it():
     from urbanlib.results.runner import compare_rerun
 

@@ -61,7 +61,9 @@ def test_cpu_budget_sums_stored_units_and_projects_pending_ones_by_kind(tmp_path
     b = cpu_budget(results_dir=tmp_path)
     assert b.loc["benchmark", "stored"] == 3 and b.loc["benchmark", "stored CPU-h"] == 1.4
     # pending: 15 - 2 urbanclip units at 720 s, 15 - 1 baselines units at 3600 s; the other groups at the mean, 1680 s
-    groups = {"stage0": 3, "urbanln": 15, "baselines-vit": 15}
+    from urbanlib.results.tier import BENCHMARK_GROUPS
+
+    groups = {"stage0": 3, **{g: 15 for g in BENCHMARK_GROUPS if g not in ("urbanclip", "baselines")}}
     expected = (13 * 720 + 14 * 3600 + sum(groups.values()) * 1680) / 3600
     assert b.loc["benchmark", "pending CPU-h (projected)"] == round(expected, 2)
     assert b.loc["transfer", "stored"] == 0 and b.loc["transfer", "unprojected"] == 15
@@ -139,3 +141,30 @@ def test_pretraining_summary_and_selection_table(tmp_path, monkeypatch):
     (tmp_path / "selected_lr.json").write_text(json.dumps({"full": {"UrbanCLIP": 5e-4}}))
     table = selection_table(tmp_path).set_index("lr")
     assert table.loc[5e-4, "chosen"] and not table.loc[2e-4, "chosen"] and table.loc[2e-4, "val_r2"] == 0.3
+
+
+def test_protocol_effect_pairs_the_two_protocols_over_seeds(tmp_path):
+    from urbanlib.results.views import protocol_effect
+
+    assert protocol_effect(tmp_path).empty
+    for seed, strict in ((0, 0.45), (1, 0.52), (2, 0.40)):
+        tier = {"UrbanCLIP": 0.5, "UrbanCLIP (random init)": 0.3, "PCA": 0.2}
+        append_rows("benchmark", f"synth-ring-s{seed}-urbanclip", _unit_rows("synth-ring", "random", 0, tier),
+                    {"city": "synth-ring", "group": "urbanclip"}, seed, "full", 1.0, tmp_path)
+        rows = _unit_rows("synth-ring", "random", 0, {"UrbanCLIP [train-only]": strict,
+                                                     "UrbanCLIP (random init) [train-only]": 0.3})
+        append_rows("protocol", f"synth-ring-random-s{seed}", rows, {"city": "synth-ring", "split": "random"}, seed,
+                    "full", 1.0, tmp_path)
+    # another city's rows, and the blocked split's, are not what the protocol units re-ran
+    append_rows("benchmark", "synth-grid-s0-urbanclip", _unit_rows("synth-grid", "random", 0, {"UrbanCLIP": 0.9}),
+                {"city": "synth-grid", "group": "urbanclip"}, 0, "full", 1.0, tmp_path)
+    append_rows("benchmark", "synth-ring-s0-urbanclip-b", _unit_rows("synth-ring", "blocked", 0, {"UrbanCLIP": 0.9}),
+                {"city": "synth-ring", "group": "urbanclip", "split": "blocked"}, 0, "full", 1.0, tmp_path)
+    e = protocol_effect(tmp_path).set_index(["model", "indicator"])
+    assert set(e.index.get_level_values(1)) == {"gdp", "population", "mean"}
+    ours = e.loc[("UrbanCLIP", "mean")]
+    assert ours["n"] == 3 and ours["train-only"] == pytest.approx(np.mean([0.45, 0.52, 0.40]))
+    assert ours["difference"] == pytest.approx(0.5 - np.mean([0.45, 0.52, 0.40]))
+    assert ours["ci_low"] < ours["difference"] < ours["ci_high"]
+    twin = e.loc[("UrbanCLIP (random init)", "gdp")]
+    assert twin["difference"] == 0 and twin["all-tiles"] == 0.3

@@ -206,6 +206,29 @@ def test_missing_twins_and_tasks_are_skipped_with_a_note():
     assert twins.RANDOM_INIT_TWIN["UrbanLN (street)"] == "CLIP (random init, street)"
 
 
+def test_units_where_model_and_twin_were_scored_on_other_regions_are_left_out():
+    frame = _frame({"UrbanCLIP": 0.05})
+    n = [{"city": f"synth-{c}", "seed": s, "model": m, "task": "all/random", "metric": "n_test",
+          "value": 199.0 if (m, c, s) == ("UrbanCLIP", 0, 1) else 205.0}
+         for c in range(5) for s in range(3) for m in ("UrbanCLIP", "UrbanCLIP (random init)")]
+    g = twins.gains_over_twin(pd.concat([frame, pd.DataFrame(n)]))
+    assert set(g["n_units"]) == {14}  # synth-0:1 was scored on 199 regions against the twin's 205
+    assert any("synth-0:1" in note and "other test regions" in note for note in g.attrs["notes"])
+    assert set(twins.gains_over_twin(frame)["n_units"]) == {15}  # no n_test rows: nothing to check
+
+
+def test_every_trained_encoder_of_the_benchmark_has_a_twin():
+    from urbanlib.experiments.benchmark import BENCHMARK_MODELS, CONTROLS
+
+    twin_names = set(twins.RANDOM_INIT_TWIN.values())
+    for model in BENCHMARK_MODELS:
+        if model in CONTROLS:
+            continue  # a control itself
+        assert (model in twins.RANDOM_INIT_TWIN) != (model in twins.WITHOUT_TWIN), model
+    assert twin_names <= set(CONTROLS) | set(twins.WITHOUT_TWIN)  # every twin is a row we probe
+    assert twins.RANDOM_INIT_TWIN["Tile2Vec"] == "Tile2Vec (random init)" in CONTROLS
+
+
 def test_a_twin_whose_probe_fails_on_a_few_units_is_named_and_the_median_gain_shown():
     frame = _frame({"UrbanCLIP": 0.05})
     assert not any("probe fails" in n for n in twins.gains_over_twin(frame).attrs["notes"])

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .paired import paired_test
 
-__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "gains_over_twin", "probe_seed_gains"]
+__all__ = ["GAIN_COLUMNS", "RANDOM_INIT_TWIN", "STAGE0_TWIN", "WITHOUT_TWIN", "gains_over_twin", "probe_seed_gains"]
 
 _VIT = "UrbanCLIP (random init)"  # UrbanCLIP's ViT at initialisation
 _CLIP_SAT, _CLIP_SV = "CLIP (random init, satellite)", "CLIP (random init, street)"
@@ -37,6 +37,17 @@ RANDOM_INIT_TWIN: dict[str, str] = {
     "UrbanLN stage 0 (street)": _CLIP_SV,
     **dict.fromkeys(_URBANLN_VARIANTS, _CLIP_SAT),
     **dict.fromkeys(["ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)", "READ"], _RESNET),
+    "Autoencoder": "Autoencoder (random init)",  # the small conv nets: the very run's weights at initialisation
+    "Tile2Vec": "Tile2Vec (random init)",
+}
+
+# the benchmark's rows that no training of ours produced, so there is no training to isolate
+WITHOUT_TWIN: dict[str, str] = {
+    "PCA": "a linear projection of the pixels, fitted, not trained",
+    "ResNet-18 (random)": "itself the random-init twin of the ResNet-18 baselines",
+    "RemoteCLIP": "published weights (opt-in download), not trained here",
+    "Captions only (MiniLM, short)": "a pretrained sentence encoder's embeddings of the captions",
+    "Captions only (MiniLM, long)": "a pretrained sentence encoder's embeddings of the captions",
 }
 
 # UrbanLN -> the stage-0 CLIP it was fine-tuned from (what fine-tuning adds), same function, other mapping
@@ -62,6 +73,28 @@ def _per_unit(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     return r.pivot_table(index=["model", "indicator", "split"], columns="unit", values="value", aggfunc="mean")
 
 
+def _n_test(rows: pd.DataFrame) -> pd.Series:
+    """Test regions each model was scored on: (model, split, unit) -> n, from the ``n_test`` rows ("all/<split>")."""
+    r = rows[rows["metric"] == "n_test"]
+    if r.empty:
+        return pd.Series(dtype=float)
+    split = r["task"].astype(str).str.split("/", n=1).str[1].fillna("random")
+    unit = r["city"].astype(str) + ":" + r["seed"].astype(int).astype(str)
+    return pd.Series(r["value"].to_numpy(float), index=pd.MultiIndex.from_arrays([r["model"], split, unit])).sort_index()
+
+
+def _scored_apart(n_test: pd.Series, model: str, twin: str, split: str) -> set[str]:
+    """Units on which ``model`` and ``twin`` were scored on different numbers of test regions (not paired)."""
+    if n_test.empty:
+        return set()
+    try:
+        a, b = n_test.loc[(model, split)], n_test.loc[(twin, split)]
+    except KeyError:
+        return set()
+    both = a.index.intersection(b.index)
+    return set(both[a[both].to_numpy() != b[both].to_numpy()])
+
+
 def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None, metric: str = "R2",
                     level: float = 0.95, pooled: bool = True, twin_frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each model's gain over its twin, per indicator and split, with a paired t interval over units.
@@ -81,7 +114,8 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
     Returns:
         DataFrame with columns :data:`GAIN_COLUMNS`, one row per (model, indicator, split) with
         both sides present. Pairs that cannot be formed (a model without its twin's rows, a task
-        the twin lacks) are skipped; ``.attrs["notes"]`` says which, in words.
+        the twin lacks, a unit where the stored ``n_test`` rows show the two were scored on
+        different test regions) are skipped; ``.attrs["notes"]`` says which, in words.
     """
     twins = RANDOM_INIT_TWIN if twins is None else twins
     notes: list[str] = []
@@ -93,6 +127,7 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
     wide = _per_unit(frame, metric)
     other = wide if twin_frame is None or twin_frame.empty else _per_unit(twin_frame, metric)
     present = list(dict.fromkeys(wide.index.get_level_values("model")))
+    n_test = _n_test(frame if twin_frame is None else pd.concat([frame, twin_frame]))
     twins_present = set(other.index.get_level_values("model"))
     rows, orphans = [], {}
     for model in present:
@@ -114,6 +149,13 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
                 inds = [ind for ind, s in common if s == split]
                 tasks.append((POOLED, split, mine.loc[[(i, split) for i in inds]].mean(skipna=False),
                               theirs.loc[[(i, split) for i in inds]].mean(skipna=False)))
+        for split in dict.fromkeys(s for _, s, _, _ in tasks):
+            apart = _scored_apart(n_test, model, twin, split)
+            if apart:
+                notes.append(f"{model}: {len(apart)} unit(s) of the {split} split left out, scored on other test "
+                             f"regions than {twin} ({', '.join(sorted(apart))})")
+                tasks = [(i, s, a.drop(list(apart), errors="ignore"), b.drop(list(apart), errors="ignore"))
+                         if s == split else (i, s, a, b) for i, s, a, b in tasks]
         for ind, split, a, b in tasks:
             r = paired_test(a.dropna().to_dict(), b.dropna().to_dict(), level=level)
             rel = 100 * r["mean_diff"] / abs(r["mean_b"]) if r["n"] and r["mean_b"] else np.nan

@@ -141,7 +141,7 @@ def train_autoencoder(inputs: BaselineInputs, config: AutoencoderConfig | None =
 def _train(inputs: BaselineInputs, cfg: AutoencoderConfig) -> tuple[ConvAutoencoder, list[dict], dict,
                                                                     ConvAutoencoder]:
     """The trained model, its log, its training facts and the same model at initialisation."""
-    model = build(cfg, inputs.tensors.satellite.shape[-1], inputs.seed)
+    model = _initial(inputs, cfg)
     init = copy.deepcopy(model).eval()
     data = TileDataset(inputs.tensors.satellite, train_positions(inputs), inputs.seed, augment=cfg.augment)
     val_pos = val_positions(inputs)
@@ -152,12 +152,34 @@ def _train(inputs: BaselineInputs, cfg: AutoencoderConfig) -> tuple[ConvAutoenco
     return model, history, facts, init
 
 
+def _initial(inputs: BaselineInputs, cfg: AutoencoderConfig) -> ConvAutoencoder:
+    """The weights :func:`fit` starts from (and :func:`fit_init` keeps): a function of the seed alone."""
+    return build(cfg, inputs.tensors.satellite.shape[-1], inputs.seed)
+
+
+def _encoder_params(model: ConvAutoencoder) -> int:
+    return count_params(model.encoder)[0] + count_params(model.to_code)[0]  # the decoder is not part of the encoder
+
+
+def fit_init(inputs: BaselineInputs, config: AutoencoderConfig | None = None) -> FittedEncoder:
+    """The Autoencoder's random-init twin: every region's bottleneck at the weights :func:`fit` starts from.
+
+    What reconstruction training adds is the trained encoder's gain over this one, probed the same way.
+    """
+    cfg = config or AutoencoderConfig.for_scale(inputs.scale)
+    model = _initial(inputs, cfg).eval()
+    feats = embed_all(model.encode, inputs, desc="autoencoder init features")
+    return FittedEncoder("Autoencoder (random init)", feats, [], _encoder_params(model), 0,
+                         {"config": asdict(cfg), "weights": f"the Autoencoder run's weights at initialisation "
+                                                            f"(seed {inputs.seed}), untrained"})
+
+
 def fit(inputs: BaselineInputs, config: AutoencoderConfig | None = None) -> FittedEncoder:
     """Train the autoencoder and return every region's bottleneck vector."""
     cfg = config or AutoencoderConfig.for_scale(inputs.scale)
     model, history, facts, init = _train(inputs, cfg)
     feats = embed_all(model.encode, inputs, desc="autoencoder features")
-    n = count_params(model.encoder)[0] + count_params(model.to_code)[0]  # the decoder is not part of the encoder
+    n = _encoder_params(model)
     return FittedEncoder("Autoencoder", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "trained from random init (reconstruction)",
                           "final_loss": history[-1]["loss"] if history else None, "training": facts,

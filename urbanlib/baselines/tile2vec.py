@@ -214,7 +214,7 @@ def train_tile2vec(inputs: BaselineInputs, config: Tile2VecConfig | None = None)
 def _train(inputs: BaselineInputs, cfg: Tile2VecConfig) -> tuple[Tile2Vec, list[dict], dict, Tile2Vec]:
     """The trained model, its log, its training facts and the same model at initialisation."""
     idx = train_positions(inputs)
-    model = build(cfg, inputs.seed)
+    model = build(cfg, inputs.seed)  # the same weights fit_init keeps
     init = copy.deepcopy(model).eval()
     regions = inputs.ds.regions
     data = TripletDataset(inputs.tensors.satellite, idx, neighbour_sets(regions, idx, idx, cfg.k_nearest),
@@ -228,6 +228,20 @@ def _train(inputs: BaselineInputs, cfg: Tile2VecConfig) -> tuple[Tile2Vec, list[
     history, facts = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=inputs.seed,
                            progress=inputs.progress, desc="tile2vec", val_dataset=val, stopping=stopping)
     return model, history, facts, init
+
+
+def fit_init(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> FittedEncoder:
+    """Tile2Vec's random-init twin: every region's embedding at the weights :func:`fit` starts from.
+
+    What triplet training adds is the trained encoder's gain over this one, probed the same way.
+    """
+    cfg = config or Tile2VecConfig.for_scale(inputs.scale)
+    model = build(cfg, inputs.seed).eval()
+    feats = embed_all(model.embed, inputs, desc="tile2vec init features")
+    n = count_params(model)[0]
+    return FittedEncoder("Tile2Vec (random init)", feats, [], n, 0,
+                         {"config": asdict(cfg), "weights": f"the Tile2Vec run's weights at initialisation "
+                                                            f"(seed {inputs.seed}), untrained"})
 
 
 def fit(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> FittedEncoder:

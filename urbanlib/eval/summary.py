@@ -181,7 +181,8 @@ def _with_improvements(mean: pd.DataFrame, shown: pd.DataFrame, models: list[str
 
 def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: Sequence[str],
                     metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
-                    not_available=None, decimals: int = 3, italic_third: bool = False) -> BenchmarkTable:
+                    not_available=None, decimals: int = 3, italic_third: bool = False,
+                    unranked: Sequence[str] = ()) -> BenchmarkTable:
     """Lay out a results table in the papers' format (see :func:`benchmark_table`)."""
     summary, task = _checked_summary(df)
     na = _unavailable(not_available)
@@ -189,7 +190,7 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
     columns = pd.MultiIndex.from_tuples([(i, m) for i in indicators for m in metrics], names=["task", "metric"])
     mean, std, count = _grids(summary, task, models, columns)
     shown = mean.round(decimals)  # rank on the displayed (rounded) values so that printed ties share a style
-    ranked = [m for m in models if m not in na]
+    ranked = [m for m in models if m not in na and m not in unranked]
     styles = _rank_styles(shown, ranked, columns, italic_third)
     means = _with_improvements(mean, shown, models, [m for m in ranked if m not in ours], ours, columns)
 
@@ -219,13 +220,16 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
         notes.append(f"Improvement {MISSING}: undefined (no baseline value, or the best baseline's R² ≤ 0).")
     notes.insert(0, f"Best in bold, second underlined{', third italic' if italic_third else ''}; "
                     "Improvement: relative gain over the best baseline per column.")
+    shown_unranked = [m for m in models if m in unranked and m not in na]
+    if shown_unranked:
+        notes.insert(1, f"Shown for reference, neither ranked nor baselines of Improvement: {', '.join(shown_unranked)}.")
     return BenchmarkTable(means=means, cells=cells, styles=out_styles, tooltips=tips, notes=notes)
 
 
 def benchmark_table(df: pd.DataFrame, models_order: Sequence[str], indicators: Sequence[str],
                     metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
                     not_available=None, decimals: int = 3, italic_third: bool = False,
-                    caption: str | None = None):
+                    caption: str | None = None, unranked: Sequence[str] = ()):
     """The papers' main results table as a pandas Styler.
 
     Args:
@@ -240,11 +244,13 @@ def benchmark_table(df: pd.DataFrame, models_order: Sequence[str], indicators: S
         decimals: digits shown (ranking uses the shown values).
         italic_third: also italicise the third best (UrbanLN Table 1 does).
         caption: text above the footnotes.
+        unranked: rows shown for reference (controls, caption probes): neither ranked nor baselines.
 
     Returns:
         A ``pandas.io.formats.style.Styler``; ``benchmark_frame`` gives the unstyled parts.
     """
-    table = benchmark_frame(df, models_order, indicators, metrics, ours, not_available, decimals, italic_third)
+    table = benchmark_frame(df, models_order, indicators, metrics, ours, not_available, decimals, italic_third,
+                            unranked)
     return table.styler(caption)
 
 

@@ -230,7 +230,8 @@ def verify_unit(experiment: str, unit: str | None = None, rng_seed: int | None =
                 results_dir: Path | None = None) -> pd.DataFrame:
     """Re-run one committed unit at its recorded config/seed/scale and compare every metric.
 
-    Picks a random committed unit when ``unit`` is None. Returns :func:`compare_rerun`'s frame
+    Picks a random committed unit when ``unit`` is None. Only the experiment's own metric rows are
+    compared, not the rows a unit sends to side tables. Returns :func:`compare_rerun`'s frame
     (``match``: within the experiment's rtol; ``within_noise``: within :data:`NOISE_SE` standard
     errors of the unit's own probe-seed noise). Raises AssertionError naming the metrics beyond
     that, or when the means moved together (their average z beyond ``NOISE_SE / sqrt(k)``): a code
@@ -256,6 +257,8 @@ def verify_unit(experiment: str, unit: str | None = None, rng_seed: int | None =
                 os.environ.pop("URBANLIB_CACHE", None)
             else:
                 os.environ["URBANLIB_CACHE"] = old
+    if "table" in fresh:  # side-table rows (pretraining facts, n/a reasons) carry no metric to compare
+        fresh = fresh[fresh["table"].isna()]
     both = compare_rerun(rows, fresh, exp.rtol, exp.atol, get_scale(str(first["scale"])).probe_seeds)
     bad = both[~both["within_noise"]]
     if len(bad):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from urbanlib.analysis.paired import paired_test
 from urbanlib.experiments.caption_probes import chosen_table
 from urbanlib.pipeline.hparams import candidate_scores, selected
 
@@ -193,3 +194,52 @@ def caption_probe_summary(results_dir: Path | None = None) -> tuple[pd.DataFrame
     picks = chosen_table(read_results("caption_probes", results_dir))
     chosen = picks.groupby(["style", "split"])["chosen"].value_counts().unstack(fill_value=0)
     return table, chosen
+
+
+PROTOCOL_MODELS = ["UrbanCLIP", "UrbanCLIP (random init)"]  # what the `protocol` experiment re-runs under "train-only"
+
+
+def protocol_effect(results_dir: Path | None = None) -> pd.DataFrame:
+    """What pretraining only on the probe's train regions changes: the papers' "all-tiles" R² minus "train-only".
+
+    The `protocol` experiment re-runs UrbanCLIP and its random-init twin under "train-only" on the
+    book's city and the random split, one unit per pretraining seed; the benchmark holds the same
+    models, city, split and seeds under "all-tiles". Paired over those seeds, per indicator and pooled
+    over indicators (``mean``). The twin never trains, so its difference must be nil: a check that
+    the two experiments probed the same regions the same way.
+
+    Returns:
+        One row per (model, indicator): ``n`` (pairs: city, split and seed), ``all-tiles``, ``train-only`` (mean test R²),
+        ``difference`` with its paired 95% interval ``ci_low``/``ci_high`` and ``p``. Empty when
+        either experiment has no stored rows for those seeds.
+    """
+    strict = tier_rows("protocol", results_dir)
+    if strict.empty:
+        return pd.DataFrame()
+    strict = strict[strict["metric"] == "R2"].assign(model=lambda d: d["model"].str.removesuffix(" [train-only]"))
+    bench = tier_rows("benchmark", results_dir)
+    cities, splits = set(strict["city"]), set(strict["split"])
+    bench = bench[(bench["metric"] == "R2") & bench["model"].isin(PROTOCOL_MODELS) & bench["city"].isin(cities)
+                  & bench["split"].isin(splits)] if not bench.empty else bench
+    if bench.empty:
+        return pd.DataFrame()
+    key = ["city", "split", "seed"]  # a pair: the same city, split and pretraining seed under either protocol
+    out = []
+    for model in PROTOCOL_MODELS:
+        a = bench[bench["model"] == model].set_index([*key, "indicator"])["value"]
+        b = strict[strict["model"] == model].set_index([*key, "indicator"])["value"]
+        both = a.index.intersection(b.index)
+        for indicator in [*sorted(set(both.get_level_values("indicator"))), "mean"]:
+            if indicator == "mean":  # pooled: each pair's mean over the indicators both hold
+                pa, pb = a[both].groupby(level=key).mean(), b[both].groupby(level=key).mean()
+            else:
+                pa, pb = a.xs(indicator, level="indicator"), b.xs(indicator, level="indicator")
+            test = paired_test(pa.to_dict(), pb.to_dict())
+            if not test["n"]:
+                continue
+            pairs = test["units"]
+            out.append({"model": model, "indicator": indicator, "n": test["n"],
+                        "all-tiles": float(pa[pairs].mean()), "train-only": float(pb[pairs].mean()),
+                        "difference": test["mean_diff"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
+                        "p": test["p"]})
+    return pd.DataFrame(out)
