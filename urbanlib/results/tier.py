@@ -271,6 +271,9 @@ register(Experiment(
 ))
 
 
+PROTOCOL_MODELS = ["UrbanCLIP", "UrbanCLIP (random init)"]  # what the `protocol` experiment re-runs under "train-only"
+
+
 def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
     """UrbanCLIP and its random-init twin under the stricter "train-only" protocol, on one city and seed.
 
@@ -278,7 +281,7 @@ def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
     every tile); this unit measures what pretraining only on the probe's train regions changes.
     """
     city = open_city(config["city"], scale, seed, split=config["split"], progress=False, protocol="train-only")
-    metrics, feats, _ = run_benchmark(city, ["UrbanCLIP", "UrbanCLIP (random init)"], log=lambda *a: None)
+    metrics, feats, _ = run_benchmark(city, PROTOCOL_MODELS, log=lambda *a: None)
     agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
     rows = [{"city": config["city"], "model": f"{r.model} [train-only]", "task": f"{r.indicator}/{config['split']}",
              "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))}

@@ -19,7 +19,7 @@ from urbanlib.pipeline.hparams import candidate_scores, selected
 
 from .runner import pending_units, unit_kind
 from .store import read_results, results_path
-from .tier import load_all
+from .tier import PROTOCOL_MODELS, load_all
 
 
 def tier_rows(experiment: str, results_dir: Path | None = None) -> pd.DataFrame:
@@ -194,9 +194,6 @@ def caption_probe_summary(results_dir: Path | None = None) -> tuple[pd.DataFrame
     picks = chosen_table(read_results("caption_probes", results_dir))
     chosen = picks.groupby(["style", "split"])["chosen"].value_counts().unstack(fill_value=0)
     return table, chosen
-
-
-PROTOCOL_MODELS = ["UrbanCLIP", "UrbanCLIP (random init)"]  # what the `protocol` experiment re-runs under "train-only"
 
 
 def protocol_effect(results_dir: Path | None = None) -> pd.DataFrame:
