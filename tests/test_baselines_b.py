@@ -338,6 +338,27 @@ def test_urbanvlp_features_sum_towers_and_fall_back_to_satellite(city):
                                atol=1e-6)
 
 
+def test_urbanvlp_twin_is_both_towers_at_the_trained_runs_start(city):
+    """The twin encodes satellite and street views with the weights fit() starts from (the CKA fit()
+    records between init and trained features), and is n/a where UrbanVLP itself is."""
+    from dataclasses import replace
+
+    from urbanlib.eval.metrics import linear_cka
+
+    cfg = urbanvlp.UrbanVLPConfig.for_scale("smoke", epochs=1)
+    trained, twin = urbanvlp.fit(make_inputs(city), cfg), urbanvlp.fit_init(make_inputs(city), cfg)
+    assert twin.name == "UrbanVLP (random init)" and BASELINES[twin.name] == "urbanvlp:fit_init"
+    assert twin.n_trainable == 0 and twin.history == [] and twin.n_params == trained.n_params
+    assert linear_cka(twin.features, trained.features) == pytest.approx(trained.info["cka_to_init"], abs=1e-6)
+    assert not np.allclose(twin.features, trained.features)
+    other = urbanvlp.fit_init(make_inputs(city, seed=1), cfg)
+    assert linear_cka(other.features, trained.features) != pytest.approx(trained.info["cka_to_init"], abs=1e-3)
+    ds, tensors, train_idx, _ = city
+    no_street = replace(tensors, street_mask=np.zeros_like(tensors.street_mask))
+    out = urbanvlp.fit_init(BaselineInputs(ds, no_street, train_idx, scale=get_scale("smoke")), cfg)
+    assert isinstance(out, NotAvailable) and out.name == "UrbanVLP (random init)" and "street" in out.reason
+
+
 # ---- RemoteCLIP, MuseCL, registry ----------------------------------------------------------------
 TINY_CLIP = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},

@@ -184,6 +184,12 @@ def test_benchmark_table_ranks_improvement_and_na_rows():
     assert "underline" in ref.styles.loc["A", r2c] and "underline" in ref.styles.loc["A", rmc]
     assert ref.means.loc["Improvement", r2c] == pytest.approx(100 * (0.6 - 0.3) / 0.3)  # over A, not B
     assert any("for reference" in n and "B" in n for n in ref.notes)
+    tagged = benchmark_frame(_toy_results(), ["A", "B", "Ours"], ["pop"], metrics=("R2", "RMSE"), ours=["Ours"],
+                             tagged={"B": ("supervised", "reads the probe's train labels"), "Ghost": ("x", "y")})
+    assert list(tagged.means.index) == ["A", "B (supervised)", "Ours", "Improvement"]  # still a ranked baseline
+    assert "underline" in tagged.styles.loc["B (supervised)", r2c] and tagged.cells.loc["B (supervised)", r2c] == \
+        t.cells.loc["B", r2c]
+    assert tagged.notes[-1] == "B (supervised): reads the probe's train labels." and not any("Ghost" in n for n in tagged.notes)
     two_splits = pd.concat([_toy_results().assign(split="random"), _toy_results().assign(split="blocked(4)")])
     with pytest.raises(ValueError, match="mix several settings"):
         benchmark_frame(two_splits, ["A", "B", "Ours"], ["pop"], ours=["Ours"])

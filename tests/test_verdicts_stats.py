@@ -202,7 +202,8 @@ def test_missing_twins_and_tasks_are_skipped_with_a_note():
     assert "gdp/random" in notes
     empty = twins.gains_over_twin(frame.iloc[:0])
     assert empty.empty and empty.attrs["notes"]
-    assert twins.RANDOM_INIT_TWIN["READ"] == "ResNet-18 (random)"
+    assert twins.RANDOM_INIT_TWIN["READ"] == "READ (random init)"  # the student's conv net, not a ResNet
+    assert twins.RANDOM_INIT_TWIN["UrbanVLP"] == "UrbanVLP (random init)"  # both towers
     assert twins.RANDOM_INIT_TWIN["UrbanLN (street)"] == "CLIP (random init, street)"
 
 

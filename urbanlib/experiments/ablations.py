@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from urbanlib.analysis.twins import RANDOM_INIT_TWIN
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.models.urbanln import UrbanLNConfig
 from urbanlib.pipeline.city import City
@@ -103,3 +104,23 @@ def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[
         m.insert(1, "family", "UrbanCLIP" if name in urbanclip else "UrbanLN")
         rows.append(m)
     return pd.concat(rows, ignore_index=True), feats
+
+
+def twin_metrics(city: City, models: list[str], imagery: str = "satellite", progress: bool = False) -> pd.DataFrame:
+    """Probe rows of the random-init twins of ``models`` (ablation rows), for their gains over the twin.
+
+    The twins are the benchmark's (:data:`~urbanlib.analysis.twins.RANDOM_INIT_TWIN`): the weights
+    of this city's and seed's runs at initialisation, so no training runs here. Rows carry the
+    ablation frame's columns (``model``, ``family`` = ``"twin"``).
+    """
+    twins = list(dict.fromkeys(RANDOM_INIT_TWIN[m] for m in models if m in RANDOM_INIT_TWIN))
+    rows = []
+    for name in twins:
+        f = encoder_features(city, name, progress)
+        if not isinstance(f, Features):
+            continue
+        m = probe_features(city, f.features)
+        m.insert(0, "model", name)
+        m.insert(1, "family", "twin")
+        rows.append(m)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

@@ -7,8 +7,8 @@ pretraining runs: keyed by the baseline, the data, the training regions, the see
 
 Controls: each learned encoder family has a random-init twin probed the same way
 (:data:`~urbanlib.analysis.twins.RANDOM_INIT_TWIN`): the weights of the very run at initialisation
-(UrbanCLIP's ViT, the stage-0 CLIP, the Autoencoder's and Tile2Vec's conv nets), a random
-ResNet-18 for the ResNet baselines, and UrbanLN's starting point, stage 0 alone.
+(UrbanCLIP's ViT, the stage-0 CLIP, the Autoencoder's, Tile2Vec's and READ's conv nets, UrbanVLP's
+two towers), a random ResNet-18 for the ResNet baselines, and UrbanLN's starting point, stage 0 alone.
 """
 
 from __future__ import annotations
@@ -51,14 +51,21 @@ OUR_MODELS = {  # table name -> what it is (the names are the tables' rows; noth
     "UrbanLN stage 0 (street)": OurModel("urbanln", "street", "init"),
 }
 OURS = ["UrbanCLIP", "UrbanLN (satellite)", "UrbanLN (street)"]
-BASELINE_TWINS = ["Autoencoder (random init)", "Tile2Vec (random init)"]  # baselines at their run's initialisation
+BASELINE_TWINS = ["Autoencoder (random init)", "Tile2Vec (random init)", "READ (random init)",
+                  "UrbanVLP (random init)"]  # baselines at their run's initialisation
 CONTROLS = [n for n in OUR_MODELS if n not in OURS] + BASELINE_TWINS
 TEXT = ["Captions only (MiniLM, short)", "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"]
 BASELINE_ORDER = ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "PG-SimCLR", "MuseCL", "RemoteCLIP", "UrbanVLP", "UrbanViT", "Text-SimCLR"]
 BENCHMARK_MODELS = BASELINE_ORDER + TEXT + OURS + CONTROLS  # the rows of the main table, in the papers' order
 REFERENCE_ROWS = TEXT + CONTROLS  # shown beside the papers' rows, but not baselines: unranked in the table
-SUPERVISED = {"READ": "supervised on the probe's train labels (night light)"}  # label-reading baselines
+# label-reading baselines: {model: (the tag tables add to its name, why)}
+SUPERVISED = {"READ": ("supervised", "its features are trained on the night-light labels of the probe's train regions")}
+
+
+def shown_name(model: str) -> str:
+    """A model's name as a table shows it: a supervised baseline says so wherever it appears."""
+    return f"{model} ({SUPERVISED[model][0]})" if model in SUPERVISED else model
 
 
 @dataclass

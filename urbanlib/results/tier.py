@@ -166,9 +166,9 @@ BENCHMARK_GROUPS = {  # one resumable unit per (city, seed, group): a pretrainin
     "baselines": ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "MuseCL", "RemoteCLIP"],
     "baselines-vit": ["PG-SimCLR", "UrbanViT", "Text-SimCLR", "UrbanVLP"],
-    # the two small conv nets at initialisation (no training: about a CPU-minute), in a unit of their
-    # own: added to "baselines", they would be missing from its units stored before they joined
-    "conv-twins": ["Autoencoder (random init)", "Tile2Vec (random init)"],
+    # the baselines trained from scratch, at their run's initialisation (no training: a few CPU-minutes),
+    # in a unit of their own: added to "baselines", they would be missing from its units stored before
+    "twins": ["Autoencoder (random init)", "Tile2Vec (random init)", "READ (random init)", "UrbanVLP (random init)"],
 }
 
 
