@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from urbanlib.analysis.paired import paired_test
-from urbanlib.experiments.caption_probes import chosen_table
+from urbanlib.experiments.caption_probes import CAPTION_PROBE_MODELS, chosen_table
 from urbanlib.pipeline.hparams import candidate_scores, selected
 
 from .runner import pending_units, unit_kind
@@ -187,8 +187,8 @@ def caption_probe_summary(results_dir: Path | None = None) -> tuple[pd.DataFrame
     if rows.empty:
         return pd.DataFrame(), pd.DataFrame()
     r2 = rows[rows["metric"] == "R2"]
-    parts = r2["model"].str.extract(r"^(.*) \((\w+)\)$")
-    r2 = r2.assign(representation=parts[0], style=parts[1])
+    parts = [CAPTION_PROBE_MODELS[m] for m in r2["model"]]
+    r2 = r2.assign(representation=[rep for rep, _ in parts], style=[style for _, style in parts])
     table = r2.pivot_table(index="representation", columns=["style", "split"], values="value", aggfunc="mean")
     table[("units", "")] = r2.groupby("representation")["unit"].nunique()
     picks = chosen_table(read_results("caption_probes", results_dir))
@@ -213,10 +213,11 @@ def protocol_effect(results_dir: Path | None = None) -> pd.DataFrame:
     strict = tier_rows("protocol", results_dir)
     if strict.empty:
         return pd.DataFrame()
-    strict = strict[strict["metric"] == "R2"].assign(model=lambda d: d["model"].str.removesuffix(" [train-only]"))
+    benchmark_row = {stored: model for model, stored in PROTOCOL_MODELS.items()}
+    strict = strict[strict["metric"] == "R2"].assign(model=lambda d: d["model"].map(benchmark_row))
     bench = tier_rows("benchmark", results_dir)
     cities, splits = set(strict["city"]), set(strict["split"])
-    bench = bench[(bench["metric"] == "R2") & bench["model"].isin(PROTOCOL_MODELS) & bench["city"].isin(cities)
+    bench = bench[(bench["metric"] == "R2") & bench["model"].isin(list(PROTOCOL_MODELS)) & bench["city"].isin(cities)
                   & bench["split"].isin(splits)] if not bench.empty else bench
     if bench.empty:
         return pd.DataFrame()
