@@ -15,7 +15,7 @@ import pandas as pd
 
 from urbanlib.analysis.paired import paired_test
 from urbanlib.experiments.caption_probes import CAPTION_PROBE_MODELS, chosen_table
-from urbanlib.pipeline.hparams import candidate_scores, selected
+from urbanlib.pipeline.hparams import GRIDS, candidate_scores, selected
 
 from .runner import pending_units, unit_kind
 from .store import read_results, results_path
@@ -159,6 +159,44 @@ def selection_table(results_dir: Path | None = None) -> pd.DataFrame:
     scale = rows["scale"].iloc[0]
     out["chosen"] = [choice.get((scale, f)) == lr for f, lr in zip(out["family"], out["lr"], strict=True)]
     return out
+
+
+# learning-rate family -> (the run its candidates train on the development city, the rows that train
+# with its choice); a family's choice is used by every row here, on every city and seed
+LR_FAMILIES: dict[str, tuple[str, str]] = {
+    "UrbanCLIP": ("UrbanCLIP", "UrbanCLIP; its ablation variants (w/o refined text, w/o L_LM, w/o L_Con)"),
+    "UrbanLN stage 0": ("the stage-0 CLIP on every profile", "the stage-0 CLIP every UrbanLN row starts from"),
+    "UrbanLN": ("UrbanLN (satellite), from the chosen stage 0",
+                "UrbanLN (satellite, street); its ablation variants and the mu sweep"),
+    "SimCLR ViT": ("UrbanViT", "UrbanViT, PG-SimCLR, Text-SimCLR (one ViT and SimCLR recipe)"),
+    "Autoencoder": ("Autoencoder", "Autoencoder"),
+    "Tile2Vec": ("Tile2Vec", "Tile2Vec"),
+    "READ": ("READ (teacher and student)", "READ (supervised)"),
+    "ResNet-18 land-use": ("the land-use stand-in's supervised training", "ResNet-18 (land-use stand-in)"),
+    "UrbanVLP": ("UrbanVLP", "UrbanVLP"),
+}
+
+
+def chosen_rates(results_dir: Path | None = None) -> pd.DataFrame:
+    """Per family, the learning rate chosen on validation, its grid, and the table rows that use it.
+
+    ``at grid edge`` marks a choice at the smallest or largest candidate: the best rate may lie
+    outside the grid, which the reader should know.
+    """
+    table = selection_table(results_dir)
+    if table.empty:
+        return pd.DataFrame()
+    out = []
+    for family, rows in table.groupby("family", sort=False):
+        grid = GRIDS.get(family, tuple(sorted(rows["lr"])))
+        chosen = rows.loc[rows["chosen"], "lr"]
+        lr = float(chosen.iloc[0]) if len(chosen) else np.nan
+        trains, users = LR_FAMILIES.get(family, (family, family))
+        out.append({"family": family, "candidates": ", ".join(f"{g:g}" for g in grid),
+                    "chosen": f"{lr:g}" if np.isfinite(lr) else "-",
+                    "at grid edge": bool(np.isfinite(lr) and lr in (min(grid), max(grid))),
+                    "candidates train": trains, "used by": users})
+    return pd.DataFrame(out)
 
 
 def not_available_reasons(city: str, split: str, results_dir: Path | None = None) -> dict[str, str]:
