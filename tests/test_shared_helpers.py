@@ -142,3 +142,9 @@ def test_poi_columns_keep_the_tables_order():
     assert poi_columns(regions) == ["poi_cat_shop", "poi_cat_food"]  # PG-SimCLR's order: not sorted
     assert poi_columns(pd.DataFrame(columns=["region_id"])) == []
 
+
+def test_the_split_names_are_the_pipelines():
+    from urbanlib.experiments import real_captions
+    from urbanlib.pipeline import city
+
+    assert real_captions.SPLITS is city.SPLITS
