@@ -35,6 +35,7 @@ from urbanlib.baselines.simclr import (
     simclr_view,
     top_k_neighbours,
 )
+from urbanlib.data.dataset import poi_columns
 from urbanlib.data.splits import random_split
 from urbanlib.pipeline.tensors import load_tensors, normalize
 from urbanlib.scales import get_scale
@@ -244,7 +245,7 @@ def test_pg_simclr_pulls_poi_similar_pairs_together(city):
     model, history = pg_simclr.train(make_inputs(city), cfg)
     assert {"poi_loss", "geo_loss"} <= set(history[-1])
     random_copy = build_model(cfg, ("poi", "geo"), seed=0).eval()
-    counts = ds.regions[pg_simclr.poi_columns(ds.regions)].to_numpy()
+    counts = ds.regions[poi_columns(ds.regions)].to_numpy()
     sim = np.full((64, 64), -np.inf)
     sim[np.ix_(train_idx, train_idx)] = pg_simclr.poi_similarity(counts[train_idx])  # partners among training regions
     every = np.arange(len(ds.regions))
@@ -257,7 +258,7 @@ def test_pg_simclr_not_available_without_poi_categories(city):
     ds, tensors, train_idx, _ = city
     from dataclasses import replace
 
-    ds2 = replace(ds, regions=ds.regions.drop(columns=pg_simclr.poi_columns(ds.regions)))
+    ds2 = replace(ds, regions=ds.regions.drop(columns=poi_columns(ds.regions)))
     out = pg_simclr.fit(BaselineInputs(ds2, tensors, train_idx, scale=get_scale("smoke"), progress=False))
     assert isinstance(out, NotAvailable) and "poi_cat_" in out.reason
 
