@@ -120,8 +120,8 @@ def test_results_page_renders_stored_units(stored, tmp_path, monkeypatch):
 def test_pretraining_summary_and_selection_table(tmp_path, monkeypatch):
     import json
 
-    from urbanlib.results.store import append_rows
     from urbanlib.pipeline.hparams import GRIDS
+    from urbanlib.results.store import append_rows
     from urbanlib.results.views import LR_FAMILIES, chosen_rates, pretraining_summary, selection_table
 
     monkeypatch.setenv("URBANLIB_RESULTS", str(tmp_path))
