@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,8 +42,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from urbanlib.provenance import commit, machine  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "bench.csv"
+BENCH_SOURCES = ("urbanlib", "benchmarks")  # an uncommitted edit here marks the commit "+dirty"
 
 # Sizes per mode: model size suffix, batch, caption length distribution, probe problem.
 MODES = {
@@ -343,26 +344,9 @@ def _timed(fn: Callable[[], object], n: int, inference: bool = False) -> float:
 
 
 def provenance(threads: int, mode_name: str) -> dict:
-    """Machine, threads, torch version, git commit and time of this run."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "urbanlib", "benchmarks"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"mode": mode_name, "machine": f"{cpu}, {os.cpu_count()} cores", "threads": threads,
-            "torch": torch.__version__, "git_commit": commit,
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    """Machine, threads, torch version, git commit and time of this run, as :mod:`urbanlib.provenance` words them."""
+    return {"mode": mode_name, "machine": machine(), "threads": threads, "torch": torch.__version__,
+            "git_commit": commit(BENCH_SOURCES), "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def run(mode_name: str = "full", rounds: int | None = None, out: Path | None = DEFAULT_OUT,

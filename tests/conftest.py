@@ -1,7 +1,9 @@
-"""Shared test setup: headless plots, fixed seeds, few threads."""
+"""Shared test setup: headless plots, fixed seeds, few threads, nothing written into the repository."""
 
 import os
 import random
+import tempfile
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -11,29 +13,38 @@ matplotlib.use("agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Hypothesis keeps its examples and caches in $HYPOTHESIS_STORAGE_DIRECTORY, else ./.hypothesis (the repo).
+# It reads the variable on first use, after this; `database=None` alone would still leave its caches there.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "urbanlib-hypothesis"))
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _cache_in_a_temporary_folder(tmp_path_factory):
-    """Every test's cache (cities, tensors, runs, features) lives in one temporary folder, never in the repo's.
+def _cache_and_results_in_temporary_folders(tmp_path_factory):
+    """Every test's cache (cities, tensors, runs, features) and results live in temporary folders, never the repo's.
 
-    Shared by the session, so a city built by one test is reused by the next; under pytest-xdist
-    (``make test``) the workers share one, as the book and the results workers share theirs (the
-    caches write atomically under locks). Tests that need an empty cache of their own point
-    ``URBANLIB_CACHE`` elsewhere with ``monkeypatch``.
+    The cache is shared by the session, so a city built by one test is reused by the next; under
+    pytest-xdist (``make test``) the workers share one, as the book and the results workers share
+    theirs (the caches write atomically under locks). Tests that need an empty cache of their own
+    point ``URBANLIB_CACHE`` elsewhere with ``monkeypatch``; tests that read the committed tier ask
+    for :func:`committed_results`.
     """
-    old = os.environ.get("URBANLIB_CACHE")
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = tmp_path_factory.getbasetemp().parent / "urbanlib-cache"  # the run's folder, above each worker's
-        shared.mkdir(exist_ok=True)
-        os.environ["URBANLIB_CACHE"] = str(shared)
+        cache = tmp_path_factory.getbasetemp().parent / "urbanlib-cache"  # the run's folder, above each worker's
+        cache.mkdir(exist_ok=True)
     else:
-        os.environ["URBANLIB_CACHE"] = str(tmp_path_factory.mktemp("urbanlib-cache"))
-    yield
-    if old is None:
-        os.environ.pop("URBANLIB_CACHE", None)
-    else:
-        os.environ["URBANLIB_CACHE"] = old
+        cache = tmp_path_factory.mktemp("urbanlib-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("URBANLIB_CACHE", str(cache))
+        mp.setenv("URBANLIB_RESULTS", str(tmp_path_factory.mktemp("urbanlib-results")))
+        yield
+
+
+@pytest.fixture
+def committed_results(monkeypatch):
+    """The repository's ``results/``, as ``URBANLIB_RESULTS`` for this test: for tests that read the committed tier."""
+    path = Path(__file__).resolve().parents[1] / "results"
+    monkeypatch.setenv("URBANLIB_RESULTS", str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

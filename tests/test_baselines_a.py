@@ -98,15 +98,19 @@ def test_autoencoder_fit_returns_bottleneck_for_all_regions(smoke):
     assert len(out.history) == 51 // cfg.batch_size and out.n_params > 0  # one epoch over 51 train tiles
 
 
-@pytest.mark.parametrize("mod", [ae, t2v], ids=["autoencoder", "tile2vec"])
+ONE_EPOCH = {ae: lambda: dataclasses.replace(ae.AutoencoderConfig.for_scale("smoke"), epochs=1),
+             t2v: lambda: dataclasses.replace(t2v.Tile2VecConfig.for_scale("smoke"), epochs=1),
+             read_mod: lambda: read_mod.READConfig.for_scale("smoke", teacher_epochs=1, student_epochs=1)}
+
+
+@pytest.mark.parametrize("mod", [ae, t2v, read_mod], ids=["autoencoder", "tile2vec", "read"])
 def test_conv_twin_is_the_trained_runs_starting_point(smoke, mod):
     """The random-init twin embeds with the very weights fit() starts from: the CKA fit() measures
     between its init and trained features is the CKA between the twin's and the trained features."""
     from urbanlib.eval.metrics import linear_cka
 
     inputs, _ = smoke
-    cfg_cls = ae.AutoencoderConfig if mod is ae else t2v.Tile2VecConfig
-    cfg = dataclasses.replace(cfg_cls.for_scale("smoke"), epochs=1)
+    cfg = ONE_EPOCH[mod]()
     trained, twin = mod.fit(inputs, cfg), mod.fit_init(inputs, cfg)
     assert twin.name == f"{trained.name} (random init)" and BASELINES[twin.name] == f"{mod.__name__.split('.')[-1]}:fit_init"
     assert twin.n_trainable == 0 and twin.history == [] and twin.n_params == trained.n_params
@@ -248,3 +252,10 @@ def test_read_classifier_takes_soft_pseudo_labels_and_one_hot_equals_hard():
     assert torch.allclose(a["loss"], b["loss"]) and a["batch_accuracy"] == b["batch_accuracy"]
     soft = model({"image": x, "label": torch.full((6, 3), 1 / 3)})["loss"]
     assert torch.allclose(soft, -model.logits(x).log_softmax(-1).mean())  # a uniform target: mean log-probability
+
+
+def test_supervised_baselines_are_named_so_wherever_a_table_shows_them():
+    from urbanlib.experiments.benchmark import SUPERVISED, shown_name
+
+    assert shown_name("READ") == "READ (supervised)" and shown_name("READ (random init)") == "READ (random init)"
+    assert shown_name("UrbanCLIP") == "UrbanCLIP" and set(SUPERVISED) <= set(BASELINES)

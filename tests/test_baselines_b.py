@@ -35,6 +35,7 @@ from urbanlib.baselines.simclr import (
     simclr_view,
     top_k_neighbours,
 )
+from urbanlib.data.dataset import poi_columns
 from urbanlib.data.splits import random_split
 from urbanlib.pipeline.tensors import load_tensors, normalize
 from urbanlib.scales import get_scale
@@ -244,7 +245,7 @@ def test_pg_simclr_pulls_poi_similar_pairs_together(city):
     model, history = pg_simclr.train(make_inputs(city), cfg)
     assert {"poi_loss", "geo_loss"} <= set(history[-1])
     random_copy = build_model(cfg, ("poi", "geo"), seed=0).eval()
-    counts = ds.regions[pg_simclr.poi_columns(ds.regions)].to_numpy()
+    counts = ds.regions[poi_columns(ds.regions)].to_numpy()
     sim = np.full((64, 64), -np.inf)
     sim[np.ix_(train_idx, train_idx)] = pg_simclr.poi_similarity(counts[train_idx])  # partners among training regions
     every = np.arange(len(ds.regions))
@@ -257,7 +258,7 @@ def test_pg_simclr_not_available_without_poi_categories(city):
     ds, tensors, train_idx, _ = city
     from dataclasses import replace
 
-    ds2 = replace(ds, regions=ds.regions.drop(columns=pg_simclr.poi_columns(ds.regions)))
+    ds2 = replace(ds, regions=ds.regions.drop(columns=poi_columns(ds.regions)))
     out = pg_simclr.fit(BaselineInputs(ds2, tensors, train_idx, scale=get_scale("smoke"), progress=False))
     assert isinstance(out, NotAvailable) and "poi_cat_" in out.reason
 
@@ -336,6 +337,27 @@ def test_urbanvlp_features_sum_towers_and_fall_back_to_satellite(city):
     street, smask = tensors.street_tensor([with_street[0]])
     np.testing.assert_allclose(feats2[with_street[0]], model.street_features(street, smask).numpy()[0], rtol=1e-5,
                                atol=1e-6)
+
+
+def test_urbanvlp_twin_is_both_towers_at_the_trained_runs_start(city):
+    """The twin encodes satellite and street views with the weights fit() starts from (the CKA fit()
+    records between init and trained features), and is n/a where UrbanVLP itself is."""
+    from dataclasses import replace
+
+    from urbanlib.eval.metrics import linear_cka
+
+    cfg = urbanvlp.UrbanVLPConfig.for_scale("smoke", epochs=1)
+    trained, twin = urbanvlp.fit(make_inputs(city), cfg), urbanvlp.fit_init(make_inputs(city), cfg)
+    assert twin.name == "UrbanVLP (random init)" and BASELINES[twin.name] == "urbanvlp:fit_init"
+    assert twin.n_trainable == 0 and twin.history == [] and twin.n_params == trained.n_params
+    assert linear_cka(twin.features, trained.features) == pytest.approx(trained.info["cka_to_init"], abs=1e-6)
+    assert not np.allclose(twin.features, trained.features)
+    other = urbanvlp.fit_init(make_inputs(city, seed=1), cfg)
+    assert linear_cka(other.features, trained.features) != pytest.approx(trained.info["cka_to_init"], abs=1e-3)
+    ds, tensors, train_idx, _ = city
+    no_street = replace(tensors, street_mask=np.zeros_like(tensors.street_mask))
+    out = urbanvlp.fit_init(BaselineInputs(ds, no_street, train_idx, scale=get_scale("smoke")), cfg)
+    assert isinstance(out, NotAvailable) and out.name == "UrbanVLP (random init)" and "street" in out.reason
 
 
 # ---- RemoteCLIP, MuseCL, registry ----------------------------------------------------------------

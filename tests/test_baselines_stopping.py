@@ -222,6 +222,7 @@ def test_each_baseline_family_has_three_candidates_around_its_default(tmp_path, 
 def test_selection_plan_covers_the_baseline_families():
     from urbanlib.results.tier import BASELINE_FAMILIES, _selection_plan
 
+    assert {family: cls for family, (_, cls) in BASELINE_FAMILIES.items()} == CONFIGS  # the classes, not their names
     plan = _selection_plan("full")
     families = [c["family"] for _, c, _ in plan]
     assert set(families) == set(hparams.GRIDS) and set(BASELINE_FAMILIES) <= set(families)

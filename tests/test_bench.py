@@ -59,3 +59,12 @@ def test_quick_bench_writes_every_figure(tmp_path):
                                     "elementwise", "other"}
     assert plot_bench_profile(profile).axes[0].get_xlim() == (0, 1)
     assert summary.loc[list(BENCH_TARGETS), "met"].map(lambda v: isinstance(v, bool)).all()
+
+
+def test_provenance_is_urbanlibs_own():
+    """bench.csv's machine and commit mean what every other store's do (urbanlib.provenance), columns unchanged."""
+    from urbanlib.provenance import commit, machine
+
+    prov = _load_bench().provenance(1, "quick")
+    assert list(prov) == ["mode", "machine", "threads", "torch", "git_commit", "date"]
+    assert prov["machine"] == machine() and prov["git_commit"] == commit(("urbanlib", "benchmarks"))

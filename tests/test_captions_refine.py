@@ -15,9 +15,9 @@ from urbanlib.captions.refine_rules import (
     refine,
     refine_captions,
     removals_by_kind,
-    split_sentences,
 )
 from urbanlib.data.report import DataError
+from urbanlib.data.sentences import STATEMENT_START, split_sentences
 
 FACT = "Three grey office buildings stand along the main road."
 
@@ -118,9 +118,13 @@ def test_rules_are_configurable_and_validated(tmp_path, rules):
 
 
 def test_split_sentences():
-    assert split_sentences("A road. Two cars! - Trees: many.\nGrass") == ["A road.", "Two cars!", "- Trees: many.",
-                                                                        "Grass"]
-    assert split_sentences("About 3.5 km of road. Fine.") == ["About 3.5 km of road.", "Fine."]
+    def split(text):
+        return split_sentences(text, next_starts=STATEMENT_START)  # refinement's rule
+
+    assert split("A road. Two cars! - Trees: many.\nGrass") == ["A road.", "Two cars!", "- Trees: many.", "Grass"]
+    assert split("About 3.5 km of road. Fine.") == ["About 3.5 km of road.", "Fine."]
+    assert split("Approx. three cars. Fine.") == ["Approx. three cars.", "Fine."]
+    assert refine("Approx. three cars park here. Fine.").kept[0] == "Approx. three cars park here."
 
 
 def test_refine_captions_report_counts(rules):
@@ -170,8 +174,8 @@ def test_refinement_on_synthcity_smoke():
 
     caps = load_city("synth-ring", scale="smoke", progress=False).captions
     # the truth unit (statement) is exactly the unit refine() works on (sentence)
-    assert all(split_sentences(t) == [s["text"] for s in st] for t, st in zip(caps["text"], caps["statements"],
-                                                                                   strict=True))
+    assert all(split_sentences(t, next_starts=STATEMENT_START) == [s["text"] for s in st]
+               for t, st in zip(caps["text"], caps["statements"], strict=True))
     ev = evaluate_refinement(caps)
     assert len(ev) == 8  # 4 captioners x 2 styles
     rates = ev[["hallucination_before", "hallucination_after", "omission_before", "omission_after"]].to_numpy()

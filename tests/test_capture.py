@@ -324,6 +324,8 @@ def test_wordnet_install_step_idempotent(tmp_path, capsys):
     assert first.status == "installed" and first.target == target
     assert (target / "lexnames").read_text() == "00\tadj.all\t3\n01\tnoun.Tops\t1\n02\tverb.body\t2\n"
     assert (target / "index.sense").is_file() and not (target / "data.noun").is_symlink()
+    assert (target / "data.noun").read_text() == "fake data.noun\n"
+    assert sorted(p.name for p in target.iterdir()) == sorted(REQUIRED + ["index.sense", "lexnames"])  # no temporaries
     assert install(data, source=src, man_page=man, use_apt=False, verbose=False).status == "already"
     missing = install(tmp_path / "other", source=tmp_path / "nowhere", man_page=man, use_apt=False, verbose=True)
     assert missing.status == "unavailable" and "exact + soft" in missing.message

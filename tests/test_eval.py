@@ -3,15 +3,24 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from urbanlib.baselines.base import NotAvailable
 from urbanlib.data.dataset import UrbanDataset
 from urbanlib.data.report import DataError
-from urbanlib.data.splits import random_split
+from urbanlib.data.splits import Split, random_split
 from urbanlib.eval.metrics import mae, r2, regression_metrics, rmse
-from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.eval.probe import (
+    EarlyStopping,
+    ProbeConfig,
+    draw_head_weights,
+    fit_probes,
+    masked_mse,
+    metrics_on_test,
+    standardise_targets,
+)
 from urbanlib.eval.summary import benchmark_frame, benchmark_table, plot_pred_vs_truth, summarize
 from urbanlib.eval.text_features import embed_texts, fuse, region_text_features
 
@@ -139,6 +148,101 @@ def test_probe_handles_missing_features_and_targets():
         fit_probes(x, y, split, seeds=[1, 1])
 
 
+def test_probe_gives_the_numbers_it_gave_before_its_helpers_were_shared_with_the_prompted_probe():
+    # recorded at a37bdb7, before draw_head_weights / masked_mse / EarlyStopping / metrics_on_test were
+    # split out (the same machine reproduced them exactly); rtol leaves room for another CPU's float32 kernels
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(11)
+    n = 80
+    x = rng.normal(size=(n, 5))
+    y = np.stack([x[:, 0] + 0.5 * rng.normal(size=n), rng.normal(size=n)], 1)
+    idx = np.random.default_rng(0).permutation(n)
+    split = Split(train=np.sort(idx[:48]), val=np.sort(idx[48:64]), test=np.sort(idx[64:]), name="random")
+    y[split.train[:3], 1] = np.nan
+    res = fit_probes(x, y, split, seeds=[0, 1], config=ProbeConfig(hidden=(8,), lr=1e-2, max_epochs=60, patience=8))
+    np.testing.assert_allclose(res.metrics.query("metric == 'R2'").value,
+                               [0.28031476980883185, -0.15563379938310784, 0.6708442285114018, -0.07928452250371887],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(res.best_epochs, [[46, 5], [60, 0]])
+    np.testing.assert_array_equal(res.stop_epochs, [[54, 13], [60, 8]])
+    np.testing.assert_allclose(res.predictions[:, split.test[:3], :].ravel(), [
+        -0.18978810536655255, 0.15383387584715022, 0.6888968274362773, 0.20364001424379605, 0.010518486835891124,
+        0.03208820539720417, -0.4304302267498313, 0.11810143517822741, 1.230168695681062, -0.12962269306398097,
+        -0.1655883431599149, -0.040702124156502366], rtol=1e-6)
+
+
+def test_head_weights_are_drawn_per_seed_indicator_and_stream():
+    w0, b0, w1, b1 = draw_head_weights([3, 7], 2, [4, 5, 1])
+    assert w0.shape == (2, 2, 4, 5) and b0.shape == (2, 2, 5) and w1.shape == (2, 2, 5, 1) and b1.shape == (2, 2, 1)
+    assert all(p.dtype == np.float32 for p in (w0, b0, w1, b1))
+    rng = np.random.default_rng([7, 1, 1])  # seed 7, indicator 1, layer 1
+    np.testing.assert_array_equal(w1[1, 1], rng.uniform(-1 / np.sqrt(5), 1 / np.sqrt(5), (5, 1)).astype(np.float32))
+    np.testing.assert_array_equal(b1[1, 1], rng.uniform(-1 / np.sqrt(5), 1 / np.sqrt(5), 1).astype(np.float32))
+    assert np.abs(w0).max() <= 0.5 and np.abs(w0).max() > 0.4  # Uniform(±1/sqrt(fan_in)), fan_in 4
+    alone = draw_head_weights([7], 2, [4, 5, 1])  # a head does not depend on the other seeds
+    np.testing.assert_array_equal(alone[0][0], w0[1])
+    other = draw_head_weights([3, 7], 2, [4, 5, 1], stream=(35,))
+    rng = np.random.default_rng([3, 0, 0, 35])
+    np.testing.assert_array_equal(other[0][0, 0], rng.uniform(-0.5, 0.5, (4, 5)).astype(np.float32))
+    assert not np.allclose(other[0], w0)
+
+
+def test_masked_mse_averages_only_the_known_targets_of_each_head():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 5.0], [0.0, 1.0]])  # (n=3, heads=2)
+    target = torch.tensor([[0.0, 2.0], [1.0, 0.0], [9.0, 0.0]])
+    known = torch.tensor([[True, True], [True, False], [False, False]])
+    np.testing.assert_allclose(masked_mse(pred, target, known).numpy(), [(1 + 4) / 2, 0 / 1])
+    moved = torch.where(known, target, torch.tensor(-50.0))  # what an unknown target holds does not matter
+    np.testing.assert_array_equal(masked_mse(pred, moved, known), masked_mse(pred, target, known))
+    nobody = torch.zeros_like(known)
+    np.testing.assert_array_equal(masked_mse(pred, target, nobody).numpy(), [0.0, 0.0])  # count at least 1
+    # targets broadcast over the seeds of (n, S, T) predictions; an explicit count is used as given
+    out = masked_mse(pred[:, None].expand(3, 2, 2), target[:, None], known[:, None], torch.tensor([4, 1]))
+    np.testing.assert_allclose(out.numpy(), [[5 / 4, 0.0]] * 2)
+
+
+def test_early_stopping_keeps_each_heads_best_epoch_and_stops_it_after_patience():
+    stopping = EarlyStopping(torch.tensor([1.0, 1.0, 1.0]), patience=2, min_delta=0.1)
+    steps = [([0.5, 0.95, 2.0], [True, False, False], [False, False, False]),
+             ([0.6, 0.8, 2.0], [False, True, False], [False, False, True]),  # 0.95 was within min_delta
+             ([0.45, 0.9, 0.1], [False, False, False], [True, False, False]),  # head 2 stopped: 0.1 does not count
+             ([0.1, 0.75, 0.1], [False, False, False], [False, True, False])]  # nor head 0's 0.1 now
+    for epoch, (val, better, done) in enumerate(steps, start=1):
+        got_better, got_done = stopping.step(epoch, torch.tensor(val))
+        assert got_better.tolist() == better and got_done.tolist() == done, epoch
+    assert stopping.best_epoch.tolist() == [1, 2, 0]
+    np.testing.assert_allclose(stopping.best_loss.numpy(), [0.5, 0.8, 1.0])
+    assert not stopping.active.any()
+
+
+def test_metrics_on_test_scores_each_seed_on_the_known_test_targets():
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=(20, 2))
+    truth[[15, 16], 1] = np.nan
+    preds = truth[None] + rng.normal(scale=0.3, size=(2, 20, 2))
+    test = np.arange(12, 20)
+    out = metrics_on_test(truth, preds, test, [5, 9], ["a", "b"])
+    assert list(out.columns) == ["indicator", "seed", "metric", "value", "n_test"]
+    assert out[["indicator", "seed"]].drop_duplicates().values.tolist() == [["a", 5], ["b", 5], ["a", 9], ["b", 9]]
+    row = out.set_index(["indicator", "seed", "metric"])
+    known = [12, 13, 14, 17, 18, 19]
+    assert row.loc[("b", 9, "R2"), "value"] == pytest.approx(r2_score(truth[known, 1], preds[1, known, 1]))
+    assert row.loc[("b", 9, "MAE"), "value"] == pytest.approx(mean_absolute_error(truth[known, 1], preds[1, known, 1]))
+    assert row.loc[("a", 5, "RMSE"), "value"] == pytest.approx(np.sqrt(mean_squared_error(truth[test, 0],
+                                                                                          preds[0, test, 0])))
+    assert row.loc[("b", 5, "R2"), "n_test"] == 6 and row.loc[("a", 5, "R2"), "n_test"] == 8
+    assert set(metrics_on_test(truth, preds, test, [5, 9], ["a", "b"], cols=[1]).indicator) == {"b"}
+
+
+def test_targets_are_standardised_with_known_train_values_only():
+    y = np.array([[1.0, 5.0], [3.0, 5.0], [np.nan, 5.0], [100.0, -7.0]])
+    y_std, mu, sd = standardise_targets(y, np.array([0, 1, 2]))  # row 3 is not train
+    np.testing.assert_allclose(mu, [2.0, 5.0])
+    np.testing.assert_allclose(sd, [1.0, 1.0])  # column 1 has no spread on train: centred only
+    np.testing.assert_allclose(y_std[3], [98.0, -12.0])
+    assert np.isnan(y_std[2, 0])
+
+
 # ---------------------------------------------------------------- table and plots
 
 
@@ -184,6 +288,12 @@ def test_benchmark_table_ranks_improvement_and_na_rows():
     assert "underline" in ref.styles.loc["A", r2c] and "underline" in ref.styles.loc["A", rmc]
     assert ref.means.loc["Improvement", r2c] == pytest.approx(100 * (0.6 - 0.3) / 0.3)  # over A, not B
     assert any("for reference" in n and "B" in n for n in ref.notes)
+    tagged = benchmark_frame(_toy_results(), ["A", "B", "Ours"], ["pop"], metrics=("R2", "RMSE"), ours=["Ours"],
+                             tagged={"B": ("supervised", "reads the probe's train labels"), "Ghost": ("x", "y")})
+    assert list(tagged.means.index) == ["A", "B (supervised)", "Ours", "Improvement"]  # still a ranked baseline
+    assert "underline" in tagged.styles.loc["B (supervised)", r2c] and tagged.cells.loc["B (supervised)", r2c] == \
+        t.cells.loc["B", r2c]
+    assert tagged.notes[-1] == "B (supervised): reads the probe's train labels." and not any("Ghost" in n for n in tagged.notes)
     two_splits = pd.concat([_toy_results().assign(split="random"), _toy_results().assign(split="blocked(4)")])
     with pytest.raises(ValueError, match="mix several settings"):
         benchmark_frame(two_splits, ["A", "B", "Ours"], ["pop"], ours=["Ours"])

@@ -355,6 +355,18 @@ def test_raster_without_crs_is_an_error_naming_it(utm_inputs):
     assert not (tmp_path / "built").exists()
 
 
+def test_a_failed_rebuild_leaves_the_earlier_dataset_and_no_temporary_folder(utm_inputs):
+    tmp_path, pop, _ = utm_inputs
+    out = build_city(grid_config(tmp_path, indicators=[{"name": "population", "path": "pop.tif", "rule": "sum"}]))
+    meta, before = (out / "meta.json").read_bytes(), sorted(p.name for p in tmp_path.iterdir())
+    write_tif(tmp_path / "nocrs.tif", pop, from_origin(X0, Y0, 100, 100), None)
+    with pytest.raises(DataError, match="has no CRS"):  # raised mid-build, after the temporary folder is made
+        build_city(grid_config(tmp_path, indicators=[{"name": "population", "path": "nocrs.tif", "rule": "sum"}]),
+                   force=True)
+    assert (out / "meta.json").read_bytes() == meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "nocrs.tif"])
+
+
 def test_bbox_outside_the_raster_is_an_error(utm_inputs):
     tmp_path, _, _ = utm_inputs
     cfg = from_dict({"city": "far", "out": "built",

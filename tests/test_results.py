@@ -285,13 +285,13 @@ def _verify_random_unit(cheap: bool):
     assert table["match"].all()
 
 
-def test_a_committed_unit_reproduces():
+def test_a_committed_unit_reproduces(committed_results):
     """CI's drift check: re-run one randomly drawn committed unit of a cheap experiment."""
     _verify_random_unit(cheap=True)
 
 
 @pytest.mark.slow
-def test_a_committed_training_unit_reproduces():
+def test_a_committed_training_unit_reproduces(committed_results):
     """The same for experiments that train models (minutes per unit on a CPU)."""
     _verify_random_unit(cheap=False)
 

@@ -120,8 +120,9 @@ def test_results_page_renders_stored_units(stored, tmp_path, monkeypatch):
 def test_pretraining_summary_and_selection_table(tmp_path, monkeypatch):
     import json
 
+    from urbanlib.pipeline.hparams import GRIDS
     from urbanlib.results.store import append_rows
-    from urbanlib.results.views import pretraining_summary, selection_table
+    from urbanlib.results.views import LR_FAMILIES, chosen_rates, pretraining_summary, selection_table
 
     monkeypatch.setenv("URBANLIB_RESULTS", str(tmp_path))
     pre = {"table": "pretraining", "model": "UrbanCLIP", "variant": "", "city": "c", "seed": 0, "protocol": "all-tiles",
@@ -141,6 +142,13 @@ def test_pretraining_summary_and_selection_table(tmp_path, monkeypatch):
     (tmp_path / "selected_lr.json").write_text(json.dumps({"full": {"UrbanCLIP": 5e-4}}))
     table = selection_table(tmp_path).set_index("lr")
     assert table.loc[5e-4, "chosen"] and not table.loc[2e-4, "chosen"] and table.loc[2e-4, "val_r2"] == 0.3
+    rates = chosen_rates(tmp_path).set_index("family")
+    assert rates.loc["UrbanCLIP", "chosen"] == "0.0005" and not rates.loc["UrbanCLIP", "at grid edge"]
+    assert rates.loc["UrbanCLIP", "candidates"] == "0.0002, 0.0005, 0.001"  # the family's whole grid
+    assert "w/o L_LM" in rates.loc["UrbanCLIP", "used by"]
+    (tmp_path / "selected_lr.json").write_text(json.dumps({"full": {"UrbanCLIP": 2e-4}}))
+    assert chosen_rates(tmp_path).set_index("family").loc["UrbanCLIP", "at grid edge"]  # the grid's smallest
+    assert set(LR_FAMILIES) == set(GRIDS)  # every family says which rows use its choice
 
 
 def test_protocol_effect_pairs_the_two_protocols_over_seeds(tmp_path):

@@ -187,6 +187,29 @@ def test_prompted_heads_are_trained_on_train_regions_only():
     assert np.allclose(q1, q2) and not f1["value"].equals(f2["value"])
 
 
+def test_learned_prompts_give_the_numbers_they_gave_before_the_probe_helpers_were_shared():
+    # recorded at a37bdb7, before the prompted probe used eval.probe's head init, loss, early stopping and
+    # metric rows (the same machine reproduced them exactly); rtol leaves room for another CPU's float32 kernels
+    torch.set_num_threads(1)
+    cfg, vocab = _tiny()
+    torch.manual_seed(0)
+    model = UrbanCLIP(cfg, vocab).eval()
+    n = 30
+    images = torch.randn(n, 3, cfg.vision.image_size, cfg.vision.image_size, generator=torch.Generator().manual_seed(1))
+    split = _toy_split(n)
+    targets = np.random.default_rng(2).normal(size=(n, 2))
+    m, p, info = prompted.learned_prompt_probes(model, images, targets, split, [0, 1], ["carbon", "population"],
+                                                ProbeConfig(max_epochs=8, patience=3), prompted.PromptTuning(max_epochs=8))
+    np.testing.assert_allclose(m.query("metric == 'R2'").value, [
+        -0.5850770310869138, -0.38114343184454547, -0.48125611398415713, -0.45625467239799233], rtol=1e-5)
+    np.testing.assert_array_equal(info["best_epochs"], [[0, 1], [1, 3]])
+    assert info["epochs_run"] == 6
+    np.testing.assert_allclose(p[:, split.test[:3], :].ravel(), [
+        0.356687265367133, -0.05182750447817161, 0.2148425590050868, -0.5441915060431849, 0.4830752532150405,
+        -0.5755412240375439, 0.2730625942740468, 0.1582503191835441, 0.12271542237347961, -0.23342393161434752,
+        -0.07782282828090875, -0.43756196728941865], rtol=1e-5)
+
+
 # ---- the page's experiment ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -210,6 +210,24 @@ def test_version_change_invalidates_cache(monkeypatch, cache, ring):
     assert synthcity.city_dir("synth-ring", "smoke", 0, cache) != ring
 
 
+def test_a_city_another_process_finished_first_is_kept_and_no_temporary_is_left(monkeypatch, tmp_path):
+    import importlib
+
+    build = importlib.import_module("urbanlib.data.synthcity.build")
+    out = synthcity.city_dir("synth-ring", "smoke", 0, tmp_path)
+    write = build.canonical.write
+
+    def write_while_another_process_finishes(ds, data_dir):
+        write(ds, data_dir)
+        out.mkdir()
+        (out / "meta.json").write_text('{"by": "the other process"}')
+
+    monkeypatch.setattr(build.canonical, "write", write_while_another_process_finishes)
+    assert synthcity.build("synth-ring", "smoke", seed=0, cache_dir=tmp_path, progress=False) == out
+    assert json.loads((out / "meta.json").read_text()) == {"by": "the other process"}
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
 def test_city_summary(ring_ds):
     from urbanlib.data.synthcity.stats import city_summary
 

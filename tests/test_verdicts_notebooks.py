@@ -19,7 +19,7 @@ def test_findings_page_is_in_the_manifest_first():
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", ["findings", "verdicts"])
-def test_page_runs_on_the_committed_tier(name, tmp_path, monkeypatch):
+def test_page_runs_on_the_committed_tier(name, tmp_path, monkeypatch, committed_results):
     import nbformat
     import papermill as pm
 

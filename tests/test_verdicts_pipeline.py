@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from urbanlib.analysis.findings import findings_markdown
 from urbanlib.analysis.verdicts import verdict_table
 from urbanlib.experiments.caption_quality import caption_rates
 from urbanlib.paper import load_claims
 from urbanlib.results.store import append_rows
-from urbanlib.results.verdicts import measurements
+from urbanlib.results.verdicts import load_measures, measurements
 
 
 def _bench_rows(seed: int, gap: float) -> list[dict]:
@@ -38,7 +39,19 @@ def test_verdicts_follow_the_committed_rows(tmp_path):
     assert table.loc["UC01", "mean_diff"] == pytest.approx(0.06, abs=1e-9)
     assert table.loc["UC18", "verdict"] == "not testable here"  # no ablation rows committed
     assert "ablations" in table.loc["UC18", "reason"]
-    assert "not testable here" in table.loc["UC02", "reason"]  # Beijing: a real city
+    assert table.loc["UC02", "verdict"] == "not testable here"  # Beijing: a real city
+    assert table.loc["UC02", "reason"].startswith("about Beijing")  # why, alone: the verdict is its own column
+
+
+def test_an_untestable_claim_carries_its_reason_as_written(tmp_path):
+    claims = load_claims()
+    why = load_measures()["claims"]["UC02"]["untestable"]
+    m = measurements(claims, tmp_path).set_index("claim_id")
+    assert m.loc["UC02", "reason"] == why and m.loc["UC02", "a"] is None
+    table = verdict_table(claims, m.reset_index())
+    assert table.set_index("claim_id").loc["UC02", "reason"] == why
+    cannot = findings_markdown(table).split("What cannot be tested here, and why")[1]
+    assert f": {why}." in cannot and "not testable here" not in cannot
 
 
 def test_units_pair_on_city_and_seed(tmp_path):
@@ -68,8 +81,10 @@ def test_two_units_are_not_enough(tmp_path):
     for seed in (0, 1):
         rows = [r for r in _bench_rows(seed, 0.05) if r["city"] == "synth-ring"]  # one city, two seeds
         append_rows("benchmark", f"s{seed}", rows, {"city": "x"}, seed, "full", 1.0, tmp_path)
-    table = verdict_table(claims, measurements(claims, tmp_path)).set_index("claim_id")
-    assert table.loc["UC01", "verdict"] == "not testable here" and "≥3 paired units" in table.loc["UC01", "reason"]
+    table = verdict_table(claims, measurements(claims, tmp_path))
+    row = table.set_index("claim_id").loc["UC01"]
+    assert row["verdict"] == "not testable here" and row["reason"].startswith("needs ≥3 paired units")
+    assert "not testable here" not in findings_markdown(table).split("What cannot be tested here, and why")[1]
 
 
 def test_caption_rates_count_false_statements():

@@ -4,6 +4,7 @@ gains over random-init twins, the claim mapping as data, and the generated findi
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -146,7 +147,7 @@ def test_one_city_and_untestable_rows_say_why():
     one_city = {f"synth-ring:{s}": v for s, v in enumerate([0.6, 0.62, 0.61])}
     base = {f"synth-ring:{s}": v for s, v in enumerate([0.5, 0.5, 0.52])}
     m = pd.DataFrame([{"claim_id": "UC14", "a": base, "b": one_city, "cities": ["synth-ring"]},
-                      {"claim_id": "UC02", "a": None, "b": None, "reason": "not testable here: about Beijing"}])
+                      {"claim_id": "UC02", "a": None, "b": None, "reason": "about Beijing"}])
     t = verdicts.verdict_table(_claims("UC14", "UC02", "UC29"), m).set_index("claim_id")
     assert t.loc["UC14", "verdict"] == "supported" and "one city only (synth-ring)" in t.loc["UC14", "reason"]
     shown = verdicts.readable_table(t.reset_index()).set_index("claim")
@@ -155,6 +156,50 @@ def test_one_city_and_untestable_rows_say_why():
         assert row["verdict"] == "not testable here" and row["reason"] and row["effect [95% CI]"] == ""
         assert not row.isna().any()
     assert "[" in shown[shown.index.str.startswith("UC14")].iloc[0]["effect [95% CI]"]
+
+
+def test_each_measurement_row_is_tested_or_says_why_not():
+    claim = SimpleNamespace(claim_id="X", direction="a>b")
+    up, base = [0.6, 0.62, 0.61, 0.64, 0.6], [0.5, 0.5, 0.52, 0.51, 0.49]
+
+    def measure(claim=claim, i=7, **row):
+        return verdicts._measure(i, pd.Series({"a": None, "b": None, **row}), claim, 0.95, verdicts.POWER)
+
+    assert measure(reason="about Beijing") == verdicts._Measured(["about Beijing"])
+    chain = SimpleNamespace(claim_id="X", direction="a>b>c")
+    assert measure(chain, a=up, b=base).notes == [verdicts._NOT_PAIRWISE.format(direction="a>b>c")]
+    with pytest.raises(ValueError, match=r"measurements row 7 \(X\)"):
+        measure(a=up, b=base, direction="a>b>c")  # the row's own direction must be a comparison
+    assert measure(a=up) == verdicts._Measured(["not measured in this run"])
+    assert measure(a=up[:2], b=base[:2], reason="members absent") == verdicts._Measured(
+        ["members absent", verdicts.NEEDS_UNITS])
+    tested = measure(a=up, b=base, cities=["synth-ring"], planned_units=15.0, metric="R2")
+    assert tested.notes == ["", "one city only (synth-ring): a one-city sweep, its units are the pretraining seeds"]
+    r = tested.result
+    assert (r["label"], r["n_cities"], r["metric"], r["planned_units"], r["n_units"]) == ("", 1, "R2", 15.0, 5)
+    assert r["mean_diff"] == pytest.approx(np.mean(np.subtract(up, base)))
+    assert measure(a=up, b=base, scope="one transfer pair").notes[1] == "one transfer pair (n = 5)"
+    assert measure(a=up, b=base, direction="a<b").result["direction"] == "a<b"  # the row's own beats the claim's
+
+
+def test_a_claim_is_judged_untestable_until_its_tier_is_complete_and_every_comparison_tested():
+    claim = SimpleNamespace(claim_id="X", direction="a>b")
+    up, base = [0.6, 0.62, 0.61, 0.64, 0.6], [0.5, 0.5, 0.52, 0.51, 0.49]
+
+    def result(a, label, planned=math.nan):
+        row = pd.Series({"a": a, "b": base, "comparison": label, "planned_units": planned})
+        return verdicts._measure(0, row, claim, 0.95, verdicts.POWER).result
+
+    verdict, shown, p, notes = verdicts._judge([result(up, "vs B")], False, 0.05)
+    assert verdict == "supported" and shown["label"] == "vs B" and 0 < p < 0.05 and notes == []
+    verdict, _, p, notes = verdicts._judge([result(up, "vs B", planned=15.0)], False, 0.05)
+    assert verdict == "not testable here" and math.isnan(p)
+    assert notes == ["tier incomplete, no verdict yet (vs B: 5 of 15 planned units); so far the test reads 'supported'"]
+    assert verdicts._judge([result(up, "vs B")], True, 0.05)[0] == "not testable here"  # another row untested
+    down = list(np.subtract(base, 0.1) + [0.0, 0.01, -0.01, 0.02, 0.0])
+    verdict, shown, p, notes = verdicts._judge([result(up, "vs B"), result(down, "vs C")], True, 0.05)
+    assert verdict == "contradicted" and shown["label"] == "vs C" and p < 0.05  # an untested row cannot undo it
+    assert notes == ["2 comparisons; shown: vs C"]
 
 
 # ------------------------------------------------------------------------------------------ twins
@@ -202,7 +247,8 @@ def test_missing_twins_and_tasks_are_skipped_with_a_note():
     assert "gdp/random" in notes
     empty = twins.gains_over_twin(frame.iloc[:0])
     assert empty.empty and empty.attrs["notes"]
-    assert twins.RANDOM_INIT_TWIN["READ"] == "ResNet-18 (random)"
+    assert twins.RANDOM_INIT_TWIN["READ"] == "READ (random init)"  # the student's conv net, not a ResNet
+    assert twins.RANDOM_INIT_TWIN["UrbanVLP"] == "UrbanVLP (random init)"  # both towers
     assert twins.RANDOM_INIT_TWIN["UrbanLN (street)"] == "CLIP (random init, street)"
 
 

@@ -2,7 +2,11 @@
 
 ``$URBANLIB_CACHE`` if set, else ``.cache/`` under the repository root. Everything under it can be
 deleted at any time; it is rebuilt on demand. :func:`file_lock` is the one lock every cache, store
-and worker takes, so two processes share them safely.
+and worker takes, so two processes share them safely; :func:`atomic_write` is the one way a file (or a
+folder) is put in place whole, so a kill never leaves half of one.
+
+:data:`REPO_ROOT` is the repository root for every module that needs it (this is the lowest layer
+that does).
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the folder holding urbanlib/, notebooks/, results/
 
 
 def cache_root() -> Path:
@@ -61,3 +66,47 @@ def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Put ``path`` in place whole or not at all: the block writes a temporary path, which then replaces it.
+
+    The temporary path is ``.<stem>.tmp<pid><suffix>`` in ``path``'s folder: the same file system, so
+    :func:`os.replace` moves it in one step, and the same suffix, for writers that pick a format by it
+    (``np.save`` adds ``.npy`` to a name without it). The block may write a file there or create a folder;
+    a folder already at ``path`` is removed just before the replace (a folder cannot be swapped in one
+    step, so a reader may briefly find none, never a partial one).
+
+    An exception in the block removes the temporary file or folder and leaves ``path`` as it was. A block
+    that leaves nothing at the temporary path replaces nothing: how a writer gives up, e.g. when another
+    process put ``path`` in place meanwhile.
+
+    Example::
+
+        with atomic_write(folder / "table.csv") as tmp:
+            df.to_csv(tmp, index=False)
+
+    Yields:
+        The temporary path to write.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    _remove(tmp)  # left by a killed process that had this process id
+    try:
+        yield tmp
+        if tmp.exists() or tmp.is_symlink():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder at ``path`` if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

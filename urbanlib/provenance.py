@@ -16,8 +16,9 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from urbanlib.cache import REPO_ROOT
+
 PACKAGE_ROOT = Path(__file__).resolve().parent  # urbanlib/
-REPO_ROOT = PACKAGE_ROOT.parent
 SOURCE_SUFFIXES = {".py", ".json", ".csv", ".yml", ".yaml"}  # code and the data files it reads
 
 

@@ -14,7 +14,7 @@ Every pretraining run holds out ``pretrain_val_fraction`` of its tiles (label-fr
 its loss on them ``evals_per_epoch`` times an epoch; ``patience`` > 0 stops it when that loss has not
 improved for ``patience`` evaluations spanning at least two epochs. ``pretrain_epochs`` is the cap.
 The ``default`` scale keeps a short cap (six epochs) to fit ``make book``'s budget, so its runs
-mostly stop by the cap, and its pages say so.
+may stop by the cap before they plateau, and its pages say which way each stopped.
 """
 
 from __future__ import annotations

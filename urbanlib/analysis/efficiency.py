@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from urbanlib import style as house
+from urbanlib.cache import REPO_ROOT
 from urbanlib.models import create_model
 from urbanlib.models.ipsi import stretch_clip
 from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, count_parameters
@@ -265,7 +266,7 @@ BENCH_TARGETS = {
 
 def read_bench(path=None) -> pd.DataFrame:
     """``results/bench.csv`` written by ``make bench``: one row per figure with provenance columns."""
-    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / "results" / "bench.csv"
+    path = Path(path) if path is not None else REPO_ROOT / "results" / "bench.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `make bench` to measure it")
     return pd.read_csv(path)

@@ -31,7 +31,7 @@ def _p(p) -> str:
 def effect_phrase(r) -> str:
     """Our effect with its CI (and in % of the baseline for a relative claim) and the paper's value, for one row."""
     if r["verdict"] == "not testable here" or not math.isfinite(r["mean_diff"]):
-        return str(r["reason"]).removeprefix("not testable here: ")
+        return str(r["reason"])
     unit = _UNIT.get(r["metric"], "Δ")
     ours = f"ours {_f(r['mean_diff'], True)} {unit} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
     if r["paper_units"] == "%" and math.isfinite(r["effect_paper"]):
@@ -86,7 +86,7 @@ def _bullets(rows: pd.DataFrame, with_effect: bool = True) -> str:
         if with_effect:
             tail = effect_phrase(r) + (f"; {r['reason']}" if r["reason"] else "")
         else:
-            tail = str(r["reason"]).removeprefix("not testable here: ")
+            tail = str(r["reason"])
         lines.append(f"- {r['claim_id']} {r['short']}: {tail}.")
     return "\n".join(lines) + "\n"
 

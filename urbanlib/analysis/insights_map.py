@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from urbanlib.cache import REPO_ROOT
+
 from .insights_assets import SCRIPT, STYLE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LEAFLET_DIR = REPO_ROOT / "book" / "_static" / "leaflet"  # vendored Leaflet (npm leaflet@1.9.4, BSD-2-Clause)
 BOOK_LEAFLET_URL = "../../_static/leaflet"  # from a page in _build/html/book/generated/ to the book's static files
 KINDS = ("sequential", "diverging", "categorical")

@@ -27,18 +27,21 @@ _URBANLN_VARIANTS = ["UrbanLN", "w/o Refinement", "w/o Consensus", "w/o IPSI", "
 
 # model -> its random-init twin, for the benchmark and ablation tables
 RANDOM_INIT_TWIN: dict[str, str] = {
-    # everything built on UrbanCLIP's ViT; the fusion probe adds caption features to UrbanCLIP's, and
-    # UrbanVLP's satellite tower is that ViT too (its street tower is not), so their gains include more
-    **dict.fromkeys(["UrbanCLIP", "UrbanViT", "PG-SimCLR", "Text-SimCLR", "MuseCL", "UrbanVLP",
+    # everything built on UrbanCLIP's ViT; the fusion probe adds caption features to UrbanCLIP's, so
+    # its gain includes them
+    **dict.fromkeys(["UrbanCLIP", "UrbanViT", "PG-SimCLR", "Text-SimCLR", "MuseCL",
                      "UrbanCLIP + captions (fusion)", "w/o refined text", "w/o L_LM", "w/o L_Con"], _VIT),
     "UrbanLN (satellite)": _CLIP_SAT,
     "UrbanLN (street)": _CLIP_SV,
     "UrbanLN stage 0 (satellite)": _CLIP_SAT,
     "UrbanLN stage 0 (street)": _CLIP_SV,
     **dict.fromkeys(_URBANLN_VARIANTS, _CLIP_SAT),
-    **dict.fromkeys(["ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)", "READ"], _RESNET),
-    "Autoencoder": "Autoencoder (random init)",  # the small conv nets: the very run's weights at initialisation
+    **dict.fromkeys(["ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)"], _RESNET),
+    # the baselines trained from scratch: the very run's weights at initialisation
+    "Autoencoder": "Autoencoder (random init)",
     "Tile2Vec": "Tile2Vec (random init)",
+    "READ": "READ (random init)",  # the student's small conv net
+    "UrbanVLP": "UrbanVLP (random init)",  # both towers, satellite and street
 }
 
 # the benchmark's rows that no training of ours produced, so there is no training to isolate

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 from scipy import stats
@@ -61,7 +62,7 @@ __all__ = [
 ALPHA = 0.05  # two-sided level of every test
 POWER = 0.8  # power at which the minimum detectable effect is computed
 MIN_UNITS = 3
-NEEDS_UNITS = f"not testable here: needs ≥{MIN_UNITS} paired units (city x pretraining seed)"
+NEEDS_UNITS = f"needs ≥{MIN_UNITS} paired units (city x pretraining seed)"  # a reason; the verdict is its own column
 MIN_SEEDS, NEEDS_SEEDS = MIN_UNITS, NEEDS_UNITS  # the names of the per-seed version (issue 8)
 VERDICTS = ("supported", "not supported", "underpowered", "contradicted", "not testable here")
 TABLE_COLUMNS = ["claim_id", "paper", "section", "question", "short", "claim", "direction", "paper_value", "verdict",
@@ -207,85 +208,129 @@ def _fmt_comparison(r: dict) -> str:
             f"MDE {r['mde']:.3f} (n={r['n_units']})")
 
 
+_NOT_PAIRWISE = ("direction {direction!r} is not a two-quantity comparison; it needs one measurement row per "
+                "comparison with its own 'a>b'/'a<b' direction")  # a reason, for a claim like "a > b > c"
+_SHOWN = ("n_units", "n_cities", "mean_diff", "ci_low", "ci_high", "mde", "metric", "relative_diff_pct", "paper_units",
+          "paper_effect", "paper_effect_abs", "effect_paper", "ci_low_paper", "ci_high_paper", "mde_paper", "baseline",
+          "baseline_source")  # the columns a claim takes from the comparison that decides it
+
+
+@dataclass
+class _Measured:
+    """One measurement row after :func:`_measure`: its tested comparison, or None, and what it adds to the reason."""
+
+    notes: list[str]  # in row order; empty strings are dropped when the reason is joined
+    result: dict | None = None  # paired_difference_ci + paper terms + label, n_cities, metric, planned_units
+
+
+def _text(m, key: str) -> str:
+    """The row's string in ``key``, or "" (a missing column reads NaN)."""
+    value = m.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _names(m, key: str) -> list:
+    """The row's list in ``key`` (cities), or [] (a missing column reads NaN)."""
+    value = m.get(key)
+    return value if isinstance(value, list | tuple) else []
+
+
+def _row_direction(i, m, claim) -> str | None:
+    """The direction of measurement row ``i``: its own, else the claim's; None if the claim's is not pairwise.
+
+    A row's own direction that is not pairwise is an error in the measurements, so it raises.
+    """
+    explicit = _text(m, "direction")
+    try:
+        return _direction(explicit or claim.direction)
+    except ValueError as err:
+        if explicit:
+            raise ValueError(f"measurements row {i} ({claim.claim_id}): {err}") from None
+        return None
+
+
+def _measure(i, m, claim, level: float, power: float) -> _Measured:
+    """Test the comparison of one measurement row, or say why it cannot be tested."""
+    given = _text(m, "reason")
+    a_missing, b_missing = _blank(m["a"]), _blank(m["b"])
+    if a_missing and b_missing and given:
+        return _Measured([given])  # nothing measured, and the measurement says why
+    direction = _row_direction(i, m, claim)
+    if direction is None:
+        return _Measured([_NOT_PAIRWISE.format(direction=claim.direction)])
+    if a_missing or b_missing:
+        return _Measured([given or "not measured in this run"])
+    ci = paired_difference_ci(m["a"], m["b"], direction, level, power)
+    if not ci["testable"]:
+        return _Measured([given, ci["reason"]])  # given: measured, with a note (e.g. group members absent)
+    cities, planned_cities, scope = _names(m, "cities"), _names(m, "planned_cities"), _text(m, "scope")
+    if scope:
+        scope_note = f"{scope} (n = {ci['n_units']})"
+    elif len(planned_cities or cities) == 1:
+        one = (planned_cities or cities)[0]
+        scope_note = f"one city only ({one}): a one-city sweep, its units are the pretraining seeds"
+    else:
+        scope_note = ""
+    metric = m.get("metric") if isinstance(m.get("metric"), str) else None  # "" stays "", unlike _text(...) or None
+    result = {**ci, **_paper_terms(ci, m), "label": _text(m, "comparison"), "n_cities": len(cities),
+              "metric": metric, "planned_units": _number(m.get("planned_units"))}
+    return _Measured([given, scope_note], result)
+
+
+def _judge(results: list[dict], untested: bool, alpha: float) -> tuple[str, dict, float, list[str]]:
+    """The claim's verdict from its tested comparisons, with the notes that lead its reason.
+
+    :func:`_decide` applies the rule to the tested comparisons; then a tier that has not run every
+    planned unit leaves the claim untestable, and so does a comparison that could not be tested,
+    unless the tested ones already contradict the claim.
+
+    Returns:
+        (verdict, the comparison shown, the claim's p (NaN when not testable), notes).
+    """
+    read, shown, p = _decide(results, alpha)
+    incomplete = [f"{r['label']}: {r['n_units']} of {int(r['planned_units'])} planned units" for r in results
+                  if math.isfinite(r["planned_units"]) and r["n_units"] < r["planned_units"]]
+    verdict = read
+    if incomplete or (untested and read != "contradicted"):
+        verdict, p = "not testable here", math.nan
+    notes = []
+    if verdict == "underpowered":
+        notes.append(f"the test could not see the paper's effect: MDE {shown['mde']:.3f} > the paper's "
+                     f"{shown['paper_effect_abs']:.3f} (absolute units)")
+    elif verdict == "not supported" and math.isfinite(shown["paper_effect_abs"]):
+        notes.append(f"the test could have seen the paper's effect: MDE {shown['mde']:.3f} ≤ the paper's "
+                     f"{shown['paper_effect_abs']:.3f} (absolute units)")
+    if len(results) > 1:
+        notes.append(f"{len(results)} comparisons; shown: {shown['label']}")
+    if incomplete:
+        notes.append(f"tier incomplete, no verdict yet ({'; '.join(incomplete)}); so far the test reads '{read}'")
+    return verdict, shown, p, notes
+
+
 def _claim_row(claim, ms: pd.DataFrame, level: float, alpha: float, power: float) -> dict:
-    """One verdict-table row from the claim's measurement rows."""
-    base = {c: math.nan for c in TABLE_COLUMNS}
-    base.update(claim_id=claim.claim_id, paper=claim.paper, section=claim.section, claim=claim.claim,
-                short=getattr(claim, "short", "") or claim.claim, question=getattr(claim, "question", ""),
-                direction=claim.direction, paper_value=claim.paper_value, verdict="not testable here",
-                n_units=0, n_cities=0, reason="", comparisons="", paper_units=None, baseline_source=None,
-                metric=None)
-    note = getattr(claim, "testable_here_note", "") or ""
+    """One verdict-table row: each of the claim's measurement rows measured, then the claim judged."""
+    row = {c: math.nan for c in TABLE_COLUMNS}
+    row.update(claim_id=claim.claim_id, paper=claim.paper, section=claim.section, claim=claim.claim,
+               short=getattr(claim, "short", "") or claim.claim, question=getattr(claim, "question", ""),
+               direction=claim.direction, paper_value=claim.paper_value, verdict="not testable here",
+               n_units=0, n_cities=0, reason="", comparisons="", paper_units=None, baseline_source=None,
+               metric=None)
     if ms.empty:
-        base["reason"] = "not measured in this run" + (f" ({note})" if note else "")
-        return base
-    results, reasons, untested, short = [], [], False, []  # short: comparisons the tier has not completed
-    for i, m in ms.iterrows():
-        given = m.get("reason") if isinstance(m.get("reason"), str) else ""
-        if _blank(m["a"]) and _blank(m["b"]) and given:
-            reasons.append(given)  # nothing measured, and the measurement says why
-            untested = True
-            continue
-        explicit = m.get("direction")
-        try:
-            direction = _direction(explicit if isinstance(explicit, str) and explicit else claim.direction)
-        except ValueError as err:
-            if isinstance(explicit, str) and explicit:
-                raise ValueError(f"measurements row {i} ({claim.claim_id}): {err}") from None
-            reasons.append(f"direction {claim.direction!r} is not a two-quantity comparison; it needs one "
-                           "measurement row per comparison with its own 'a>b'/'a<b' direction")
-            untested = True
-            continue
-        if given and not (_blank(m["a"]) or _blank(m["b"])):
-            reasons.append(given)  # measured, with a note (e.g. group members absent)
-        if _blank(m["a"]) or _blank(m["b"]):
-            reasons.append(given or "not measured in this run")
-            untested = True
-            continue
-        ci = paired_difference_ci(m["a"], m["b"], direction, level, power)
-        if not ci["testable"]:
-            reasons.append(ci["reason"])
-            untested = True
-            continue
-        label = m.get("comparison") if isinstance(m.get("comparison"), str) and m.get("comparison") else \
-            f"comparison {len(results) + 1}"
-        cities = m.get("cities") if isinstance(m.get("cities"), list | tuple) else []
-        planned_cities = m.get("planned_cities") if isinstance(m.get("planned_cities"), list | tuple) else []
-        scope = m.get("scope") if isinstance(m.get("scope"), str) else ""
-        if scope:
-            reasons.append(f"{scope} (n = {ci['n_units']})")
-        elif len(planned_cities or cities) == 1:
-            one = (planned_cities or cities)[0]
-            reasons.append(f"one city only ({one}): a one-city sweep, its units are the pretraining seeds")
-        planned = _number(m.get("planned_units"))
-        if math.isfinite(planned) and ci["n_units"] < planned:
-            short.append(f"{label}: {ci['n_units']} of {int(planned)} planned units")
-        results.append({**ci, **_paper_terms(ci, m), "label": label, "n_cities": len(cities),
-                        "metric": m.get("metric") if isinstance(m.get("metric"), str) else None})
+        note = getattr(claim, "testable_here_note", "") or ""
+        row["reason"] = "not measured in this run" + (f" ({note})" if note else "")
+        return row
+    measured = [_measure(i, m, claim, level, power) for i, m in ms.iterrows()]
+    notes = [note for m in measured for note in m.notes]
+    results = [m.result for m in measured if m.result is not None]
+    for k, r in enumerate(results, start=1):  # unnamed ones numbered among the tested, as `comparisons` lists them
+        r["label"] = r["label"] or f"comparison {k}"
     if results:
-        v, shown, p = _decide(results, alpha)
-        if short:
-            reasons.insert(0, f"tier incomplete, no verdict yet ({'; '.join(short)}); so far the test reads "
-                              f"'{v}'")
-            v = "not testable here"
-        elif untested and v != "contradicted":
-            v = "not testable here"
-        base.update({k: shown[k] for k in ("n_units", "n_cities", "mean_diff", "ci_low", "ci_high", "mde", "metric",
-                                            "relative_diff_pct", "paper_units", "paper_effect", "paper_effect_abs",
-                                            "effect_paper", "ci_low_paper", "ci_high_paper", "mde_paper",
-                                            "baseline", "baseline_source")})
-        base.update(verdict=v, p=p if v != "not testable here" else math.nan,
-                    comparisons="; ".join(_fmt_comparison(r) for r in results))
-        if len(results) > 1:
-            reasons.insert(0, f"{len(results)} comparisons; shown: {shown['label']}")
-        if v == "underpowered":
-            reasons.insert(0, f"the test could not see the paper's effect: MDE {shown['mde']:.3f} > the paper's "
-                              f"{shown['paper_effect_abs']:.3f} (absolute units)")
-        elif v == "not supported" and math.isfinite(shown["paper_effect_abs"]):
-            reasons.insert(0, f"the test could have seen the paper's effect: MDE {shown['mde']:.3f} ≤ the paper's "
-                              f"{shown['paper_effect_abs']:.3f} (absolute units)")
-    base["reason"] = "; ".join(dict.fromkeys(r for r in reasons if r))
-    return base
+        verdict, shown, p, lead = _judge(results, len(results) < len(measured), alpha)
+        row.update({k: shown[k] for k in _SHOWN})
+        row.update(verdict=verdict, p=p, comparisons="; ".join(_fmt_comparison(r) for r in results))
+        notes = lead + notes
+    row["reason"] = "; ".join(dict.fromkeys(n for n in notes if n))
+    return row
 
 
 def verdict_table(claims: pd.DataFrame, measurements: pd.DataFrame | None, level: float = 0.95,

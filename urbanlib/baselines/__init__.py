@@ -1,4 +1,6 @@
-"""The papers' baselines and two random-init twins, each a :class:`~urbanlib.baselines.base.FittedEncoder`.
+"""The papers' baselines, and the random-init twins of those trained from scratch.
+
+Each is a :class:`~urbanlib.baselines.base.FittedEncoder`.
 
 ``BASELINES`` maps a table name to ``"module:function"``; modules are imported on first use.
 """
@@ -16,8 +18,10 @@ BASELINES: dict[str, str] = {
     "ResNet-18 (land-use stand-in)": "resnet:fit_landuse",
     "ResNet-18 (ImageNet)": "resnet:fit_imagenet",
     "Tile2Vec": "tile2vec:fit",
-    "Autoencoder (random init)": "autoencoder:fit_init",  # the random-init twins of the two small conv nets
+    "Autoencoder (random init)": "autoencoder:fit_init",  # random-init twins: a run's weights at initialisation
     "Tile2Vec (random init)": "tile2vec:fit_init",
+    "READ (random init)": "read:fit_init",
+    "UrbanVLP (random init)": "urbanvlp:fit_init",
     "READ": "read:fit",
     "PG-SimCLR": "pg_simclr:fit",
     "UrbanViT": "urbanvit:fit",

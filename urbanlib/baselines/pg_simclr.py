@@ -19,19 +19,14 @@ only for training regions, whose labels the probe sees anyway.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from urbanlib.data.dataset import poi_columns
 
 from ._common import train_positions, val_positions
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 from .simclr import SimCLRConfig, SimCLRViT, fit_pairs, top_k_neighbours, train_pairs
 
 NAME = "PG-SimCLR"
-POI_PREFIX = "poi_cat_"
-
-
-def poi_columns(regions: pd.DataFrame) -> list[str]:
-    """The per-category POI count columns of a regions table."""
-    return [c for c in regions.columns if c.startswith(POI_PREFIX)]
 
 
 def poi_similarity(counts: np.ndarray) -> np.ndarray:

@@ -258,7 +258,7 @@ def train_read(inputs: BaselineInputs, config: READConfig | None = None) -> tupl
     else:
         targets = np.concatenate([fit_classes, pseudo.numpy()[keep]])
     order = np.argsort(idx)
-    student = build(cfg, inputs.seed + 1, pixel_noise=cfg.pixel_noise)
+    student = _student_at_init(inputs, cfg)
     student_init = copy.deepcopy(student).eval()
     data = TileDataset(sat, idx[order], inputs.seed + 1, extra={"label": torch.as_tensor(targets[order])})
     student_log, student_facts = train(student, data, epochs=cfg.student_epochs, desc="read-student",
@@ -271,6 +271,26 @@ def train_read(inputs: BaselineInputs, config: READConfig | None = None) -> tupl
             "teacher_history": teacher_log, "student_history": student_log,
             "teacher_training": teacher_facts, "training": student_facts, "student_init": student_init}
     return teacher, student, info
+
+
+def _student_at_init(inputs: BaselineInputs, cfg: READConfig) -> Classifier:
+    """The student :func:`train_read` trains (and :func:`fit_init` keeps): a function of the seed alone."""
+    return build(cfg, inputs.seed + 1, pixel_noise=cfg.pixel_noise)
+
+
+def fit_init(inputs: BaselineInputs, config: READConfig | None = None) -> FittedEncoder:
+    """READ's random-init twin: every region's student features at the weights the student starts from.
+
+    READ's features are its student's, so what the teacher-student training adds is the trained
+    student's gain over this one, probed the same way. No label is read.
+    """
+    cfg = config or READConfig.for_scale(inputs.scale)
+    student = _student_at_init(inputs, cfg).eval()
+    feats = embed_all(student.features, inputs, desc="READ init features")
+    n = count_params(student.encoder)[0]
+    return FittedEncoder("READ (random init)", feats, [], n, 0,
+                         {"config": asdict(cfg), "weights": f"the READ student's weights at initialisation "
+                                                            f"(seed {inputs.seed + 1}), untrained, no labels read"})
 
 
 def fit(inputs: BaselineInputs, config: READConfig | None = None) -> FittedEncoder:

@@ -350,16 +350,40 @@ def encode_regions(model: UrbanVLP, inputs: BaselineInputs, batch_size: int = 12
     return out
 
 
-def fit(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> FittedEncoder | NotAvailable:
-    """Train UrbanVLP and return satellite + fused street-view features for every region."""
-    cfg = config or UrbanVLPConfig.for_scale(inputs.scale)
+def _unavailable(inputs: BaselineInputs, cfg: UrbanVLPConfig, name: str = NAME) -> NotAvailable | None:
+    """Why UrbanVLP cannot be trained on ``inputs`` (its twin then has nothing to be the twin of), or None."""
     ok, _ = _trainable(inputs, cfg)
     train_idx = np.asarray(inputs.train_idx, dtype=int)
     if ok[train_idx].sum() < 2:
-        return NotAvailable(NAME, f"n/a: fewer than 2 training regions have a satellite tile and "
+        return NotAvailable(name, f"n/a: fewer than 2 training regions have a satellite tile and "
                                   f"'{cfg.caption_style}' captions")
     if not inputs.tensors.has_street[train_idx].any():
-        return NotAvailable(NAME, "n/a: no training region has street-view images (UrbanVLP's second tower)")
+        return NotAvailable(name, "n/a: no training region has street-view images (UrbanVLP's second tower)")
+    return None
+
+
+def fit_init(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> FittedEncoder | NotAvailable:
+    """UrbanVLP's random-init twin: both towers at the weights :func:`fit` starts from, the same features.
+
+    UrbanVLP's features add a street-view tower to a satellite ViT, so UrbanCLIP's random ViT alone
+    is not its twin: this one encodes the same satellite tile and street views, untrained.
+    """
+    cfg = config or UrbanVLPConfig.for_scale(inputs.scale)
+    name = f"{NAME} (random init)"
+    if (missing := _unavailable(inputs, cfg, name)) is not None:
+        return missing
+    model = build_model(cfg, inputs.seed).eval()
+    total, _ = count_params(model)
+    return FittedEncoder(name, encode_regions(model, inputs), [], total, 0,
+                         {"weights": f"UrbanVLP's weights at initialisation (seed {inputs.seed}), untrained",
+                          "config": asdict(cfg)})
+
+
+def fit(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> FittedEncoder | NotAvailable:
+    """Train UrbanVLP and return satellite + fused street-view features for every region."""
+    cfg = config or UrbanVLPConfig.for_scale(inputs.scale)
+    if (missing := _unavailable(inputs, cfg)) is not None:
+        return missing
     model, history, facts, init = _train(inputs, cfg)
     feats = encode_regions(model, inputs)
     total, trainable = count_params(model)

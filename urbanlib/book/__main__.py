@@ -18,15 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from urbanlib.cache import cache_dir, cache_root
+from urbanlib.cache import REPO_ROOT, cache_dir, cache_root
 
 from .manifest import ManifestError, load_manifest
 from .reading import unexpected_log_lines
 from .runner import NotebookFailed, data_absent, run_entries
 from .stored import place_stored, store_entries
 from .toc import write_toc
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="run: execute the live pages; build: run + place the stored pages + jupyter-book; "
                          "store: execute the manifest's stored pages into results/pages/<scale>/")
     ap.add_argument("--scale", default="default", help="scale preset passed to every notebook (smoke/default/full/paper)")
-    ap.add_argument("--manifest", default=str(REPO / "notebooks" / "runs.yml"))
-    ap.add_argument("--root", default=str(REPO), help="book root holding _config.yml (and where _toc.yml is written)")
+    ap.add_argument("--manifest", default=str(REPO_ROOT / "notebooks" / "runs.yml"))
+    ap.add_argument("--root", default=str(REPO_ROOT),
+                    help="book root holding _config.yml (and where _toc.yml is written)")
     ap.add_argument("--only", action="append", help="run only these experiment keys (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even when inputs are unchanged")
     ap.add_argument("--strict-log", action="store_true",

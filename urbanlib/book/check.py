@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from urbanlib.cache import cache_root
+from urbanlib.cache import REPO_ROOT, cache_root
 
 from .browser import OfflineBrowser, is_blank
 
-REPO = Path(__file__).resolve().parents[2]
 NAN = re.compile(r"(?<![\w.])(nan|NaN|NAN)(?![\w(])")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|\w+Error: .*\n?.*File \"")
 # what a reader sees: the article without code inputs, the sidebar or the search box
@@ -62,7 +61,7 @@ class PageCheck:
 
 def _absolute_paths() -> list[str]:
     """Absolute paths of this machine that must never show on a page (the checkout, the cache, home)."""
-    roots = {str(REPO), str(cache_root()), str(Path.home())}
+    roots = {str(REPO_ROOT), str(cache_root()), str(Path.home())}
     return sorted({r for r in roots if len(r) > 4}, key=len, reverse=True)
 
 
@@ -145,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m urbanlib.book.check [HTML] [--shots DIR]``; exit 1 when a page fails."""
     ap = argparse.ArgumentParser(prog="python -m urbanlib.book.check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("html", nargs="?", default=str(REPO / "_build" / "html"))
-    ap.add_argument("--shots", default=str(REPO / "_build" / "check-book"), help="folder for the screenshots")
+    ap.add_argument("html", nargs="?", default=str(REPO_ROOT / "_build" / "html"))
+    ap.add_argument("--shots", default=str(REPO_ROOT / "_build" / "check-book"), help="folder for the screenshots")
     args = ap.parse_args(argv)
     results = check_book(Path(args.html), Path(args.shots))
     bad = [r for r in results if not r.ok]

@@ -23,6 +23,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from urbanlib.cache import atomic_write
 from urbanlib.provenance import PACKAGE_ROOT, SOURCE_SUFFIXES, commit, files_hash, machine
 
 from .manifest import Entry, load_manifest
@@ -30,7 +31,6 @@ from .reading import prepare_page
 from .runner import NotebookFailed, PageResult, execute_entry
 
 META_KEY = "urbanlib_stored"
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def stored_dir(root: Path, scale: str) -> Path:
@@ -147,20 +147,21 @@ def store_entries(entries: list[Entry], root: Path, scale: str, force: bool = Fa
             log(f"kept {entry.slug} (stored {meta['executed']} at {meta['commit']})")
             paths.append(path)
             continue
-        tmp = out_dir / f".{entry.slug}.running.ipynb"
+        running = out_dir / f".{entry.slug}.running.ipynb"  # kept when the page fails, for its traceback
         prov = _provenance(entry)  # before the run: what it runs with, even if files change meanwhile
         t0 = time.perf_counter()
         try:
-            execute_entry(entry, tmp, kernel_name)
+            execute_entry(entry, running, kernel_name)
         except NotebookFailed as e:  # go on with the other pages; report every failure at the end
             failures.append(str(e))
             log(f"FAILED {entry.slug}: {e}")
             continue
-        nb = nbformat.read(tmp, as_version=4)
+        nb = nbformat.read(running, as_version=4)
         nb.metadata[META_KEY] = {**prov, "seconds": round(time.perf_counter() - t0, 1)}
         strip_machine_paths(nb, root)
-        nbformat.write(nb, tmp)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            nbformat.write(nb, tmp)
+        running.unlink()
         log(f"stored {entry.slug} in {time.perf_counter() - t0:.0f} s")
         paths.append(path)
     if failures:

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.sentences import split_sentences
+
 RULE_LABEL = "rule-based fallback"
 FACTUAL_LABEL = "FACTUAL scene-graph parser"
 FACTUAL_PROMPT = "Generate Scene Graph: "  # the prefix the FACTUAL checkpoints were trained with
@@ -125,12 +127,6 @@ class SceneGraph:
 
 def _clean(s: str) -> str:
     return " ".join(str(s).lower().strip().strip(".,;:!?\"'").split())
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a caption into sentences on ``.!?`` and line breaks (no tokenizer data needed)."""
-    parts = re.split(r"(?<=[.!?])\s+|\n+", text.strip())
-    return [p.strip() for p in parts if p.strip()]
 
 
 # ---------------------------------------------------------------------------------------------

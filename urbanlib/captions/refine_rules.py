@@ -29,6 +29,7 @@ import pandas as pd
 from urbanlib import style as house
 
 from ..data.report import DataError
+from ..data.sentences import STATEMENT_START, split_sentences
 
 
 @dataclass
@@ -146,14 +147,6 @@ class RefineResult:
     rewritten: list[tuple[str, str, str]]
 
 
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\-\u2013A-Z0-9])|\n+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a caption: split after ``. ! ?`` before a capital/digit/dash, and at line breaks."""
-    return [s.strip() for s in _SPLIT.split(text.strip()) if s and s.strip()]
-
-
 def _tidy(sentence: str) -> str:
     s = re.sub(r"\s+", " ", sentence).strip(" ,;:")
     s = re.sub(r"\s+([,.;:!?])", r"\1", s)
@@ -195,7 +188,7 @@ def refine(text: str, rules: RefineRules | None = None) -> RefineResult:
     """
     rules = rules or RefineRules.default()
     kept, removed, rewritten = [], [], []
-    for s in split_sentences(text):
+    for s in split_sentences(text, next_starts=STATEMENT_START):
         out, why, rw = refine_sentence(s, rules)
         rewritten += rw
         if out is None:
@@ -293,7 +286,7 @@ def label_statements(captions: pd.DataFrame, rules: RefineRules | None = None) -
 
     def judge(text: str) -> tuple[bool, str | None, bool]:
         if text not in memo:
-            pieces = [refine_sentence(s, rules) for s in split_sentences(text)]
+            pieces = [refine_sentence(s, rules) for s in split_sentences(text, next_starts=STATEMENT_START)]
             kept = any(out is not None for out, _, _ in pieces)
             rule = None if kept else next((why for _, why, _ in pieces if why), None)
             memo[text] = (kept, rule, any(rw for _, _, rw in pieces))

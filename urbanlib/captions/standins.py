@@ -22,7 +22,6 @@ What the SynthCity scene data supports, and what it does not:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from scipy.stats import norm
 from tqdm import tqdm
 
 from ..data.synthcity.build import read_scenes
-from ..data.synthcity.captions import NOUNS, caption_scene
+from ..data.synthcity.captions import NOUNS, caption_scene, seeded_rng
 from .backends import _generator_params
 from .divide_conquer import PHRASE_THRESHOLD, Box, select_crops
 from .parser import RuleParser, singular
@@ -55,11 +54,6 @@ SCORER_AUROC = 0.85  # probability a true phrase scores above a false one
 CROP_MIN_FRACTION = 0.125  # minimum crop side as a fraction of the image side
 CROP_MAX_IOU = 0.3
 CROP_MAX = 6
-
-
-def _rng(*parts) -> np.random.Generator:
-    h = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return np.random.default_rng([int.from_bytes(h[i:i + 4], "little") for i in range(0, 16, 4)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -88,7 +82,7 @@ class SceneSegmenter:
         """The segment boxes (end-exclusive pixels) after the error model."""
         size = int(self.scene["size"])
         objs = self.scene["objects"]
-        rng = _rng(self.seed, self.scene["image"], "segmenter")
+        rng = seeded_rng(self.seed, self.scene["image"], "segmenter")
         centres = np.array([[(o["bbox"][0] + o["bbox"][2]) / 2, (o["bbox"][1] + o["bbox"][3]) / 2] for o in objs])
         out = []
         for i, o in enumerate(objs):
@@ -209,7 +203,7 @@ class ScenePhraseScorer:
         for i, p in enumerate(phrases):
             t = self.truth(p)
             if t is not None:
-                out[i] = draw_scores([t], self.auroc, _rng(self.seed, self.scene["image"], "scorer", p))[0]
+                out[i] = draw_scores([t], self.auroc, seeded_rng(self.seed, self.scene["image"], "scorer", p))[0]
         return out
 
 

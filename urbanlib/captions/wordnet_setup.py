@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from urbanlib.apt import apt_install, apt_prefix
+from urbanlib.cache import REPO_ROOT, atomic_write
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 LEXNAMES_MAN = Path("/usr/share/man/man5/lexnames.5WN.gz")
 DEBIAN_PACKAGES = ("wordnet-base", "wordnet-sense-index")
@@ -177,9 +177,8 @@ def install(nltk_data: str | Path | None = None, source: str | Path = DEBIAN_WOR
             continue
         if dst.is_symlink():
             dst.unlink()
-        tmp = dst.with_name(dst.name + ".part")
-        shutil.copyfile(src, tmp)  # copy, never link: nltk refuses symlinks
-        os.replace(tmp, dst)
+        with atomic_write(dst) as tmp:
+            shutil.copyfile(src, tmp)  # copy, never link: nltk refuses symlinks
         copied += 1
     lex = "\n".join(lexnames_lines(man_page)) + "\n"
     lex_path = target / "lexnames"

@@ -19,10 +19,11 @@ image decoded once, inside the folder and under the pixel limit (:func:`urbanlib
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from urbanlib.cache import atomic_write
 
 from . import images as image_checks
 from . import validate
@@ -97,19 +98,10 @@ def read(data_dir: str | Path, city: str | None = None, check_images: bool = Tru
 
 
 def _read_captions(path: Path) -> pd.DataFrame:
-    """``captions.jsonl`` as a table, each line checked first (:func:`validate.caption_record`)."""
-    if not path.is_file() or path.stat().st_size == 0:
+    """``captions.jsonl`` as a table, each line checked first (:func:`validate.caption_lines`)."""
+    if not path.is_file() or path.stat().st_size == 0 or not validate.caption_lines(path, text_keys=("text",)):
         return pd.DataFrame(columns=CAPTION_COLUMNS)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
-    for n, line in enumerate(lines, start=1):
-        if line.strip():
-            validate.caption_record(line, path, n, text_keys=("text",))
-    if not any(line.strip() for line in lines):
-        return pd.DataFrame(columns=CAPTION_COLUMNS)
-    try:
+    try:  # read again by pandas, which keeps every field (SynthCity's statements) with its own types
         return pd.read_json(path, lines=True, dtype={"region_id": str})
     except ValueError as e:
         raise DataError(f"{path}: cannot read as JSON lines ({e})") from None
@@ -129,6 +121,5 @@ def _read_csv(path: Path, required: list[str], dtype=None) -> pd.DataFrame:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

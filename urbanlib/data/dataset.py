@@ -15,6 +15,12 @@ INDICATORS = ["population", "gdp", "carbon", "night_light", "poi_count", "commen
 REGION_COLUMNS = ["region_id", "city", "row", "col", "lon", "lat"]  # row/col may be NaN for real data
 IMAGE_COLUMNS = ["region_id", "kind", "path", "lon", "lat"]  # kind: "satellite" or "street"
 CAPTION_COLUMNS = ["region_id", "image", "source", "style", "text"]  # style: "short" or "long"
+POI_PREFIX = "poi_cat_"  # regions' per-category POI counts: one poi_cat_<category> column each (optional)
+
+
+def poi_columns(regions: pd.DataFrame) -> list[str]:
+    """The per-category POI count columns (``poi_cat_*``) of a regions table, in the table's order."""
+    return [c for c in regions.columns if c.startswith(POI_PREFIX)]
 
 
 @dataclass

@@ -277,18 +277,9 @@ def _street_rows(path: Path, regions: pd.DataFrame, cell_size, report: LoadRepor
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        rec = validate.caption_record(line, path, n, text_keys=("text", "caption"))
-        rows.append({"region_id": str(rec["region_id"]), "image": rec.get("image"),
-                     "source": rec.get("source") or "generic", "style": rec.get("style") or "short",
-                     "text": rec.get("text", rec.get("caption"))})
+    rows = [{"region_id": str(rec["region_id"]), "image": rec.get("image"), "source": rec.get("source") or "generic",
+             "style": rec.get("style") or "short", "text": rec.get("text", rec.get("caption"))}
+            for rec in validate.caption_lines(path, text_keys=("text", "caption"))]
     return pd.DataFrame(rows, columns=CAPTION_COLUMNS)
 
 
@@ -325,29 +316,20 @@ def _read_release_json(path: Path, regions: pd.DataFrame, image_rows: pd.DataFra
     A record's region: its ``region_id`` if given, else its ``image`` matched to the satellite image
     paths (the table's ``image`` column or ``{region_id}.<ext>`` files), else the image's file stem.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: invalid JSON ({e})") from None
-    if isinstance(data, list) and all(isinstance(d, dict) for d in data):
-        data = [data]
-    if not isinstance(data, list) or not all(isinstance(g, list) for g in data):
-        raise DataError(f"{path}: expected a list of lists of {{'caption', 'image'}} records")
     by_image = dict(zip(image_rows["path"].astype(str), image_rows["region_id"].astype(str), strict=True))
     rows = []
-    for gi, group in enumerate(data):
-        for ri, rec in enumerate(group):
-            text_key = next((k for k in ("caption", "text") if isinstance(rec, dict) and k in rec), None)
-            if text_key is None or not ("image" in rec or "region_id" in rec):
-                raise DataError(f"{path}: record [{gi}][{ri}] needs 'caption' and 'image' (or 'region_id'): "
-                                f"{str(rec)[:80]!r}")
-            text, image = rec[text_key], rec.get("image")
-            if (text is not None and not isinstance(text, str)) or (image is not None and not isinstance(image, str)):
-                raise DataError(f"{path}: record [{gi}][{ri}]: 'caption' and 'image' must be strings: {str(rec)[:80]!r}")
-            rid = rec.get("region_id")
-            if rid is None:
-                image = image.strip()
-                rid = by_image.get(image, by_image.get(Path(image).name, Path(image).stem))
-            rows.append({"region_id": str(rid), "image": image, "source": rec.get("source") or "urbanclip-json",
-                         "style": rec.get("style") or "short", "text": text})
+    for gi, ri, rec in validate.release_caption_records(path):
+        text_key = next((k for k in ("caption", "text") if isinstance(rec, dict) and k in rec), None)
+        if text_key is None or not ("image" in rec or "region_id" in rec):
+            raise DataError(f"{path}: record [{gi}][{ri}] needs 'caption' and 'image' (or 'region_id'): "
+                            f"{str(rec)[:80]!r}")
+        text, image = rec[text_key], rec.get("image")
+        if (text is not None and not isinstance(text, str)) or (image is not None and not isinstance(image, str)):
+            raise DataError(f"{path}: record [{gi}][{ri}]: 'caption' and 'image' must be strings: {str(rec)[:80]!r}")
+        rid = rec.get("region_id")
+        if rid is None:
+            image = image.strip()
+            rid = by_image.get(image, by_image.get(Path(image).name, Path(image).stem))
+        rows.append({"region_id": str(rid), "image": image, "source": rec.get("source") or "urbanclip-json",
+                     "style": rec.get("style") or "short", "text": text})
     return pd.DataFrame(rows, columns=CAPTION_COLUMNS)

@@ -33,7 +33,6 @@ the wrong type are a :class:`DataError` naming the file and the row or record.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -269,24 +268,15 @@ def _pair(value, path: Path, row: int, field: str, allow_nan: bool = False) -> t
 
 
 def _read_captions(path: Path, regions: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: invalid JSON ({e})") from None
-    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
-        data = [data]  # tolerate a flat list of records
-    if not isinstance(data, list) or not all(isinstance(g, list) for g in data):
-        raise DataError(f"{path}: expected a list of lists of {{'caption', 'image'}} records")
     rows = []
-    for gi, group in enumerate(data):
-        for ri, rec in enumerate(group):
-            if not isinstance(rec, dict) or "image" not in rec or "caption" not in rec:
-                raise DataError(f"{path}: record [{gi}][{ri}] lacks 'caption' or 'image': {str(rec)[:80]!r}")
-            for key in ("image", "caption"):
-                if not isinstance(rec[key], str) and not (key == "caption" and rec[key] is None):
-                    raise DataError(f"{path}: record [{gi}][{ri}] {key!r} must be a string, got a "
-                                    f"{type(rec[key]).__name__}: {str(rec[key])[:60]!r}")
-            rows.append((rec["image"].strip(), rec["caption"]))
+    for gi, ri, rec in validate.release_caption_records(path):
+        if not isinstance(rec, dict) or "image" not in rec or "caption" not in rec:
+            raise DataError(f"{path}: record [{gi}][{ri}] lacks 'caption' or 'image': {str(rec)[:80]!r}")
+        for key in ("image", "caption"):
+            if not isinstance(rec[key], str) and not (key == "caption" and rec[key] is None):
+                raise DataError(f"{path}: record [{gi}][{ri}] {key!r} must be a string, got a "
+                                f"{type(rec[key]).__name__}: {str(rec[key])[:60]!r}")
+        rows.append((rec["image"].strip(), rec["caption"]))
     by_image = dict(zip(regions["satellite_img_name"], regions["region_id"], strict=True))
     caps = pd.DataFrame({"region_id": [by_image.get(img, f"?{img}") for img, _ in rows],
                          "image": [img for img, _ in rows], "source": "urbanclip-release", "style": "short",

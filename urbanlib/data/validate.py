@@ -338,3 +338,37 @@ def caption_record(line: str, path: Path, n: int, text_keys=("text", "caption"))
         if v is not None and not isinstance(v, str):
             raise DataError(f"{path}: line {n}: {k!r} must be a string, got a {type(v).__name__}: {str(v)[:60]!r}")
     return rec
+
+
+def caption_lines(path: Path, text_keys=("text", "caption")) -> list[dict]:
+    """The records of a JSONL caption file: every non-blank line, checked by :func:`caption_record`.
+
+    Raises:
+        DataError: the file is not UTF-8 text, or a line is not a well-typed record (``<file>: line <n> ...``).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    return [caption_record(line, path, n, text_keys) for n, line in enumerate(lines, start=1) if line.strip()]
+
+
+def release_caption_records(path: Path) -> list[tuple[int, int, object]]:
+    """The records of the UrbanCLIP release's caption JSON, ``[[{"caption", "image"}, ...], ...]``, in file order.
+
+    A flat list of records reads as one group. Each item is ``(group index, index in group, record)``; what
+    a record must hold is the reader's rule (the release adapter and the generic one accept different keys),
+    so records are returned unchecked.
+
+    Raises:
+        DataError: the file is not UTF-8 JSON, or not a list of lists (or a flat list of objects).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: invalid JSON ({e})") from None
+    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+        data = [data]  # tolerate a flat list of records
+    if not isinstance(data, list) or not all(isinstance(g, list) for g in data):
+        raise DataError(f"{path}: expected a list of lists of {{'caption', 'image'}} records")
+    return [(gi, ri, rec) for gi, group in enumerate(data) for ri, rec in enumerate(group)]

@@ -118,27 +118,42 @@ def _check_inputs(features, targets, split: Split, seeds) -> tuple[np.ndarray, n
     return x, y, seeds
 
 
-def _init_heads(seeds: list[int], n_ind: int, sizes: list[int]) -> list[torch.Tensor]:
-    """Per-head weights, each head drawn from its own generator seeded by (seed, indicator).
+def draw_head_weights(seeds: list[int], n_ind: int, sizes: list[int], stream: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Initial weights of S x T MLP heads, each drawn from its own generator so it depends only on its seed.
 
-    Returns ``[W0, b0, W1, b1, ...]``: W0 (F, S, T, d1), b0 (S, T, d1), Wk (S, T, d_k, d_k+1),
-    bk (S, T, d_k+1). Uniform(±1/sqrt(fan_in)), the scale of ``torch.nn.Linear``'s default init.
+    Head (seed, indicator t) draws layer k from ``default_rng([seed, t, k, *stream])``: adding or
+    dropping a seed or an indicator leaves every other head's start unchanged; ``stream`` keeps
+    another family of heads (the prompted probe's) apart from this one.
+    Uniform(±1/sqrt(fan_in)), the scale of ``torch.nn.Linear``'s default init.
+
+    Args:
+        seeds: the S probe seeds.
+        n_ind: T, the number of indicators.
+        sizes: layer widths, input first and 1 last (e.g. ``[F, 64, 1]``).
+        stream: extra keys of every head's generator seed.
+
+    Returns:
+        float32 ``[W0, b0, W1, b1, ...]``: Wk (S, T, d_k, d_k+1), bk (S, T, d_k+1).
     """
-    S, T = len(seeds), n_ind
     params = []
     for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        w = np.empty((S, T, fan_in, fan_out), dtype=np.float32)
-        b = np.empty((S, T, fan_out), dtype=np.float32)
+        w = np.empty((len(seeds), n_ind, fan_in, fan_out), dtype=np.float32)
+        b = np.empty((len(seeds), n_ind, fan_out), dtype=np.float32)
         bound = 1.0 / np.sqrt(fan_in)
         for s, seed in enumerate(seeds):
-            for t in range(T):
-                rng = np.random.default_rng([seed, t, k])
+            for t in range(n_ind):
+                rng = np.random.default_rng([seed, t, k, *stream])
                 w[s, t] = rng.uniform(-bound, bound, (fan_in, fan_out))
                 b[s, t] = rng.uniform(-bound, bound, fan_out)
-        if k == 0:
-            w = w.transpose(2, 0, 1, 3)  # (F, S, T, d1): layer 0 of all heads is one (F, S*T*d1) matmul
-        params += [torch.from_numpy(np.ascontiguousarray(w)), torch.from_numpy(b)]
+        params += [w, b]
     return params
+
+
+def _init_heads(seeds: list[int], n_ind: int, sizes: list[int]) -> list[torch.Tensor]:
+    """:func:`draw_head_weights` laid out for :func:`_forward`: W0 (F, S, T, d1), then as drawn."""
+    params = draw_head_weights(seeds, n_ind, sizes)
+    params[0] = params[0].transpose(2, 0, 1, 3)  # (F, S, T, d1): layer 0 of all heads is one (F, S*T*d1) matmul
+    return [torch.from_numpy(np.ascontiguousarray(p)) for p in params]
 
 
 def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -154,10 +169,51 @@ def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return h[..., 0]  # (B, S, T)
 
 
-def _masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Per-head mean squared error over known targets: pred (B, S, T), y/mask/count (B, T) -> (S, T)."""
-    sq = torch.where(mask[:, None], (pred - y[:, None]) ** 2, torch.zeros((), dtype=pred.dtype))  # (B, S, T)
-    return sq.sum(0) / count
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor,
+               count: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-head mean squared error over the known targets: the loss and the selection score of every probe head.
+
+    Args:
+        pred: (n, *heads) predictions of n regions.
+        target: targets broadcastable to ``pred``, unknown ones set to any finite value (a NaN
+            would turn the gradient NaN even where it is masked out).
+        known: bool, the shape of ``target``: True where the target is known.
+        count: known targets per head; default ``known.sum(0)``, at least 1.
+
+    Returns:
+        (*heads) mean squared error.
+    """
+    sq = torch.where(known, (pred - target) ** 2, torch.zeros((), dtype=pred.dtype))  # (n, *heads)
+    return sq.sum(0) / (known.sum(0).clamp(min=1) if count is None else count)
+
+
+class EarlyStopping:
+    """Each head's validation-best epoch and whether it still trains: the selection rule of every probe.
+
+    An epoch improves a head when its validation loss is more than ``min_delta`` below the head's
+    best; a head stops ``patience`` epochs after its last improvement. Heads are the entries of
+    the loss tensor, of any shape.
+
+    Args:
+        initial_loss: the validation loss at initialisation (epoch 0), one entry per head.
+        patience: epochs without an improvement before a head stops.
+        min_delta: improvement that does not count.
+    """
+
+    def __init__(self, initial_loss: torch.Tensor, patience: int, min_delta: float = 0.0):
+        self.best_loss = initial_loss
+        self.best_epoch = torch.zeros(initial_loss.shape, dtype=torch.long)
+        self.active = torch.ones(initial_loss.shape, dtype=torch.bool)
+        self.patience, self.min_delta = patience, min_delta
+
+    def step(self, epoch: int, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Take epoch ``epoch``'s validation losses; returns (heads that improved, heads that stop now)."""
+        better = self.active & (val < self.best_loss - self.min_delta)
+        self.best_loss = torch.where(better, val, self.best_loss)
+        self.best_epoch = torch.where(better, epoch, self.best_epoch)
+        done = self.active & (epoch - self.best_epoch >= self.patience)
+        self.active = self.active & ~done
+        return better, done
 
 
 def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | None = None,
@@ -206,7 +262,7 @@ def fit_probes(features, targets, split: Split, seeds, config: ProbeConfig | Non
         best_epochs[:, cols] = best_ep.numpy()
         stop_epochs[:, cols] = stop.clamp(max=epoch).numpy()
 
-    return ProbeResult(metrics=_test_metrics(y_all, predictions, te, seeds, names, cols), predictions=predictions,
+    return ProbeResult(metrics=metrics_on_test(y_all, predictions, te, seeds, names, cols), predictions=predictions,
                        best_epochs=best_epochs, stop_epochs=stop_epochs, val_curves=curves[: epoch + 1], seeds=seeds,
                        indicators=names, split=split, n_without_features=n_without, skipped=skipped, config=cfg,
                        wall_s=time.perf_counter() - start)
@@ -238,16 +294,28 @@ def _standardise(x_all: np.ndarray, y: np.ndarray, has_x: np.ndarray, tr: np.nda
     mu, sd = x_all[tr].mean(0), x_all[tr].std(0)
     sd[sd == 0] = 1.0
     x_std = np.where(has_x[:, None], (np.nan_to_num(x_all) - mu) / sd, 0.0)
+    return x_std, *standardise_targets(y, tr)
+
+
+def standardise_targets(y: np.ndarray, tr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets (N, T) standardised per indicator with the known train values: (y_std, mean, sd).
+
+    The heads learn on this scale; predictions go back to ln(y + 1) as ``y_std * sd + mean``. A
+    column without spread on train keeps sd 1, so it is only centred.
+    """
     y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
     y_sd[~(y_sd > 0)] = 1.0
-    return x_std, (y - y_mu) / y_sd, y_mu, y_sd
+    return (y - y_mu) / y_sd, y_mu, y_sd
 
 
 def _masked_tensors(x_std: np.ndarray, y_std: np.ndarray, idx: np.ndarray):
-    """(x, y with NaN as 0, known-target mask, known count per indicator) of the regions ``idx``, as tensors."""
+    """(x, y with NaN as 0, known-target mask, known count per indicator) of the regions ``idx``, as tensors.
+
+    y and the mask are (n, 1, Tk), so they broadcast over the seeds of the heads' (n, S, Tk) predictions.
+    """
     yy = torch.from_numpy(np.nan_to_num(y_std[idx]).astype(np.float32))
     mm = torch.from_numpy(np.isfinite(y_std[idx]))
-    return torch.from_numpy(x_std[idx].astype(np.float32)), yy, mm, mm.sum(0).clamp(min=1)
+    return torch.from_numpy(x_std[idx].astype(np.float32)), yy[:, None], mm[:, None], mm.sum(0).clamp(min=1)
 
 
 def _train_heads(x_std, y_std, tr, va, seeds: list[int], cfg: ProbeConfig, progress: bool):
@@ -265,44 +333,51 @@ def _train_heads(x_std, y_std, tr, va, seeds: list[int], cfg: ProbeConfig, progr
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = [p.detach().clone() for p in params]
     with torch.no_grad():
-        best_loss = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
-    best_ep = torch.zeros(S, Tk, dtype=torch.long)
-    active = torch.ones(S, Tk, dtype=torch.bool)
+        stopping = EarlyStopping(masked_mse(_forward(params, x_va), y_va, m_va, c_va), cfg.patience, cfg.min_delta)
     stop = torch.full((S, Tk), E, dtype=torch.long)
     curves = np.full((E + 1, S, Tk), np.nan)
-    curves[0] = best_loss.numpy()
+    curves[0] = stopping.best_loss.numpy()
     epoch = 0
     bar = tqdm(total=E, desc="probe epochs", disable=not progress, leave=False)
     for epoch in range(1, E + 1):
         opt.zero_grad(set_to_none=True)
-        loss = _masked_mse(_forward(params, x_tr), y_tr, m_tr, c_tr).sum()
+        loss = masked_mse(_forward(params, x_tr), y_tr, m_tr, c_tr).sum()
         loss.backward()
         opt.step()
         with torch.no_grad():
-            val = _masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
-            better = active & (val < best_loss - cfg.min_delta)
-            best_loss = torch.where(better, val, best_loss)
-            best_ep = torch.where(better, epoch, best_ep)
+            val = masked_mse(_forward(params, x_va), y_va, m_va, c_va)  # (S, Tk)
+            curves[epoch] = np.where(stopping.active.numpy(), val.numpy(), np.nan)
+            better, done = stopping.step(epoch, val)
             for k, (p, b) in enumerate(zip(params, best, strict=True)):
                 view = better.view(1, S, Tk, 1) if k == 0 else better.view(S, Tk, *([1] * (p.dim() - 2)))
                 b.copy_(torch.where(view, p, b))
-            curves[epoch] = np.where(active.numpy(), val.numpy(), np.nan)
-            done = active & (epoch - best_ep >= cfg.patience)
             stop = torch.where(done, epoch, stop)
-            active &= ~done
         bar.update(1)
-        if not active.any():
+        if not stopping.active.any():
             break
     bar.close()
-    return best, best_ep, stop, curves, epoch
+    return best, stopping.best_epoch, stop, curves, epoch
 
 
-def _test_metrics(y_all, predictions, te, seeds: list[int], names: list[str], cols: list[int]) -> pd.DataFrame:
-    """R2, RMSE and MAE per (indicator, seed) on the test regions with a known target."""
+def metrics_on_test(targets: np.ndarray, predictions: np.ndarray, test: np.ndarray, seeds: list[int],
+                    names: list[str], cols: list[int] | None = None) -> pd.DataFrame:
+    """R2, RMSE and MAE per (indicator, seed) on the test regions whose target is known: the probes' metric rows.
+
+    Args:
+        targets: (N, T) ln(y + 1) truth, NaN where unknown.
+        predictions: (S, N, T) ln(y + 1) predictions.
+        test: positions of the test regions.
+        seeds: the S seeds, one per prediction slice.
+        names: the T indicator names.
+        cols: the indicators to score (default all; a skipped one has no rows).
+
+    Returns:
+        Tidy rows ``indicator, seed, metric, value, n_test``, seed-major.
+    """
     records = []
     for s, seed in enumerate(seeds):
-        for j in cols:
-            truth, pred = y_all[te, j], predictions[s, te, j]
+        for j in range(len(names)) if cols is None else cols:
+            truth, pred = targets[test, j], predictions[s, test, j]
             known = np.isfinite(truth)
             values = {"R2": r2(truth[known], pred[known]), "RMSE": rmse(truth[known], pred[known]),
                       "MAE": mae(truth[known], pred[known])}

@@ -182,7 +182,8 @@ def _with_improvements(mean: pd.DataFrame, shown: pd.DataFrame, models: list[str
 def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: Sequence[str],
                     metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
                     not_available=None, decimals: int = 3, italic_third: bool = False,
-                    unranked: Sequence[str] = ()) -> BenchmarkTable:
+                    unranked: Sequence[str] = (), tagged: Mapping[str, tuple[str, str]] | None = None
+                    ) -> BenchmarkTable:
     """Lay out a results table in the papers' format (see :func:`benchmark_table`)."""
     summary, task = _checked_summary(df)
     na = _unavailable(not_available)
@@ -223,13 +224,18 @@ def benchmark_frame(df: pd.DataFrame, models_order: Sequence[str], indicators: S
     shown_unranked = [m for m in models if m in unranked and m not in na]
     if shown_unranked:
         notes.insert(1, f"Shown for reference, neither ranked nor baselines of Improvement: {', '.join(shown_unranked)}.")
+    tags = {m: t for m, t in (tagged or {}).items() if m in means.index}
+    notes += [f"{m} ({tag}): {why}." for m, (tag, why) in tags.items()]
+    label = {m: f"{m} ({tag})" for m, (tag, _) in tags.items()}
+    means, cells, out_styles, tips = (t.rename(index=label) for t in (means, cells, out_styles, tips))
     return BenchmarkTable(means=means, cells=cells, styles=out_styles, tooltips=tips, notes=notes)
 
 
 def benchmark_table(df: pd.DataFrame, models_order: Sequence[str], indicators: Sequence[str],
                     metrics: Sequence[str] = METRICS, ours: Sequence[str] = ("UrbanCLIP",),
                     not_available=None, decimals: int = 3, italic_third: bool = False,
-                    caption: str | None = None, unranked: Sequence[str] = ()):
+                    caption: str | None = None, unranked: Sequence[str] = (),
+                    tagged: Mapping[str, tuple[str, str]] | None = None):
     """The papers' main results table as a pandas Styler.
 
     Args:
@@ -245,12 +251,14 @@ def benchmark_table(df: pd.DataFrame, models_order: Sequence[str], indicators: S
         italic_third: also italicise the third best (UrbanLN Table 1 does).
         caption: text above the footnotes.
         unranked: rows shown for reference (controls, caption probes): neither ranked nor baselines.
+        tagged: ``{model: (tag, why)}``: the row reads "model (tag)" and a footnote says why, e.g. a
+            supervised baseline (:data:`urbanlib.experiments.benchmark.SUPERVISED`).
 
     Returns:
         A ``pandas.io.formats.style.Styler``; ``benchmark_frame`` gives the unstyled parts.
     """
     table = benchmark_frame(df, models_order, indicators, metrics, ours, not_available, decimals, italic_third,
-                            unranked)
+                            unranked, tagged)
     return table.styler(caption)
 
 

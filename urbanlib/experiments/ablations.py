@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from urbanlib.analysis.twins import RANDOM_INIT_TWIN
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.models.urbanln import UrbanLNConfig
 from urbanlib.pipeline.city import City
@@ -40,7 +41,8 @@ URBANLN_VARIANTS: dict[str, dict] = {
     "w/o MSD": {"config": {"use_msd": False}},
     "one captioner (sim-qwen)": {"sources": ["sim-qwen"]},
 }
-MU_SWEEP = (0.3, 0.4, 0.5, 0.6)  # UrbanLN Table 4
+MU_VARIANTS: dict[str, float] = {"mu=0.3": 0.3, "mu=0.4": 0.4, "mu=0.5": 0.5, "mu=0.6": 0.6}  # Table 4: row -> mu
+MU_SWEEP = tuple(MU_VARIANTS.values())  # the values alone, for pages that label the rows themselves
 # Not a paper ablation: the stage-0 CLIP every UrbanLN variant starts from, probed as it is. It says how
 # far UrbanLN's fine-tuning moves the representation; when it barely does, the variants cannot differ much.
 STAGE0_REFERENCE = "stage 0 only (reference)"
@@ -60,18 +62,18 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 
 
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
-    """Features of one UrbanLN ablation or of ``"mu=0.3"``-style sweep points."""
+    """Features of one UrbanLN ablation (:data:`URBANLN_VARIANTS`) or μ-sweep point (:data:`MU_VARIANTS`)."""
     if name == STAGE0_REFERENCE:
         base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
                                protocol=city.protocol)
         return Features(name, run_features(base, city.tensors, imagery=imagery),
                         {"wall_s": base.wall_s, "cached": base.cached, "imagery": imagery}, base.history)
-    if name.startswith("mu="):
-        spec = {"config": {"mu": float(name[3:])}}
-    elif name in URBANLN_VARIANTS:
+    if name in URBANLN_VARIANTS:
         spec = URBANLN_VARIANTS[name]
+    elif name in MU_VARIANTS:
+        spec = {"config": {"mu": MU_VARIANTS[name]}}
     else:
-        raise KeyError(f"unknown UrbanLN variant {name!r}; choose from {list(URBANLN_VARIANTS)} or mu=<x>")
+        raise KeyError(f"unknown UrbanLN variant {name!r}; choose from {list(URBANLN_VARIANTS)} or {list(MU_VARIANTS)}")
 
     kwargs = {k: v for k, v in spec.items() if k != "config"}
     config = replace(UrbanLNConfig(), **spec.get("config", {}))
@@ -92,8 +94,7 @@ def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[
                   imagery: str = "satellite", progress: bool = False):
     """Probe every variant on the city's split; returns (tidy metrics with a ``model`` column, features)."""
     urbanclip = list(URBANCLIP_VARIANTS) + URBANCLIP_BASELINE_VARIANTS if urbanclip is None else urbanclip
-    urbanln = (list(URBANLN_VARIANTS) + [STAGE0_REFERENCE] + [f"mu={m}" for m in MU_SWEEP] if urbanln is None
-               else urbanln)
+    urbanln = list(URBANLN_VARIANTS) + [STAGE0_REFERENCE] + list(MU_VARIANTS) if urbanln is None else urbanln
     feats = {**{n: urbanclip_variant(city, n, progress) for n in urbanclip},
              **{n: urbanln_variant(city, n, imagery, progress) for n in urbanln}}
     rows = []
@@ -103,3 +104,23 @@ def run_ablations(city: City, urbanclip: list[str] | None = None, urbanln: list[
         m.insert(1, "family", "UrbanCLIP" if name in urbanclip else "UrbanLN")
         rows.append(m)
     return pd.concat(rows, ignore_index=True), feats
+
+
+def twin_metrics(city: City, models: list[str], imagery: str = "satellite", progress: bool = False) -> pd.DataFrame:
+    """Probe rows of the random-init twins of ``models`` (ablation rows), for their gains over the twin.
+
+    The twins are the benchmark's (:data:`~urbanlib.analysis.twins.RANDOM_INIT_TWIN`): the weights
+    of this city's and seed's runs at initialisation, so no training runs here. Rows carry the
+    ablation frame's columns (``model``, ``family`` = ``"twin"``).
+    """
+    twins = list(dict.fromkeys(RANDOM_INIT_TWIN[m] for m in models if m in RANDOM_INIT_TWIN))
+    rows = []
+    for name in twins:
+        f = encoder_features(city, name, progress)
+        if not isinstance(f, Features):
+            continue
+        m = probe_features(city, f.features)
+        m.insert(0, "model", name)
+        m.insert(1, "family", "twin")
+        rows.append(m)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

@@ -7,8 +7,8 @@ pretraining runs: keyed by the baseline, the data, the training regions, the see
 
 Controls: each learned encoder family has a random-init twin probed the same way
 (:data:`~urbanlib.analysis.twins.RANDOM_INIT_TWIN`): the weights of the very run at initialisation
-(UrbanCLIP's ViT, the stage-0 CLIP, the Autoencoder's and Tile2Vec's conv nets), a random
-ResNet-18 for the ResNet baselines, and UrbanLN's starting point, stage 0 alone.
+(UrbanCLIP's ViT, the stage-0 CLIP, the Autoencoder's, Tile2Vec's and READ's conv nets, UrbanVLP's
+two towers), a random ResNet-18 for the ResNet baselines, and UrbanLN's starting point, stage 0 alone.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from urbanlib.eval.text_features import fuse, region_text_features
 from urbanlib.pipeline.city import City
 from urbanlib.pipeline.features import init_features, run_features
 from urbanlib.pipeline.runs import code_hash
+from urbanlib.pipeline.tensors import RegionTensors
 from urbanlib.pipeline.urbanclip import pretrain_urbanclip
 from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
+
+from .caption_probes import EMBED_UNIT
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,25 @@ OUR_MODELS = {  # table name -> what it is (the names are the tables' rows; noth
     "UrbanLN stage 0 (street)": OurModel("urbanln", "street", "init"),
 }
 OURS = ["UrbanCLIP", "UrbanLN (satellite)", "UrbanLN (street)"]
-BASELINE_TWINS = ["Autoencoder (random init)", "Tile2Vec (random init)"]  # baselines at their run's initialisation
+BASELINE_TWINS = ["Autoencoder (random init)", "Tile2Vec (random init)", "READ (random init)",
+                  "UrbanVLP (random init)"]  # baselines at their run's initialisation
 CONTROLS = [n for n in OUR_MODELS if n not in OURS] + BASELINE_TWINS
-TEXT = ["Captions only (MiniLM, short)", "Captions only (MiniLM, long)", "UrbanCLIP + captions (fusion)"]
+CAPTION_STYLES = {  # caption-only row -> the caption style it embeds (looked up like OUR_MODELS, never parsed)
+    "Captions only (MiniLM, short)": "short",  # UrbanCLIP's captions
+    "Captions only (MiniLM, long)": "long",  # UrbanLN's long captions
+}
+TEXT = [*CAPTION_STYLES, "UrbanCLIP + captions (fusion)"]
 BASELINE_ORDER = ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "PG-SimCLR", "MuseCL", "RemoteCLIP", "UrbanVLP", "UrbanViT", "Text-SimCLR"]
 BENCHMARK_MODELS = BASELINE_ORDER + TEXT + OURS + CONTROLS  # the rows of the main table, in the papers' order
 REFERENCE_ROWS = TEXT + CONTROLS  # shown beside the papers' rows, but not baselines: unranked in the table
-SUPERVISED = {"READ": "supervised on the probe's train labels (night light)"}  # label-reading baselines
+# label-reading baselines: {model: (the tag tables add to its name, why)}
+SUPERVISED = {"READ": ("supervised", "its features are trained on the night-light labels of the probe's train regions")}
+
+
+def shown_name(model: str) -> str:
+    """A model's name as a table shows it: a supervised baseline says so wherever it appears."""
+    return f"{model} ({SUPERVISED[model][0]})" if model in SUPERVISED else model
 
 
 @dataclass
@@ -110,16 +124,23 @@ def _has_captions(city: City, style: str) -> bool:
     return caps is not None and not caps.empty and bool((caps["style"] == style).any())
 
 
-def _our_features(city: City, name: str, spec: OurModel, progress: bool) -> Features | NotAvailable:
-    """Features of one of our rows (:data:`OUR_MODELS`): a trained run, or its weights at initialisation."""
+def our_features(city: City, name: str, progress: bool = False,
+                 tensors: RegionTensors | None = None) -> Features | NotAvailable:
+    """Features of one of our rows (:data:`OUR_MODELS`): the city's run, trained or at initialisation.
+
+    The one place a row's :class:`OurModel` is read, so every experiment gives a random-init row its
+    run's initial weights. ``tensors`` are the regions to encode: the city's own by default, another
+    city's for transfer (the encoder still comes from ``city``).
+    """
+    spec = OUR_MODELS[name]
+    tensors = city.tensors if tensors is None else tensors
     if spec.recipe == "urbanclip":
         run = pretrain_urbanclip(city, progress=progress)
         if spec.weights == "init":
-            return Features(name, init_features(run, city.tensors), {"cached": run.cached, "note": "the UrbanCLIP "
+            return Features(name, init_features(run, tensors), {"cached": run.cached, "note": "the UrbanCLIP "
                             "run's weights at initialisation", "parameters": run.info["parameters"]})
-        return Features(name, run_features(run, city.tensors), {"wall_s": run.wall_s, "cached": run.cached,
-                                                                "parameters": run.info["parameters"]}, run.history,
-                        run)
+        return Features(name, run_features(run, tensors), {"wall_s": run.wall_s, "cached": run.cached,
+                                                           "parameters": run.info["parameters"]}, run.history, run)
 
     imagery = spec.imagery
     has = city.tensors.satellite_mask.any() if imagery == "satellite" else city.tensors.has_street.any()
@@ -127,16 +148,16 @@ def _our_features(city: City, name: str, spec: OurModel, progress: bool) -> Feat
         return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
     if spec.recipe == "stage0":
         stage0 = pretrain_stage0(city.name, city.scale, city.seed, progress, protocol=city.protocol)
-        return Features(name, init_features(stage0, city.tensors, imagery),
+        return Features(name, init_features(stage0, tensors, imagery),
                         {"cached": stage0.cached, "note": "stage 0's CLIP at initialisation"})
     if not _has_captions(city, "long"):
         return NotAvailable(name, "n/a: UrbanLN trains on long captions and this dataset has none "
                                   "(write them with urbanlib.captions.batch and a captioner backend)")
     run = pretrain_urbanln(city, imagery=imagery, progress=progress)
     if spec.weights == "init":
-        return Features(name, init_features(run, city.tensors, imagery),
+        return Features(name, init_features(run, tensors, imagery),
                         {"cached": run.cached, "note": "UrbanLN's starting point, stage 0 alone"})
-    return Features(name, run_features(run, city.tensors, imagery=imagery),
+    return Features(name, run_features(run, tensors, imagery=imagery),
                     {"wall_s": run.wall_s + run.info["stage0_wall_s"], "cached": run.cached,
                      "parameters": run.info["student_total"], "imagery": imagery}, run.history, run)
 
@@ -148,13 +169,12 @@ def encoder_features(city: City, name: str, progress: bool = False) -> Features 
     :class:`NotAvailable` with the reason, so a real dataset gets a table of what could run.
     """
     if name in OUR_MODELS:
-        return _our_features(city, name, OUR_MODELS[name], progress)
-    if name.startswith("Captions only"):
-        style = "short" if "short" in name else "long"
+        return our_features(city, name, progress)
+    if name in CAPTION_STYLES:
+        style = CAPTION_STYLES[name]
         if not _has_captions(city, style):
             return NotAvailable(name, f"n/a: this dataset has no {style} captions")
-        unit = "sentence" if style == "long" else "caption"  # long captions: embed distinct sentences (cheaper)
-        return Features(name, region_text_features(city.ds, style=style, unit=unit, progress=progress),
+        return Features(name, region_text_features(city.ds, style=style, unit=EMBED_UNIT[style], progress=progress),
                         {"note": "MiniLM sentence embeddings, mean over the region's captions"})
     if name == "UrbanCLIP + captions (fusion)":
         img = encoder_features(city, "UrbanCLIP", progress)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from urbanlib.data.report import DataError
-from urbanlib.eval.caption_candidates import CANDIDATES, SELECTED, run_probes, with_selected
+from urbanlib.eval.caption_candidates import ARGMAX, CANDIDATES, SELECTED, run_probes, with_selected
 from urbanlib.eval.probe import ProbeConfig
 from urbanlib.eval.text_features import region_text_features, select_captions
 from urbanlib.pipeline.city import City
@@ -29,6 +29,11 @@ EMBED_UNIT = {"short": "caption", "long": "sentence"}
 def model_name(candidate: str, style: str) -> str:
     """Row label of one representation on one caption style, e.g. ``"TF-IDF + ridge (short)"``."""
     return f"{candidate} ({style})"
+
+
+# row label -> (representation, caption style): what a stored row is, looked up, never parsed from its label
+CAPTION_PROBE_MODELS: dict[str, tuple[str, str]] = {model_name(r, s): (r, s) for r in (*CANDIDATES, SELECTED, ARGMAX)
+                                                     for s in STYLES}
 
 
 def caption_probe_rows(cities: dict[str, City], styles=STYLES, targets: np.ndarray | None = None) -> list[dict]:
@@ -88,7 +93,7 @@ def chosen_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Which candidate validation chose, per caption style, split and indicator (from stored rows)."""
     r = rows[rows["metric"] == "chosen_index"]
     task = r["task"].str.split("/")
-    out = pd.DataFrame({"style": r["model"].str.extract(r"\((\w+)\)$")[0].to_numpy(),
+    out = pd.DataFrame({"style": [CAPTION_PROBE_MODELS[m][1] for m in r["model"]],
                         "split": task.str[1].to_numpy(), "indicator": task.str[0].to_numpy(),
                         "chosen": [CANDIDATES[int(v)] for v in r["value"]]})
     if "city" in r:

@@ -22,6 +22,7 @@ from urbanlib.analysis.clusters import latent_clusters
 from urbanlib.analysis.insights_map import Geometry, InsightsMap, MapLayer
 from urbanlib.baselines import NotAvailable
 from urbanlib.data import urbanclip_layout
+from urbanlib.data.dataset import POI_PREFIX, poi_columns
 from urbanlib.pipeline.caption_sets import urbanclip_texts
 from urbanlib.pipeline.city import City
 from urbanlib.pipeline.urbanclip import captions_for
@@ -86,7 +87,7 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
         initial_layer = ind[0] if ind else ""
     captions = _captions(city, feats, generated and has_tiles, log)
     first = probes[drawn[0]] if drawn else None
-    poi_cols = [c for c in ds.regions.columns if c.startswith("poi_cat_")]
+    poi_cols = poi_columns(ds.regions)
     geometry = region_geometry(ds)
     notes = []
     if not city.is_synthetic:
@@ -101,7 +102,7 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
         prediction_note=(f"Predictions: mean of the benchmark's {len(first.seeds)} probe heads per model (an MLP on "
                          f"frozen features trained on the {len(first.split.train)} train regions); only test "
                          "regions are out of sample." if first else ""),
-        captions=captions, poi_categories=[c.removeprefix("poi_cat_") for c in poi_cols] or None,
+        captions=captions, poi_categories=[c.removeprefix(POI_PREFIX) for c in poi_cols] or None,
         poi_counts=ds.regions[poi_cols].to_numpy(float) if poi_cols else None,
         facts=_facts(city, first), names=_place_names(ds.regions),
         satellite=tensors.satellite if has_tiles else None, satellite_mask=tensors.satellite_mask if has_tiles else None,

@@ -30,8 +30,15 @@ import torch
 import torch.nn.functional as F
 
 from urbanlib.data.splits import Split
-from urbanlib.eval.metrics import METRICS, mae, r2, rmse
-from urbanlib.eval.probe import ProbeConfig, fit_probes
+from urbanlib.eval.probe import (
+    EarlyStopping,
+    ProbeConfig,
+    draw_head_weights,
+    fit_probes,
+    masked_mse,
+    metrics_on_test,
+    standardise_targets,
+)
 from urbanlib.models.text import tokenize, tokenizer
 from urbanlib.models.vocab import EOT_ID, PAD_ID
 
@@ -168,14 +175,6 @@ def prompt_features(model, images: torch.Tensor, prompts: list[str], batch_size:
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def _metric_rows(truth: np.ndarray, pred: np.ndarray, test: np.ndarray, indicator: str, seed: int) -> list[dict]:
-    known = np.isfinite(truth[test])
-    y, p = truth[test][known], pred[test][known]
-    values = {"R2": r2(y, p), "RMSE": rmse(y, p), "MAE": mae(y, p)}
-    return [{"indicator": indicator, "seed": seed, "metric": m, "value": values[m], "n_test": int(known.sum())}
-            for m in METRICS]
-
-
 def fixed_prompt_probes(features: np.ndarray, targets: np.ndarray, split: Split, seeds, indicators: list[str],
                         config: ProbeConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """Probe each indicator's fixed-prompt feature (``features[:, j]``) for that indicator only.
@@ -206,22 +205,20 @@ class PromptTuning:
 
 
 def _init_head(seeds: list[int], n_ind: int, sizes: list[int]) -> list[torch.Tensor]:
-    """Per-(seed, indicator) MLP weights, flattened to H = S*T heads: [W0 (H, F, d1), b0 (H, d1), ...]."""
-    params = []
-    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 1.0 / np.sqrt(fan_in)
-        w, b = [], []
-        for seed in seeds:
-            for t in range(n_ind):
-                rng = np.random.default_rng([seed, t, k, 35])
-                w.append(rng.uniform(-bound, bound, (fan_in, fan_out)))
-                b.append(rng.uniform(-bound, bound, fan_out))
-        params += [torch.tensor(np.stack(w), dtype=torch.float32), torch.tensor(np.stack(b), dtype=torch.float32)]
-    return params
+    """The probe's per-(seed, indicator) heads (:func:`draw_head_weights`, stream 35 for §3.5), flattened to H = S*T.
+
+    Returns ``[W0 (H, F, d1), b0 (H, d1), ...]``, head h = s * T + t: one axis for the heads lets
+    :meth:`_PromptProbe.predict` pick the active ones by index.
+    """
+    return [torch.from_numpy(p.reshape(-1, *p.shape[2:])) for p in draw_head_weights(seeds, n_ind, sizes, stream=(35,))]
 
 
 def _head(params: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """(N, H, F) standardised states -> (N, H) predictions, head h on column h."""
+    """(N, H, F) standardised states -> (N, H) predictions, head h on column h.
+
+    Not the probe's forward pass: there all heads read the same features (layer 0 is one shared
+    matmul); here each head reads its own prompt's state, so every layer is a per-head product.
+    """
     h = z
     for i, (w, b) in enumerate(zip(params[::2], params[1::2], strict=True)):
         h = torch.einsum("nhf,hfo->nho", h, w) + b  # (N, H, out)
@@ -267,31 +264,22 @@ def learned_prompt_probes(model, images: torch.Tensor, targets: np.ndarray, spli
     probe = _PromptProbe(model, images, prompts or [prompt_for(i) for i in indicators], seeds, (tr, va),
                          config, tuning)
     y = np.asarray(targets, np.float64)
-    y_mu, y_sd = np.nanmean(y[tr], 0), np.nanstd(y[tr], 0)
-    y_sd[~(y_sd > 0)] = 1.0
-    ys = (y - y_mu) / y_sd
+    ys, y_mu, y_sd = standardise_targets(y, tr)
     epoch, best_ep = probe.fit(_head_targets(ys, tr, S), _head_targets(ys, va, S), tuning.max_epochs)
     with torch.no_grad():
         pred = probe.predict("all", torch.arange(S * T)).numpy() * np.tile(y_sd, S) + np.tile(y_mu, S)  # (N, H)
     predictions = pred.reshape(len(images), S, T).transpose(1, 0, 2)  # (S, N, T) in ln(y + 1)
-    rows = [r for s, seed in enumerate(seeds) for t, name in enumerate(indicators)
-            for r in _metric_rows(y[:, t], predictions[s, :, t], te, name, seed)]
     info = {"epochs_run": epoch, "best_epochs": best_ep.view(S, T).numpy(), "wall_s": time.perf_counter() - start,
             "prompt_moved": probe.prompt_moved().view(S, T).numpy(), "tuning": tuning.to_dict()}
     if log:
         log(f"learned prompts: {epoch} epochs, {info['wall_s']:.0f} s")
-    return pd.DataFrame(rows, columns=["indicator", "seed", "metric", "value", "n_test"]), predictions, info
+    return metrics_on_test(y, predictions, te, seeds, indicators), predictions, info
 
 
 def _head_targets(ys: np.ndarray, idx: np.ndarray, S: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(standardised targets with NaN as 0, known mask) of regions ``idx``, (n, H): column s*T + t is indicator t."""
     yy = np.tile(ys[idx], (1, S))
     return torch.from_numpy(np.nan_to_num(yy).astype(np.float32)), torch.from_numpy(np.isfinite(yy))
-
-
-def _head_mse(pred: torch.Tensor, yy: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
-    """Per-head mean squared error over known targets: (n, h) -> (h,)."""
-    return (torch.where(mm, (pred - yy) ** 2, 0.0)).sum(0) / mm.sum(0).clamp(min=1)
 
 
 class _PromptProbe:
@@ -336,38 +324,39 @@ class _PromptProbe:
     def fit(self, train, val, max_epochs: int) -> tuple[int, torch.Tensor]:
         """Full-batch AdamW; each head keeps its validation-best prompt and weights, restored at the end.
 
+        The probe's loss, selection rule and early stopping (:func:`masked_mse`,
+        :class:`EarlyStopping`), but not its loop: the prompts train too, and a stopped head is
+        left out of the forward passes (the decoder over every tile is the cost), so its
+        validation loss reads inf.
+
         Returns (the last epoch run, each head's best epoch).
         """
         (y_tr, m_tr), (y_va, m_va) = train, val
         H = len(self.prompt)
         with torch.no_grad():
-            best_loss = _head_mse(self.predict("val", torch.arange(H)), y_va, m_va)
+            stopping = EarlyStopping(masked_mse(self.predict("val", torch.arange(H)), y_va, m_va),
+                                     self.config.patience, self.config.min_delta)
         best_prompt, best_head = self.prompt.detach().clone(), [p.detach().clone() for p in self.head]
-        best_ep = torch.zeros(H, dtype=torch.long)
-        active = torch.ones(H, dtype=torch.bool)
         epoch = 0
         for epoch in range(1, max_epochs + 1):
-            heads = active.nonzero()[:, 0]
+            heads = stopping.active.nonzero()[:, 0]
             self.opt.zero_grad(set_to_none=True)
-            _head_mse(self.predict("train", heads), y_tr[:, heads], m_tr[:, heads]).sum().backward()
+            masked_mse(self.predict("train", heads), y_tr[:, heads], m_tr[:, heads]).sum().backward()
             self.opt.step()
             with torch.no_grad():
                 val = torch.full((H,), float("inf"))
-                val[heads] = _head_mse(self.predict("val", heads), y_va[:, heads], m_va[:, heads])
-                better = active & (val < best_loss - self.config.min_delta)
-                best_loss = torch.where(better, val, best_loss)
-                best_ep = torch.where(better, epoch, best_ep)
+                val[heads] = masked_mse(self.predict("val", heads), y_va[:, heads], m_va[:, heads])
+                better, _ = stopping.step(epoch, val)
                 best_prompt[better] = self.prompt.detach()[better]
                 for b, p in zip(best_head, self.head, strict=True):
                     b[better] = p.detach()[better]
-                active &= ~(epoch - best_ep >= self.config.patience)
-            if not active.any():
+            if not stopping.active.any():
                 break
         with torch.no_grad():
             self.prompt.copy_(best_prompt)
             for p, b in zip(self.head, best_head, strict=True):
                 p.copy_(b)
-        return epoch, best_ep
+        return epoch, stopping.best_epoch
 
     def prompt_moved(self) -> torch.Tensor:
         """How far each prompt moved from its start, relative to the start's size: (H,)."""

@@ -50,11 +50,11 @@ from urbanlib.eval.caption_candidates import (
 from urbanlib.eval.caption_lm import CaptionLMConfig, train_caption_lm
 from urbanlib.eval.probe import ProbeConfig
 from urbanlib.paper import published_r2
+from urbanlib.pipeline.city import SPLITS
 from urbanlib.scales import get_scale
 
 MAX_QUOTES = 10  # quoted captions a committed page may hold
 FILL_POLICIES = ("exclude", "keep")
-SPLITS = ("random", "blocked")
 
 
 def absent_reason(data_dir: str, city: str) -> str | None:

@@ -18,13 +18,10 @@ from urbanlib.data.dataset import UrbanDataset
 from urbanlib.data.splits import Split
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.pipeline.city import City
-from urbanlib.pipeline.features import run_features, satellite_features, street_features
 from urbanlib.pipeline.runs import code_hash
 from urbanlib.pipeline.tensors import RegionTensors
-from urbanlib.pipeline.urbanclip import pretrain_urbanclip
-from urbanlib.pipeline.urbanln import pretrain_urbanln
 
-from .benchmark import OUR_MODELS, OURS
+from .benchmark import OUR_MODELS, our_features
 
 
 def combine(cities: list[City]) -> tuple[UrbanDataset, RegionTensors, np.ndarray]:
@@ -54,26 +51,12 @@ def combine(cities: list[City]) -> tuple[UrbanDataset, RegionTensors, np.ndarray
     return ds, t, city_index
 
 
-def _our_features(source: City, target: City, name: str) -> np.ndarray:
-    spec = OUR_MODELS[name]
-    imagery = spec.imagery
-    if spec.recipe == "urbanclip":
-
-        run = pretrain_urbanclip(source, progress=False)
-    else:
-
-        run = pretrain_urbanln(source, imagery=imagery, progress=False)
-    if target is source:
-        return run_features(run, source.tensors, imagery)
-    fn = satellite_features if imagery == "satellite" else street_features
-    return fn(run.model.encode_image_features, target.tensors)
-
-
 def transfer_features(source: City, cities: list[City], name: str) -> np.ndarray | NotAvailable:
     """(sum N, F) features of every region of ``cities`` from the encoder trained on ``source``."""
-    if name in OURS:  # trained rows of ours (the random-init twins do not transfer a training)
-        return np.concatenate([_our_features(source, c if c.name != source.name else source, name)
-                               for c in cities])
+    if name in OUR_MODELS:  # the benchmark's own reading of the row: a random-init twin keeps its initial weights
+        parts = [our_features(source, name, tensors=c.tensors) for c in cities]
+        unavailable = [p for p in parts if isinstance(p, NotAvailable)]
+        return unavailable[0] if unavailable else np.concatenate([p.features for p in parts])
     if name not in BASELINES:
         raise KeyError(f"unknown model {name!r}")
     ds, tensors, city_index = combine(cities)

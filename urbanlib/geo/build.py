@@ -12,14 +12,13 @@ half-written.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..cache import atomic_write
 from ..data import canonical
 from ..data.dataset import CAPTION_COLUMNS, IMAGE_COLUMNS, UrbanDataset
 from ..data.report import DataError, LoadReport
@@ -55,21 +54,12 @@ def build_city(config: CityConfig | str | Path, out: str | Path | None = None, f
         raise DataError("build_city: no output folder; set `out` in the config or pass out=")
     if (out / "meta.json").exists() and not force:
         raise DataError(f"{out}: a dataset is already there; pass force=True (--force) to rebuild it")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_write(out) as tmp:  # a failed or killed build leaves any earlier dataset at ``out`` as it was
+        tmp.mkdir(parents=True)
         ds = _build(cfg, tmp, progress)
         canonical.write(ds, tmp)
         ds.report.to_frame().to_csv(tmp / "build_report.csv", index=False)
         canonical.read(tmp, check_images=False)  # the check: the tables load (images were written or decoded here)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return out
 
 

@@ -19,7 +19,6 @@ from urbanlib.cache import file_lock
 from urbanlib.provenance import REPO_ROOT, code_at_start, machine
 from urbanlib.scales import get_scale
 
-RESULTS_DIR = Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
 ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
 PROVENANCE_COLUMNS = ["config_hash", "seed", "scale", "git_tree", "source_hash", "wall_s", "cpu_s", "machine",
                       "config"]
@@ -32,6 +31,15 @@ code_at_start()  # at import: a long worker's rows name the code it started with
 
 
 SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
+
+
+def results_root() -> Path:
+    """The results folder: ``$URBANLIB_RESULTS`` if set, else the repository's ``results/``.
+
+    Read at each call, not at import, so a test (or a worker) that points ``URBANLIB_RESULTS``
+    elsewhere after importing the store is obeyed.
+    """
+    return Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
 
 
 def config_hash(config: dict, scale: str | None = None) -> str:
@@ -48,7 +56,7 @@ def config_hash(config: dict, scale: str | None = None) -> str:
 
 def results_path(experiment: str, results_dir: Path | None = None) -> Path:
     """The CSV file of one experiment."""
-    return Path(results_dir or RESULTS_DIR) / f"{experiment}.csv"
+    return Path(results_dir or results_root()) / f"{experiment}.csv"
 
 
 _CONFLICT = ("<<<<<<< ", "=======", ">>>>>>> ", "|||||||")  # git's merge-conflict lines

@@ -6,13 +6,16 @@ units consume one city's and seed's runs, the group that keeps them together (se
 
 from __future__ import annotations
 
-from importlib import import_module
-
 import numpy as np
 
 from urbanlib.baselines import NotAvailable, run_baseline
+from urbanlib.baselines.autoencoder import AutoencoderConfig
 from urbanlib.baselines.base import BaselineInputs
+from urbanlib.baselines.read import READConfig
+from urbanlib.baselines.resnet import ResNetConfig
 from urbanlib.baselines.simclr import SimCLRConfig
+from urbanlib.baselines.tile2vec import Tile2VecConfig
+from urbanlib.baselines.urbanvlp import UrbanVLPConfig
 from urbanlib.data import stats, synthcity
 from urbanlib.data.synthcity import PROFILES
 from urbanlib.eval.probe import ProbeConfig, fit_probes
@@ -50,7 +53,6 @@ def _synthcity_stats(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _synthcity_plan(scale: str):
-
     return [(f"{p}-s{s}", {"profile": p}, s) for p in PROFILES for s in range(get_scale(scale).pretrain_seeds)]
 
 
@@ -79,12 +81,12 @@ register(Experiment(
 ))
 
 
-BASELINE_FAMILIES = {  # learning-rate family -> (baseline it trains, "module:Config" whose for_scale sizes it)
-    "Autoencoder": ("Autoencoder", "autoencoder:AutoencoderConfig"),
-    "Tile2Vec": ("Tile2Vec", "tile2vec:Tile2VecConfig"),
-    "READ": ("READ", "read:READConfig"),
-    "ResNet-18 land-use": ("ResNet-18 (land-use stand-in)", "resnet:ResNetConfig"),
-    "UrbanVLP": ("UrbanVLP", "urbanvlp:UrbanVLPConfig"),
+BASELINE_FAMILIES = {  # learning-rate family -> (baseline it trains, the config whose for_scale sizes it)
+    "Autoencoder": ("Autoencoder", AutoencoderConfig),
+    "Tile2Vec": ("Tile2Vec", Tile2VecConfig),
+    "READ": ("READ", READConfig),
+    "ResNet-18 land-use": ("ResNet-18 (land-use stand-in)", ResNetConfig),
+    "UrbanVLP": ("UrbanVLP", UrbanVLPConfig),
 }
 
 
@@ -94,15 +96,12 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
     city = open_city(config["city"], scale, seed, progress=False)
     info = {}
     if family == "UrbanCLIP":
-
         run = pretrain_urbanclip(city, progress=False, train_overrides={"lr": lr})
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN stage 0":
-
         run = pretrain_stage0(None, city.scale, seed, progress=False, lr=lr)
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN":
-
         scores = candidate_scores(read_results("selection"))
         scores = scores[(scores["family"] == "UrbanLN stage 0") & (scores["scale"] == scale)]
         stage0 = choose(scores, scale)
@@ -115,9 +114,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
                            SimCLRConfig.for_scale(city.scale, lr=lr))
         feats, info = out.features, out.info.get("training", {})
     elif family in BASELINE_FAMILIES:
-        name, conf = BASELINE_FAMILIES[family]
-        module, cls = conf.split(":")
-        config_cls = getattr(import_module(f"urbanlib.baselines.{module}"), cls)
+        name, config_cls = BASELINE_FAMILIES[family]
         out = run_baseline(name, BaselineInputs.from_city(city, supervised=name in SUPERVISED),
                            config_cls.for_scale(city.scale, lr=lr))
         feats, info = out.features, out.info["training"]
@@ -140,7 +137,6 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _selection_plan(scale: str):
-
     # the cheap families first (their units also measure the tier's costs early); stage 0 before the
     # UrbanLN fine-tuning it feeds
     order = ["UrbanCLIP", "SimCLR ViT", "Autoencoder", "Tile2Vec", "READ", "ResNet-18 land-use", "UrbanVLP",
@@ -166,9 +162,9 @@ BENCHMARK_GROUPS = {  # one resumable unit per (city, seed, group): a pretrainin
     "baselines": ["PCA", "Autoencoder", "ResNet-18 (random)", "ResNet-18 (land-use stand-in)", "ResNet-18 (ImageNet)",
                   "Tile2Vec", "READ", "MuseCL", "RemoteCLIP"],
     "baselines-vit": ["PG-SimCLR", "UrbanViT", "Text-SimCLR", "UrbanVLP"],
-    # the two small conv nets at initialisation (no training: about a CPU-minute), in a unit of their
-    # own: added to "baselines", they would be missing from its units stored before they joined
-    "conv-twins": ["Autoencoder (random init)", "Tile2Vec (random init)"],
+    # the baselines trained from scratch, at their run's initialisation (no training: a few CPU-minutes),
+    # in a unit of their own: added to "baselines", they would be missing from its units stored before
+    "twins": ["Autoencoder (random init)", "Tile2Vec (random init)", "READ (random init)", "UrbanVLP (random init)"],
 }
 
 
@@ -210,7 +206,6 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
     probe seeds. ``group == "stage0"`` trains the seed's shared stage-0 CLIP (city ``all``).
     """
     if config["group"] == "stage0":
-
         run = pretrain_stage0(None, scale, seed, progress=False)
         i = run.info
         return [{"city": "all", "model": "UrbanLN stage 0", "task": "pretraining", "metric": k, "value": float(i[k])}
@@ -253,7 +248,6 @@ def _group_by(key: str):
 
 
 def _benchmark_plan(scale: str):
-
     n = get_scale(scale).pretrain_seeds
     # seed by seed, the shared stage 0 first: each finished seed adds one unit per city to every claim
     plan = []
@@ -271,7 +265,10 @@ register(Experiment(
 ))
 
 
-PROTOCOL_MODELS = ["UrbanCLIP", "UrbanCLIP (random init)"]  # what the `protocol` experiment re-runs under "train-only"
+PROTOCOL_MODELS = {  # benchmark row -> its row in results/protocol.csv: the same model, pretrained under "train-only"
+    "UrbanCLIP": "UrbanCLIP [train-only]",
+    "UrbanCLIP (random init)": "UrbanCLIP (random init) [train-only]",
+}
 
 
 def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
@@ -281,16 +278,15 @@ def _protocol(config: dict, seed: int, scale: str) -> list[dict]:
     every tile); this unit measures what pretraining only on the probe's train regions changes.
     """
     city = open_city(config["city"], scale, seed, split=config["split"], progress=False, protocol="train-only")
-    metrics, feats, _ = run_benchmark(city, PROTOCOL_MODELS, log=lambda *a: None)
+    metrics, feats, _ = run_benchmark(city, list(PROTOCOL_MODELS), log=lambda *a: None)
     agg = metrics.groupby(["model", "indicator", "metric"])["value"].agg(["mean", "std"]).reset_index()
-    rows = [{"city": config["city"], "model": f"{r.model} [train-only]", "task": f"{r.indicator}/{config['split']}",
+    rows = [{"city": config["city"], "model": PROTOCOL_MODELS[r.model], "task": f"{r.indicator}/{config['split']}",
              "metric": f"{r.metric}_{stat}", "value": float(getattr(r, stat))}
             for r in agg.itertuples() for stat in ("mean", "std")]
     return rows + [{**r, "variant": "train-only protocol"} for r in _pretraining_rows(city, feats, seed)]
 
 
 def _protocol_plan(scale: str):
-
     return [(f"{BOOK_CITY}-random-s{s}", {"city": BOOK_CITY, "split": "random"}, s)
             for s in range(get_scale(scale).pretrain_seeds)]
 
@@ -321,7 +317,6 @@ def _transfer(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _transfer_plan(scale: str):
-
     return [(f"{p}-s{s}", {"source": p}, s) for p in _profiles_book_city_first() for s in range(get_scale(scale).pretrain_seeds)]
 
 
@@ -359,7 +354,6 @@ def _ablations(config: dict, seed: int, scale: str) -> list[dict]:
 
 
 def _ablations_plan(scale: str):
-
     return [(f"{p}-s{s}-{g}", {"city": p, "group": g}, s) for s in range(get_scale(scale).pretrain_seeds)
             for p in _profiles_book_city_first() for g in ABLATION_GROUPS
             if g not in ONE_CITY_GROUPS or p == BOOK_CITY]

@@ -300,10 +300,10 @@ def measurements(claims: pd.DataFrame, results_dir=None, measures: dict | None =
     for claim in claims.itertuples(index=False):
         entry = doc["claims"].get(claim.claim_id)
         if entry is None:
-            rows.append(_row(claim.claim_id, "", reason=f"not testable here: {claim.testable_here_note or 'no measurement mapped'}"))
+            rows.append(_row(claim.claim_id, "", reason=claim.testable_here_note or "no measurement mapped"))
             continue
         if "untestable" in entry:
-            rows.append(_row(claim.claim_id, "", reason=f"not testable here: {entry['untestable']}"))
+            rows.append(_row(claim.claim_id, "", reason=entry["untestable"]))
             continue
         for measure in entry["measures"]:
             experiment = measure.get("experiment", "benchmark")

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from urbanlib.analysis.paired import paired_test
-from urbanlib.experiments.caption_probes import chosen_table
-from urbanlib.pipeline.hparams import candidate_scores, selected
+from urbanlib.experiments.caption_probes import CAPTION_PROBE_MODELS, chosen_table
+from urbanlib.pipeline.hparams import GRIDS, candidate_scores, selected
 
 from .runner import pending_units, unit_kind
 from .store import read_results, results_path
@@ -161,6 +161,44 @@ def selection_table(results_dir: Path | None = None) -> pd.DataFrame:
     return out
 
 
+# learning-rate family -> (the run its candidates train on the development city, the rows that train
+# with its choice); a family's choice is used by every row here, on every city and seed
+LR_FAMILIES: dict[str, tuple[str, str]] = {
+    "UrbanCLIP": ("UrbanCLIP", "UrbanCLIP; its ablation variants (w/o refined text, w/o L_LM, w/o L_Con)"),
+    "UrbanLN stage 0": ("the stage-0 CLIP on every profile", "the stage-0 CLIP every UrbanLN row starts from"),
+    "UrbanLN": ("UrbanLN (satellite), from the chosen stage 0",
+                "UrbanLN (satellite, street); its ablation variants and the mu sweep"),
+    "SimCLR ViT": ("UrbanViT", "UrbanViT, PG-SimCLR, Text-SimCLR (one ViT and SimCLR recipe)"),
+    "Autoencoder": ("Autoencoder", "Autoencoder"),
+    "Tile2Vec": ("Tile2Vec", "Tile2Vec"),
+    "READ": ("READ (teacher and student)", "READ (supervised)"),
+    "ResNet-18 land-use": ("the land-use stand-in's supervised training", "ResNet-18 (land-use stand-in)"),
+    "UrbanVLP": ("UrbanVLP", "UrbanVLP"),
+}
+
+
+def chosen_rates(results_dir: Path | None = None) -> pd.DataFrame:
+    """Per family, the learning rate chosen on validation, its grid, and the table rows that use it.
+
+    ``at grid edge`` marks a choice at the smallest or largest candidate: the best rate may lie
+    outside the grid, which the reader should know.
+    """
+    table = selection_table(results_dir)
+    if table.empty:
+        return pd.DataFrame()
+    out = []
+    for family, rows in table.groupby("family", sort=False):
+        grid = GRIDS.get(family, tuple(sorted(rows["lr"])))
+        chosen = rows.loc[rows["chosen"], "lr"]
+        lr = float(chosen.iloc[0]) if len(chosen) else np.nan
+        trains, users = LR_FAMILIES.get(family, (family, family))
+        out.append({"family": family, "candidates": ", ".join(f"{g:g}" for g in grid),
+                    "chosen": f"{lr:g}" if np.isfinite(lr) else "-",
+                    "at grid edge": bool(np.isfinite(lr) and lr in (min(grid), max(grid))),
+                    "candidates train": trains, "used by": users})
+    return pd.DataFrame(out)
+
+
 def not_available_reasons(city: str, split: str, results_dir: Path | None = None) -> dict[str, str]:
     """Why each model that could not run on ``city``'s ``split`` did not: the reason its own code gave.
 
@@ -187,8 +225,8 @@ def caption_probe_summary(results_dir: Path | None = None) -> tuple[pd.DataFrame
     if rows.empty:
         return pd.DataFrame(), pd.DataFrame()
     r2 = rows[rows["metric"] == "R2"]
-    parts = r2["model"].str.extract(r"^(.*) \((\w+)\)$")
-    r2 = r2.assign(representation=parts[0], style=parts[1])
+    parts = [CAPTION_PROBE_MODELS[m] for m in r2["model"]]
+    r2 = r2.assign(representation=[rep for rep, _ in parts], style=[style for _, style in parts])
     table = r2.pivot_table(index="representation", columns=["style", "split"], values="value", aggfunc="mean")
     table[("units", "")] = r2.groupby("representation")["unit"].nunique()
     picks = chosen_table(read_results("caption_probes", results_dir))
@@ -213,10 +251,11 @@ def protocol_effect(results_dir: Path | None = None) -> pd.DataFrame:
     strict = tier_rows("protocol", results_dir)
     if strict.empty:
         return pd.DataFrame()
-    strict = strict[strict["metric"] == "R2"].assign(model=lambda d: d["model"].str.removesuffix(" [train-only]"))
+    benchmark_row = {stored: model for model, stored in PROTOCOL_MODELS.items()}
+    strict = strict[strict["metric"] == "R2"].assign(model=lambda d: d["model"].map(benchmark_row))
     bench = tier_rows("benchmark", results_dir)
     cities, splits = set(strict["city"]), set(strict["split"])
-    bench = bench[(bench["metric"] == "R2") & bench["model"].isin(PROTOCOL_MODELS) & bench["city"].isin(cities)
+    bench = bench[(bench["metric"] == "R2") & bench["model"].isin(list(PROTOCOL_MODELS)) & bench["city"].isin(cities)
                   & bench["split"].isin(splits)] if not bench.empty else bench
     if bench.empty:
         return pd.DataFrame()

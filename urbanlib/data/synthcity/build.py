@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -12,11 +11,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from urbanlib.cache import cache_dir
+from urbanlib.cache import atomic_write, cache_dir
 
 from ...scales import Scale, get_scale
 from .. import canonical, load
-from ..dataset import INDICATORS, UrbanDataset
+from ..dataset import INDICATORS, UrbanDataset, poi_columns
 from .captions import caption_scenes
 from .config import (
     DEFAULT_PARAMS,
@@ -68,22 +67,16 @@ def build(profile: str, scale: str | Scale = "default", seed: int = 0, cache_dir
     out = city_dir(profile, sc, seed, cache_dir, params)
     if (out / "meta.json").is_file() and not force:
         return out
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     t0 = time.perf_counter()
-    ds, scenes = generate(profile, sc, seed, tmp, params, progress)
-    with open(tmp / "scenes.jsonl", "w", encoding="utf-8") as f:
-        for s in scenes:
-            f.write(json.dumps(s, separators=(",", ":")) + "\n")
-    ds.meta["generation_seconds"] = round(time.perf_counter() - t0, 2)
-    canonical.write(ds, tmp)
-    if (out / "meta.json").is_file() and not force:  # another process finished the same city first
-        shutil.rmtree(tmp)
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        ds, scenes = generate(profile, sc, seed, tmp, params, progress)
+        with open(tmp / "scenes.jsonl", "w", encoding="utf-8") as f:
+            for s in scenes:
+                f.write(json.dumps(s, separators=(",", ":")) + "\n")
+        ds.meta["generation_seconds"] = round(time.perf_counter() - t0, 2)
+        canonical.write(ds, tmp)
+        if (out / "meta.json").is_file() and not force:  # another process finished the same city first:
+            shutil.rmtree(tmp)  # keep its copy (with nothing at tmp, atomic_write replaces nothing)
     return out
 
 
@@ -144,7 +137,7 @@ def generate(profile_name: str, sc: Scale, seed: int, out: Path, params: Generat
     for name, grid in ind.items():
         regions[name] = grid[regions["row"], regions["col"]]
     first = ["region_id", "city", "row", "col", "lon", "lat"]
-    poi = sorted(c for c in regions if c.startswith("poi_cat_"))
+    poi = sorted(poi_columns(regions))
     rest = [c for c in regions if c not in first + INDICATORS + poi]
     regions = regions[first + INDICATORS + poi + rest]
     captions = caption_scenes(scenes, params, seed, progress=progress)

@@ -14,13 +14,14 @@ identical captions, whatever region or indicator values they belong to.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+from urbanlib.cache import stable_hash
 
 from .config import CaptionerProfile, GeneratorParams
 
@@ -111,9 +112,8 @@ KIND_WORD = {"satellite": {"plain": "This satellite image shows", "descriptive":
 
 
 def scene_hash(objects: list[dict], kind: str, size: int) -> str:
-    """Content hash of a scene description (what the captioner may see), independent of its image path."""
-    blob = json.dumps({"kind": kind, "size": size, "objects": objects}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """Content hash (64 hex digits) of a scene description (what a captioner may see), not of its image path."""
+    return stable_hash({"kind": kind, "size": size, "objects": objects}, n=64)
 
 
 def _phi(z: float) -> float:
@@ -121,9 +121,14 @@ def _phi(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
-def _seed_ints(*parts) -> list[int]:
+def seeded_rng(*parts) -> np.random.Generator:
+    """A generator seeded by the sha256 of ``parts`` (as text, joined by ``|``): the same parts give the same draws.
+
+    The seeding device of every simulated component on SynthCity (these captioners and the declared
+    stand-ins of :mod:`urbanlib.captions.standins`): draws depend on what is simulated, not on call order.
+    """
     h = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return [int.from_bytes(h[i:i + 4], "little") for i in range(0, 16, 4)]
+    return np.random.default_rng([int.from_bytes(h[i:i + 4], "little") for i in range(0, 16, 4)])
 
 
 def _where(objs: list[dict], size: int, kind: str) -> str:
@@ -286,8 +291,8 @@ def caption_scene(objects: list[dict], kind: str, size: int, captioner: Captione
         _cache["hash"] = scene_hash(objects, kind, size)
         _cache["facts"] = _facts(objects, kind, size)
     h = _cache["hash"]
-    shared = np.random.default_rng(_seed_ints(seed, h, style, "shared"))
-    own = np.random.default_rng(_seed_ints(seed, h, style, captioner.name))
+    shared = seeded_rng(seed, h, style, "shared")
+    own = seeded_rng(seed, h, style, captioner.name)
     rho = params.rho
     universe = UNIVERSE[kind]
     z_shared = dict(zip(universe, shared.standard_normal(len(universe)), strict=True))

@@ -117,7 +117,11 @@ def load_profile(name: str) -> dict:
 
 
 def cache_key(profile: dict, scale: dict, seed: int, params: GeneratorParams) -> str:
-    """Content address of one city: hash of version, profile, scale, seed and parameters."""
+    """Content address of one city: hash of version, profile, scale, seed and parameters.
+
+    Not :func:`urbanlib.cache.stable_hash`: that one writes compact JSON (``","`` and ``":"``, no
+    spaces), this one ``json.dumps``' default separators, so switching would rename every cached city.
+    """
     blob = json.dumps({"version": GENERATOR_VERSION, "profile": profile, "scale": scale, "seed": int(seed),
                        "params": params.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
