@@ -161,13 +161,16 @@ def _toy_split(n=30):
     return Split(train=np.sort(idx[:18]), val=np.sort(idx[18:24]), test=np.sort(idx[24:]), name="random")
 
 
-def test_prompted_heads_are_trained_on_train_regions_only():
+def _tiny_model_images_split(n: int = 30):
+    """A seeded tiny UrbanCLIP, ``n`` random images and a toy split: the prompted probes' shared fixture."""
     cfg, vocab = _tiny()
     torch.manual_seed(0)
     model = UrbanCLIP(cfg, vocab).eval()
-    n = 30
     images = torch.randn(n, 3, cfg.vision.image_size, cfg.vision.image_size, generator=torch.Generator().manual_seed(1))
-    split = _toy_split(n)
+    return model, images, _toy_split(n), n
+
+def test_prompted_heads_are_trained_on_train_regions_only():
+    model, images, split, n = _tiny_model_images_split()
     rng = np.random.default_rng(2)
     targets = rng.normal(size=(n, 2))
     noisy = targets.copy()
@@ -191,12 +194,7 @@ def test_learned_prompts_give_the_numbers_they_gave_before_the_probe_helpers_wer
     # recorded at a37bdb7, before the prompted probe used eval.probe's head init, loss, early stopping and
     # metric rows (the same machine reproduced them exactly); rtol leaves room for another CPU's float32 kernels
     torch.set_num_threads(1)
-    cfg, vocab = _tiny()
-    torch.manual_seed(0)
-    model = UrbanCLIP(cfg, vocab).eval()
-    n = 30
-    images = torch.randn(n, 3, cfg.vision.image_size, cfg.vision.image_size, generator=torch.Generator().manual_seed(1))
-    split = _toy_split(n)
+    model, images, split, n = _tiny_model_images_split()
     targets = np.random.default_rng(2).normal(size=(n, 2))
     m, p, info = prompted.learned_prompt_probes(model, images, targets, split, [0, 1], ["carbon", "population"],
                                                 ProbeConfig(max_epochs=8, patience=3), prompted.PromptTuning(max_epochs=8))
