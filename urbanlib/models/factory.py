@@ -23,7 +23,8 @@ def create_model(name: str, vocab: Vocab | None = None, open_clip_name: str = ""
         **overrides: config fields; ``pretrained`` is opt-in: an open_clip tag (coca variant,
             downloads) or a local ``.safetensors`` state dict (any variant).
     """
-    from .coca import OpenClipCoCa  # deferred: both import open_clip, which configs and vocabularies do not need
+    # deferred: both import open_clip, which configs and vocabularies do not need
+    from .coca import OpenClipCoCa
     from .urbanclip import UrbanCLIP
 
     cfg = get_config(name, **overrides)
