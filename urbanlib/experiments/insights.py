@@ -86,8 +86,8 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
 def _layers(ds, probes: dict, feats: dict, k: int, seed: int) -> tuple[list[MapLayer], dict[str, np.ndarray]]:
     """The map's layers and each model's predictions in original units.
 
-    Layers: the indicators, then each model's predictions, residuals and latent clusters; ``probes``
-    holds the drawn models' probe results in drawing order.
+    Layers: the indicators, then every model's predictions, then every model's residuals, then every
+    model's latent clusters; ``probes`` holds the drawn models' probe results in drawing order.
     """
     ind = list(ds.indicators)
     log_truth = ds.log_targets()  # (N, T)
