@@ -155,6 +155,46 @@ def test_urbanln_street_run_reports_truncation_and_queue(city):
     assert not np.isnan(f).any()
 
 
+# Run folders of stage 0 (code hash pinned), computed at 3dbbddf with its positional
+# pretrain_stage0(target_city, scale, seed, progress, protocol=...): a stage 0 keeps its folder, and so
+# its cached and archived run (results/runs/stage0-*), whichever signature asks for it
+STAGE0_FOLDERS = {"shared": "stage0-all-709740f1041979e6", "shared, seed 1, lr 1e-3": "stage0-all-a2d5496e4a99f4e3",
+                  "train-only": "stage0-synth-ring-d02d73339e803f4d"}
+
+
+def test_stage0_run_keys_are_unchanged(city, monkeypatch):
+    from dataclasses import replace
+
+    from urbanlib.pipeline import runs
+    from urbanlib.pipeline.urbanln import pretrain_stage0, pretrain_urbanln
+
+    class Keyed(Exception):
+        pass
+
+    def stop(name, run_dir, *args, **kwargs):
+        raise Keyed(run_dir.name)
+
+    monkeypatch.setattr(runs, "code_hash", lambda dirs=None: "pinned")
+    monkeypatch.setattr(runs, "_train_or_load", stop)  # the folder is named; nothing trains
+
+    def folder(call) -> str:
+        with pytest.raises(Keyed) as e:
+            call()
+        return str(e.value)
+
+    strict = replace(city, protocol="train-only")
+    assert folder(lambda: pretrain_stage0(scale="smoke", seed=0, progress=False)) == STAGE0_FOLDERS["shared"]
+    assert folder(lambda: pretrain_stage0(city, progress=False)) == STAGE0_FOLDERS["shared"]  # an all-tiles city's
+    assert (folder(lambda: pretrain_stage0(scale="smoke", seed=1, progress=False, lr=1e-3))
+            == STAGE0_FOLDERS["shared, seed 1, lr 1e-3"])
+    assert folder(lambda: pretrain_stage0(strict, progress=False)) == STAGE0_FOLDERS["train-only"]
+    assert folder(lambda: pretrain_urbanln(strict, progress=False)) == STAGE0_FOLDERS["train-only"]  # UrbanLN's own
+    with pytest.raises(TypeError, match="the city's"):
+        pretrain_stage0(city, scale="smoke")
+    with pytest.raises(TypeError, match="needs scale"):
+        pretrain_stage0(seed=0)
+
+
 def test_recall_at_k_hand_case():
     img = torch.eye(3)
     txt = torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, 0, 1], [0.9, 0.1, 0]])

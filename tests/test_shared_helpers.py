@@ -148,3 +148,20 @@ def test_the_split_names_are_the_pipelines():
     from urbanlib.pipeline import city
 
     assert real_captions.SPLITS is city.SPLITS
+
+
+def test_one_results_folder_split_list_and_parameter_count(tmp_path, monkeypatch):
+    from torch import nn
+
+    from urbanlib import cache
+    from urbanlib.models.parameters import count_parameters
+    from urbanlib.pipeline import city, hparams, runs
+    from urbanlib.results import store, tier
+
+    monkeypatch.setenv("URBANLIB_RESULTS", str(tmp_path))
+    assert store.results_root is cache.results_root and cache.results_root() == tmp_path
+    assert hparams.selected_path() == tmp_path / "selected_lr.json" and runs.archive_dir() == tmp_path / "runs"
+    assert tier.SPLITS is city.SPLITS
+    m = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))  # 9 + 4 parameters
+    m[0].requires_grad_(False)
+    assert count_parameters(m) == {"total": 13, "trainable": 4, "frozen": 9}  # what the baselines' tuple held, too

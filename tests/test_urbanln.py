@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, count_parameters, tokenize_captions
+from urbanlib.models.parameters import count_parameters
+from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, tokenize_captions
 
 VOCAB = 512  # small vocabulary keeps the embedding/optimizer cheap; the last id is the end token
 

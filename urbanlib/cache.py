@@ -5,8 +5,8 @@ deleted at any time; it is rebuilt on demand. :func:`file_lock` is the one lock 
 and worker takes, so two processes share them safely; :func:`atomic_write` is the one way a file (or a
 folder) is put in place whole, so a kill never leaves half of one.
 
-:data:`REPO_ROOT` is the repository root for every module that needs it (this is the lowest layer
-that does).
+:data:`REPO_ROOT` (the repository root) and :func:`results_root` (the committed results folder,
+``$URBANLIB_RESULTS`` if set) are here for every module that needs them (this is the lowest layer that does).
 """
 
 from __future__ import annotations
@@ -29,6 +29,15 @@ def cache_root() -> Path:
     root = Path(env) if env else REPO_ROOT / ".cache"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def results_root() -> Path:
+    """The results folder: ``$URBANLIB_RESULTS`` if set, else the repository's ``results/``.
+
+    Read at each call, not at import, so a test (or a worker) that points ``URBANLIB_RESULTS``
+    elsewhere after importing urbanlib is obeyed.
+    """
+    return Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
 
 
 def cache_dir(kind: str) -> Path:

@@ -25,7 +25,8 @@ from urbanlib import style as house
 from urbanlib.cache import REPO_ROOT
 from urbanlib.models import create_model
 from urbanlib.models.ipsi import stretch_clip
-from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig, count_parameters
+from urbanlib.models.parameters import count_parameters
+from urbanlib.models.urbanln import UrbanLN, UrbanLNConfig
 
 __all__ = [
     "BENCH_TARGETS",

@@ -140,33 +140,9 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
         if twin not in twins_present:
             orphans.setdefault(twin, []).append(model)
             continue
-        mine, theirs = wide.loc[model], other.loc[twin]
-        missing = sorted(set(mine.index) - set(theirs.index))
-        if missing:
-            notes.append(f"{model}: skipped {len(missing)} task(s) the twin lacks "
-                         f"({', '.join('/'.join(t) for t in missing[:3])}{', ...' if len(missing) > 3 else ''})")
-        common = [t for t in mine.index if t in theirs.index]
-        tasks = [(ind, split, mine.loc[(ind, split)], theirs.loc[(ind, split)]) for ind, split in common]
-        if pooled:
-            for split in dict.fromkeys(s for _, s in common):
-                inds = [ind for ind, s in common if s == split]
-                tasks.append((POOLED, split, mine.loc[[(i, split) for i in inds]].mean(skipna=False),
-                              theirs.loc[[(i, split) for i in inds]].mean(skipna=False)))
-        for split in dict.fromkeys(s for _, s, _, _ in tasks):
-            apart = _scored_apart(n_test, model, twin, split)
-            if apart:
-                notes.append(f"{model}: {len(apart)} unit(s) of the {split} split left out, scored on other test "
-                             f"regions than {twin} ({', '.join(sorted(apart))})")
-                tasks = [(i, s, a.drop(list(apart), errors="ignore"), b.drop(list(apart), errors="ignore"))
-                         if s == split else (i, s, a, b) for i, s, a, b in tasks]
-        for ind, split, a, b in tasks:
-            r = paired_test(a.dropna().to_dict(), b.dropna().to_dict(), level=level)
-            rel = 100 * r["mean_diff"] / abs(r["mean_b"]) if r["n"] and r["mean_b"] else np.nan
-            diffs = (a - b).dropna()
-            rows.append({"model": model, "twin": twin, "indicator": ind, "split": split, "n_units": r["n"],
-                         "gain": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
-                         "mde": r["mde"], "twin_mean": r["mean_b"], "relative_gain_pct": rel,
-                         "median_gain": float(diffs.median()) if len(diffs) else np.nan})
+        tasks = _paired_tasks(model, wide.loc[model], other.loc[twin], pooled, notes)
+        tasks = _drop_scored_apart(tasks, n_test, model, twin, notes)
+        rows += [_gain_row(model, twin, ind, split, a, b, level) for ind, split, a, b in tasks]
     notes[:0] = [f"no '{twin}' {metric} rows: skipped {', '.join(models)}" for twin, models in orphans.items()]
     if metric == "R2":
         notes += _failed_probe_notes(other, {twins[m] for m in present if twins.get(m) in twins_present})
@@ -174,6 +150,48 @@ def gains_over_twin(frame: pd.DataFrame, twins: Mapping[str, str] | None = None,
         out = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     out.attrs["notes"] = notes
     return out
+
+
+def _paired_tasks(model: str, mine: pd.DataFrame, theirs: pd.DataFrame, pooled: bool, notes: list[str]) -> list:
+    """(indicator, split, model's values, twin's values) per task both have, and per split pooled over them.
+
+    ``mine`` and ``theirs`` are the model's and the twin's rows of :func:`_per_unit` (index indicator,
+    split; columns units). Tasks only the model has are skipped with a note.
+    """
+    missing = sorted(set(mine.index) - set(theirs.index))
+    if missing:
+        notes.append(f"{model}: skipped {len(missing)} task(s) the twin lacks "
+                     f"({', '.join('/'.join(t) for t in missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    common = [t for t in mine.index if t in theirs.index]
+    tasks = [(ind, split, mine.loc[(ind, split)], theirs.loc[(ind, split)]) for ind, split in common]
+    if pooled:
+        for split in dict.fromkeys(s for _, s in common):
+            inds = [(ind, s) for ind, s in common if s == split]
+            tasks.append((POOLED, split, mine.loc[inds].mean(skipna=False), theirs.loc[inds].mean(skipna=False)))
+    return tasks
+
+
+def _drop_scored_apart(tasks: list, n_test: pd.Series, model: str, twin: str, notes: list[str]) -> list:
+    """``tasks`` without the units where model and twin were scored on different test regions (not paired)."""
+    for split in dict.fromkeys(s for _, s, _, _ in tasks):
+        apart = _scored_apart(n_test, model, twin, split)
+        if apart:
+            notes.append(f"{model}: {len(apart)} unit(s) of the {split} split left out, scored on other test "
+                         f"regions than {twin} ({', '.join(sorted(apart))})")
+            tasks = [(i, s, a.drop(list(apart), errors="ignore"), b.drop(list(apart), errors="ignore"))
+                     if s == split else (i, s, a, b) for i, s, a, b in tasks]
+    return tasks
+
+
+def _gain_row(model: str, twin: str, indicator: str, split: str, a: pd.Series, b: pd.Series, level: float) -> dict:
+    """One row of :data:`GAIN_COLUMNS`: the paired test of the model's values ``a`` against the twin's ``b``."""
+    r = paired_test(a.dropna().to_dict(), b.dropna().to_dict(), level=level)
+    rel = 100 * r["mean_diff"] / abs(r["mean_b"]) if r["n"] and r["mean_b"] else np.nan
+    diffs = (a - b).dropna()
+    return {"model": model, "twin": twin, "indicator": indicator, "split": split, "n_units": r["n"],
+            "gain": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
+            "mde": r["mde"], "twin_mean": r["mean_b"], "relative_gain_pct": rel,
+            "median_gain": float(diffs.median()) if len(diffs) else np.nan}
 
 
 def _failed_probe_notes(wide: pd.DataFrame, twins: set[str]) -> list[str]:

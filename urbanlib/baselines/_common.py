@@ -134,12 +134,6 @@ class ConvEncoder(nn.Module):
         return self.body(x).mean(dim=(2, 3))  # (B, C)
 
 
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 # ---- data -------------------------------------------------------------------------------------
 class TileDataset:
     """Satellite tiles of some regions as training samples for the shared trainer.

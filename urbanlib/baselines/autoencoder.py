@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from urbanlib.eval.metrics import linear_cka
+from urbanlib.models.parameters import count_parameters
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale
 
@@ -32,7 +33,6 @@ from ._common import (
     ConvConfig,
     ConvEncoder,
     TileDataset,
-    count_params,
     embed_all,
     resolve_scale,
     sized,
@@ -158,7 +158,8 @@ def _initial(inputs: BaselineInputs, cfg: AutoencoderConfig) -> ConvAutoencoder:
 
 
 def _encoder_params(model: ConvAutoencoder) -> int:
-    return count_params(model.encoder)[0] + count_params(model.to_code)[0]  # the decoder is not part of the encoder
+    # the decoder is not part of the encoder
+    return count_parameters(model.encoder)["total"] + count_parameters(model.to_code)["total"]
 
 
 def fit_init(inputs: BaselineInputs, config: AutoencoderConfig | None = None) -> FittedEncoder:

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from urbanlib.eval.metrics import linear_cka
+from urbanlib.models.parameters import count_parameters
 from urbanlib.pipeline.hparams import chosen_lr
 from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale
@@ -60,7 +61,6 @@ from ._common import (
     ConvConfig,
     ConvEncoder,
     TileDataset,
-    count_params,
     embed_all,
     epoch_cap,
     resolve_scale,
@@ -287,7 +287,7 @@ def fit_init(inputs: BaselineInputs, config: READConfig | None = None) -> Fitted
     cfg = config or READConfig.for_scale(inputs.scale)
     student = _student_at_init(inputs, cfg).eval()
     feats = embed_all(student.features, inputs, desc="READ init features")
-    n = count_params(student.encoder)[0]
+    n = count_parameters(student.encoder)["total"]
     return FittedEncoder("READ (random init)", feats, [], n, 0,
                          {"config": asdict(cfg), "weights": f"the READ student's weights at initialisation "
                                                             f"(seed {inputs.seed + 1}), untrained, no labels read"})
@@ -303,7 +303,7 @@ def fit(inputs: BaselineInputs, config: READConfig | None = None) -> FittedEncod
     history += [{**r, "step": r["step"] + len(history), "stage": "student"} for r in info.pop("student_history")]
     info.pop("labelled_positions")
     info.pop("validation_positions")
-    n = count_params(student.encoder)[0]
+    n = count_parameters(student.encoder)["total"]
     return FittedEncoder("READ", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "teacher-student from random init",
                           "supervised": "labels of inputs.label_idx only (the probe's train regions)", **info,

@@ -16,7 +16,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ._common import count_params, embed_all
+from urbanlib.models.parameters import count_parameters
+
+from ._common import embed_all
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 
 NAME = "RemoteCLIP"
@@ -67,7 +69,7 @@ def fit(inputs: BaselineInputs, config: RemoteCLIPConfig | None = None) -> Fitte
     size = size[0] if isinstance(size, tuple | list) else int(size)
     feats = embed_all(lambda x: model.encode_image(x), inputs, config.batch_size, desc=f"{NAME} features",
                       image_size=size)
-    total, _ = count_params(model.visual)
+    total = count_parameters(model.visual)["total"]
     return FittedEncoder(NAME, feats, [], total, 0,
                          {"weights": weights_path(config), "model": config.model_name if config.model_cfg is None
                           else "custom open_clip config", "features": "image embedding (frozen)",

@@ -42,12 +42,12 @@ from torch import nn
 
 from urbanlib.data.synthcity import PROFILES, load_city
 from urbanlib.eval.metrics import linear_cka
+from urbanlib.models.parameters import count_parameters
 from urbanlib.pipeline.tensors import load_tensors
 from urbanlib.scales import Scale, get_scale
 
 from ._common import (
     TileDataset,
-    count_params,
     embed_all,
     recalibrate_batchnorm,
     resolve_scale,
@@ -144,7 +144,7 @@ def fit_random(inputs: BaselineInputs, config: ResNetConfig | None = None) -> Fi
     cfg = config or _untrained_config(inputs)
     model = create(0, inputs.seed)
     feats = _encode_all(model, inputs, cfg, "ResNet-18 (random) features")
-    return FittedEncoder("ResNet-18 (random)", feats, [], count_params(model)[0], 0,
+    return FittedEncoder("ResNet-18 (random)", feats, [], count_parameters(model)["total"], 0,
                          {"config": asdict(cfg), "weights": f"random init (seed {inputs.seed}), untrained"})
 
 
@@ -156,7 +156,7 @@ def fit_imagenet(inputs: BaselineInputs, config: ResNetConfig | None = None) -> 
         return NotAvailable("ResNet-18 (ImageNet)", f"needs local ImageNet ResNet-18 weights: set {WEIGHTS_ENV}")
     model = create(0, inputs.seed, weights)
     feats = _encode_all(model, inputs, cfg, "ResNet-18 (ImageNet) features")
-    return FittedEncoder("ResNet-18 (ImageNet)", feats, [], count_params(model)[0], 0,
+    return FittedEncoder("ResNet-18 (ImageNet)", feats, [], count_parameters(model)["total"], 0,
                          {"config": asdict(cfg), "weights": str(weights)})
 
 
@@ -267,7 +267,7 @@ def fit_landuse(inputs: BaselineInputs, config: ResNetConfig | None = None) -> F
         info.pop(key)
     feats = _encode_all(model.net, inputs, cfg, "ResNet-18 (land-use) features")
     init = _encode_all(info.pop("init"), inputs, cfg, "ResNet-18 (land-use) init")
-    n = count_params(model.net)[0] - count_params(model.net.get_classifier())[0]
+    n = count_parameters(model.net)["total"] - count_parameters(model.net.get_classifier())["total"]
     return FittedEncoder("ResNet-18 (land-use stand-in)", feats, history, n, n,
                          {"config": asdict(cfg), "weights": f"trained from random init on {info['source_profile']} "
                           "land-use zones (stand-in for ImageNet)", **info, "cka_to_init": linear_cka(init, feats)})

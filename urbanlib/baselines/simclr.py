@@ -30,6 +30,7 @@ from torch import nn
 from urbanlib.eval.metrics import linear_cka
 from urbanlib.models import get_config
 from urbanlib.models.config import VisionConfig
+from urbanlib.models.parameters import count_parameters
 from urbanlib.models.urbanclip import mean_patch_features, vit_token_features
 from urbanlib.pipeline.augment import dihedral
 from urbanlib.pipeline.hparams import chosen_lr
@@ -38,7 +39,7 @@ from urbanlib.scales import Scale, get_scale
 from urbanlib.train import TrainConfig
 from urbanlib.train.distributed import all_gather_with_grad, world_size
 
-from ._common import count_params, embed_all, train_positions
+from ._common import embed_all, train_positions
 from .base import BaselineInputs, FittedEncoder
 from .training import fit_trainer
 
@@ -295,8 +296,8 @@ def fit_pairs(inputs: BaselineInputs, cfg: SimCLRConfig, positives: Callable[[np
     size = model.vision.image_size
     feats = embed_all(model.features, inputs, batch_size=256, desc=f"{name} features", image_size=size)
     init = embed_all(model.initial.features, replace(inputs, progress=False), batch_size=256, image_size=size)
-    total, trainable = count_params(model.visual)
-    return FittedEncoder(name, feats, history, total, trainable,
+    counts = count_parameters(model.visual)
+    return FittedEncoder(name, feats, history, counts["total"], counts["trainable"],
                          {"encoder": f"urbanclip-{cfg.model_size} ViT (random init)", "train_regions": len(train_pos),
                           "config": asdict(cfg), "training": model.training_facts,
                           "cka_to_init": linear_cka(init, feats), **(info or {})})

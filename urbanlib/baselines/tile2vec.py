@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from urbanlib.eval.metrics import linear_cka
+from urbanlib.models.parameters import count_parameters
 from urbanlib.scales import Scale
 
 from ._common import (
     ConvConfig,
     ConvEncoder,
     TileDataset,
-    count_params,
     embed_all,
     resolve_scale,
     seeded,
@@ -238,7 +238,7 @@ def fit_init(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> Fi
     cfg = config or Tile2VecConfig.for_scale(inputs.scale)
     model = build(cfg, inputs.seed).eval()
     feats = embed_all(model.embed, inputs, desc="tile2vec init features")
-    n = count_params(model)[0]
+    n = count_parameters(model)["total"]
     return FittedEncoder("Tile2Vec (random init)", feats, [], n, 0,
                          {"config": asdict(cfg), "weights": f"the Tile2Vec run's weights at initialisation "
                                                             f"(seed {inputs.seed}), untrained"})
@@ -251,7 +251,7 @@ def fit(inputs: BaselineInputs, config: Tile2VecConfig | None = None) -> FittedE
         raise ValueError(f"regions table has {len(inputs.ds.regions)} rows but tensors hold {len(inputs.tensors)}")
     model, history, facts, init = _train(inputs, cfg)
     feats = embed_all(model.embed, inputs, desc="tile2vec features")
-    n = count_params(model)[0]
+    n = count_parameters(model)["total"]
     return FittedEncoder("Tile2Vec", feats, history, n, n,
                          {"config": asdict(cfg), "weights": "trained from random init (triplet loss)",
                           "final_loss": history[-1]["loss"] if history else None, "training": facts,

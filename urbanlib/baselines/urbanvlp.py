@@ -41,6 +41,7 @@ from urbanlib.eval.metrics import linear_cka
 from urbanlib.models import get_config
 from urbanlib.models.config import TextConfig, VisionConfig
 from urbanlib.models.losses import contrastive_loss
+from urbanlib.models.parameters import count_parameters
 from urbanlib.models.text import choose_text, tokenize
 from urbanlib.models.urbanclip import mean_patch_features, vit_token_features
 from urbanlib.pipeline.augment import dihedral
@@ -49,7 +50,7 @@ from urbanlib.pipeline.tensors import normalize
 from urbanlib.scales import Scale, get_scale
 from urbanlib.train import TrainConfig
 
-from ._common import count_params, resize_to, train_positions
+from ._common import resize_to, train_positions
 from .base import BaselineInputs, FittedEncoder, NotAvailable
 from .simclr import item_generator
 from .training import fit_trainer, stopping_fields
@@ -373,7 +374,7 @@ def fit_init(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> Fi
     if (missing := _unavailable(inputs, cfg, name)) is not None:
         return missing
     model = build_model(cfg, inputs.seed).eval()
-    total, _ = count_params(model)
+    total = count_parameters(model)["total"]
     return FittedEncoder(name, encode_regions(model, inputs), [], total, 0,
                          {"weights": f"UrbanVLP's weights at initialisation (seed {inputs.seed}), untrained",
                           "config": asdict(cfg)})
@@ -386,9 +387,9 @@ def fit(inputs: BaselineInputs, config: UrbanVLPConfig | None = None) -> FittedE
         return missing
     model, history, facts, init = _train(inputs, cfg)
     feats = encode_regions(model, inputs)
-    total, trainable = count_params(model)
+    counts = count_parameters(model)
     t = inputs.tensors
-    return FittedEncoder(NAME, feats, history, total, trainable,
+    return FittedEncoder(NAME, feats, history, counts["total"], counts["trainable"],
                          {"encoder": f"2 x urbanclip-{cfg.model_size} ViT + open_clip text transformer (random init)",
                           "features": "satellite + view-weighted street mean patch tokens; satellite only "
                                       "where a region has no street view",

@@ -125,8 +125,29 @@ def read(data_dir: str | Path, city: str | None = None, indicators=_UNSET, colum
     expected_size = opts["expected_size"]
     report = LoadReport(source=f"{data_dir} (generic)")
     table_path = _resolve(data_dir, indicators)
-    regions = _read_table(table_path, columns or {})
-    _apply_transforms(regions, columns or {}, opts["transforms"] or {}, report, table_path)
+    regions = _read_regions(table_path, columns or {}, opts["transforms"] or {}, city, report)
+    images_root = _resolve(data_dir, images)
+    image_rows = _satellite_rows(regions, images_root, report)
+    if street_points is not None:
+        image_rows = pd.concat([image_rows, _street_rows(_resolve(data_dir, street_points), regions, cell_size,
+                                                         report)], ignore_index=True)
+    caps = pd.DataFrame(columns=CAPTION_COLUMNS)
+    if captions is not None:
+        caps = _read_captions(_resolve(data_dir, captions), opts["caption_format"], regions, image_rows, report)
+    ds = UrbanDataset(regions=regions.drop(columns=["image"], errors="ignore"), images=image_rows, captions=caps,
+                      root=images_root, report=report,
+                      meta={"layout": "generic", "indicators_table": str(table_path), "images": str(images_root),
+                            "config": str(cfg_path) if cfg_path is not None else None})
+    if check_images:
+        image_checks.check_images(ds, report, expected_size=expected_size)
+    validate.check_coverage(ds, report)
+    return ds
+
+
+def _read_regions(table_path: Path, columns: dict, transforms: dict, city: str | None, report: LoadReport) -> pd.DataFrame:
+    """The indicator table as checked regions of ``city``: canonical columns, scales undone, coordinates flagged."""
+    regions = _read_table(table_path, columns)
+    _apply_transforms(regions, columns, transforms, report, table_path)
     if "city" not in regions.columns:
         if not city:
             raise DataError(f"{table_path}: no 'city' column; pass city= (or map a column onto 'city')")
@@ -144,32 +165,20 @@ def read(data_dir: str | Path, city: str | None = None, indicators=_UNSET, colum
                list(regions["region_id"].astype(str)[no_coords][:5]))
     regions = validate.check_regions(regions, report, source=str(table_path))
     front = ["region_id", "city", "row", "col", "lon", "lat"]
-    regions = regions[front + [c for c in regions.columns if c not in front]]
+    return regions[front + [c for c in regions.columns if c not in front]]
 
-    images_root = _resolve(data_dir, images)
-    image_rows = _satellite_rows(regions, images_root, report)
-    if street_points is not None:
-        image_rows = pd.concat([image_rows, _street_rows(_resolve(data_dir, street_points), regions, cell_size,
-                                                         report)], ignore_index=True)
-    caps = pd.DataFrame(columns=CAPTION_COLUMNS)
-    if captions is not None:
-        cap_path = _resolve(data_dir, captions)
-        fmt = opts["caption_format"] or ("urbanclip" if cap_path.suffix.lower() == ".json" else "jsonl")
-        if fmt not in CAPTION_FORMATS:
-            raise DataError(f"caption_format must be one of {CAPTION_FORMATS}, got {fmt!r}")
-        if cap_path.is_file():
-            raw = _read_jsonl(cap_path) if fmt == "jsonl" else _read_release_json(cap_path, regions, image_rows)
-            caps = validate.check_captions(raw, report, region_ids=regions["region_id"], source=str(cap_path))
-        else:
-            report.add("captions_file_missing", "flagged", 1, f"{cap_path} not found; dataset has no captions")
-    ds = UrbanDataset(regions=regions.drop(columns=["image"], errors="ignore"), images=image_rows, captions=caps,
-                      root=images_root, report=report,
-                      meta={"layout": "generic", "indicators_table": str(table_path), "images": str(images_root),
-                            "config": str(cfg_path) if cfg_path is not None else None})
-    if check_images:
-        image_checks.check_images(ds, report, expected_size=expected_size)
-    validate.check_coverage(ds, report)
-    return ds
+
+def _read_captions(cap_path: Path, caption_format: str | None, regions: pd.DataFrame, image_rows: pd.DataFrame,
+                   report: LoadReport) -> pd.DataFrame:
+    """The checked captions of ``cap_path`` (JSONL or the release's JSON); none, flagged, when the file is missing."""
+    fmt = caption_format or ("urbanclip" if cap_path.suffix.lower() == ".json" else "jsonl")
+    if fmt not in CAPTION_FORMATS:
+        raise DataError(f"caption_format must be one of {CAPTION_FORMATS}, got {fmt!r}")
+    if cap_path.is_file():
+        raw = _read_jsonl(cap_path) if fmt == "jsonl" else _read_release_json(cap_path, regions, image_rows)
+        return validate.check_captions(raw, report, region_ids=regions["region_id"], source=str(cap_path))
+    report.add("captions_file_missing", "flagged", 1, f"{cap_path} not found; dataset has no captions")
+    return pd.DataFrame(columns=CAPTION_COLUMNS)
 
 
 def _resolve(data_dir: Path, path) -> Path:

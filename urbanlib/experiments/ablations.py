@@ -64,8 +64,7 @@ def urbanclip_variant(city: City, name: str, progress: bool = False) -> Features
 def urbanln_variant(city: City, name: str, imagery: str = "satellite", progress: bool = False) -> Features:
     """Features of one UrbanLN ablation (:data:`URBANLN_VARIANTS`) or μ-sweep point (:data:`MU_VARIANTS`)."""
     if name == STAGE0_REFERENCE:
-        base = pretrain_stage0(city.name if city.is_synthetic else None, city.scale, city.seed, progress,
-                               protocol=city.protocol)
+        base = pretrain_stage0(city, progress=progress)
         return Features(name, run_features(base, city.tensors, imagery=imagery),
                         {"wall_s": base.wall_s, "cached": base.cached, "imagery": imagery}, base.history)
     if name in URBANLN_VARIANTS:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from urbanlib.baselines import BASELINES, BaselineInputs, FittedEncoder, NotAvailable, run_baseline
-from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.cache import atomic_write, cache_dir, stable_hash
 from urbanlib.eval.probe import ProbeConfig, fit_probes
 from urbanlib.eval.text_features import fuse, region_text_features
 from urbanlib.pipeline.city import City
@@ -107,15 +107,15 @@ def baseline_features(city: City, name: str, progress: bool = False) -> Features
     out = run_baseline(name, inputs)
     wall = time.perf_counter() - start
     if isinstance(out, NotAvailable):
-        np.savez(path, features=np.zeros((0, 0), np.float32),
-                 meta=json.dumps({"not_available": True, "reason": out.reason}))
+        with atomic_write(path) as tmp:
+            np.savez(tmp, features=np.zeros((0, 0), np.float32),
+                     meta=json.dumps({"not_available": True, "reason": out.reason}))
         return out
     assert isinstance(out, FittedEncoder)
     info = {**out.info, "wall_s": wall, "parameters": out.n_params, "trainable": out.n_trainable}
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, features=out.features.astype(np.float32),
-             meta=json.dumps({"info": info, "history": out.history}, default=str))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        np.savez(tmp, features=out.features.astype(np.float32),
+                 meta=json.dumps({"info": info, "history": out.history}, default=str))
     return Features(name, out.features, {**info, "cached": False}, pd.DataFrame(out.history) if out.history else None)
 
 
@@ -147,7 +147,7 @@ def our_features(city: City, name: str, progress: bool = False,
     if not has:
         return NotAvailable(name, f"n/a: no {imagery} images in this dataset")
     if spec.recipe == "stage0":
-        stage0 = pretrain_stage0(city.name, city.scale, city.seed, progress, protocol=city.protocol)
+        stage0 = pretrain_stage0(city, progress=progress)
         return Features(name, init_features(stage0, tensors, imagery),
                         {"cached": stage0.cached, "note": "stage 0's CLIP at initialisation"})
     if not _has_captions(city, "long"):

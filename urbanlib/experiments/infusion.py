@@ -35,6 +35,7 @@ from urbanlib.cache import stable_hash
 from urbanlib.data.dataset import UrbanDataset
 from urbanlib.models import Vocab, get_config
 from urbanlib.models.losses import contrastive_loss, urbanclip_loss
+from urbanlib.models.parameters import count_parameters
 from urbanlib.models.text import tokenize
 from urbanlib.models.urbanclip import UrbanCLIP
 from urbanlib.models.vocab import PAD_ID
@@ -226,6 +227,6 @@ def pretrain_infused(city: City, lambda_modality: float = 1.0, hidden: int = 128
            "val_texts": stable_hash([texts[i] for i in vidx]), "modality": stable_hash(modality.round(5).tolist()),
            "modality_names": names, "lambda_modality": lambda_modality, "hidden": hidden, "source": SOURCE_HASH}
     info = {"model": model_name, "vocab_size": len(vocab), "train_regions": len(idx), "modality_dim": modality.shape[1],
-            "lambda_modality": lambda_modality, "parameters": sum(p.numel() for p in model.parameters())}
+            "lambda_modality": lambda_modality, "parameters": count_parameters(model)["total"]}
     return train_or_load(f"urbanclip-infused-{'+'.join(map(str, ds.cities))}", model, data, tcfg, key, info,
                          val_dataset=val)

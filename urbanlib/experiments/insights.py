@@ -59,29 +59,7 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
         if m not in probes:
             log(f"{m}: not drawn ({getattr(feats.get(m), 'reason', 'no probe')})")
     ind = list(ds.indicators)
-    log_truth = ds.log_targets()  # (N, T)
-    layers = [MapLayer(name, "Indicators", log_truth[:, j], label=f"ln(1 + {name})") for j, name in enumerate(ind)]
-    limits = {layer.name: (layer.vmin, layer.vmax) for layer in layers}
-    predictions, preds_ln = {}, {}
-    for m in drawn:
-        p = np.asarray(probes[m].predictions, dtype=float).mean(axis=0)  # (S, N, T) -> (N, T), ln scale
-        preds_ln[m] = p
-        predictions[m] = np.expm1(p)
-        for j, name in enumerate(ind):
-            lo, hi = limits[name]
-            layers.append(MapLayer(f"{m}: {name}", f"Predictions: {m}", p[:, j], vmin=lo, vmax=hi,
-                                   label=f"{m}'s prediction, ln(1 + {name})"))
-    for m in drawn:
-        for j, name in enumerate(ind):
-            layers.append(MapLayer(f"{m}: {name} residual", f"Residuals: {m}", preds_ln[m][:, j] - log_truth[:, j],
-                                   kind="diverging", label=f"{m}: prediction - truth, ln(1 + {name})"))
-    for m in drawn:
-        f = feats[m].features
-        if np.isfinite(f).all(1).sum() >= k:
-            labels = latent_clusters(f, k=k, seed=city.seed)
-            layers.append(MapLayer(f"{m}: latent clusters", "Latent clusters (K-means)", labels, kind="categorical",
-                                   label=f"K-means (k={k}) of {m}'s features",
-                                   categories=[f"cluster {c} ({int((labels == c).sum())} regions)" for c in range(k)]))
+    layers, predictions = _layers(ds, {m: probes[m] for m in drawn}, feats, k, city.seed)
     has_tiles = bool(tensors.satellite_mask.any())
     if not initial_layer and not has_tiles:
         initial_layer = ind[0] if ind else ""
@@ -89,13 +67,7 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
     first = probes[drawn[0]] if drawn else None
     poi_cols = poi_columns(ds.regions)
     geometry = region_geometry(ds)
-    notes = []
-    if not city.is_synthetic:
-        notes.append("Real labels: this map embeds every region's indicators. Built from data_dir; "
-                     "do not store, publish or commit it.")
-    if not has_tiles:
-        notes.append("This dataset has no satellite tiles: the base layer is the indicator choropleth, and only "
-                     "models that need no tiles are drawn.")
+    notes = _notes(city, has_tiles)
     return InsightsMap(
         title=f"Urban Insights: {city.name}", region_ids=ds.region_ids, geometry=geometry, layers=layers,
         indicators=ind, truth=ds.regions[ind].to_numpy(float), predictions=predictions,
@@ -109,6 +81,51 @@ def build_insights(city: City, models: list[str] | None = None, k: int = 3, gene
         street=tensors.street if tensors.has_street.any() else None,
         street_mask=tensors.street_mask if tensors.has_street.any() else None,
         initial_layer=initial_layer, notes=notes)
+
+
+def _layers(ds, probes: dict, feats: dict, k: int, seed: int) -> tuple[list[MapLayer], dict[str, np.ndarray]]:
+    """The map's layers and each model's predictions in original units.
+
+    Layers: the indicators, then every model's predictions, then every model's residuals, then every
+    model's latent clusters; ``probes`` holds the drawn models' probe results in drawing order.
+    """
+    ind = list(ds.indicators)
+    log_truth = ds.log_targets()  # (N, T)
+    layers = [MapLayer(name, "Indicators", log_truth[:, j], label=f"ln(1 + {name})") for j, name in enumerate(ind)]
+    limits = {layer.name: (layer.vmin, layer.vmax) for layer in layers}
+    predictions, preds_ln = {}, {}
+    for m, probe in probes.items():
+        p = np.asarray(probe.predictions, dtype=float).mean(axis=0)  # (S, N, T) -> (N, T), ln scale
+        preds_ln[m] = p
+        predictions[m] = np.expm1(p)
+        for j, name in enumerate(ind):
+            lo, hi = limits[name]
+            layers.append(MapLayer(f"{m}: {name}", f"Predictions: {m}", p[:, j], vmin=lo, vmax=hi,
+                                   label=f"{m}'s prediction, ln(1 + {name})"))
+    for m in probes:
+        for j, name in enumerate(ind):
+            layers.append(MapLayer(f"{m}: {name} residual", f"Residuals: {m}", preds_ln[m][:, j] - log_truth[:, j],
+                                   kind="diverging", label=f"{m}: prediction - truth, ln(1 + {name})"))
+    for m in probes:
+        f = feats[m].features
+        if np.isfinite(f).all(1).sum() >= k:
+            labels = latent_clusters(f, k=k, seed=seed)
+            layers.append(MapLayer(f"{m}: latent clusters", "Latent clusters (K-means)", labels, kind="categorical",
+                                   label=f"K-means (k={k}) of {m}'s features",
+                                   categories=[f"cluster {c} ({int((labels == c).sum())} regions)" for c in range(k)]))
+    return layers, predictions
+
+
+def _notes(city: City, has_tiles: bool) -> list[str]:
+    """Warnings shown on the map: real labels embedded, or no tiles to draw."""
+    notes = []
+    if not city.is_synthetic:
+        notes.append("Real labels: this map embeds every region's indicators. Built from data_dir; "
+                     "do not store, publish or commit it.")
+    if not has_tiles:
+        notes.append("This dataset has no satellite tiles: the base layer is the indicator choropleth, and only "
+                     "models that need no tiles are drawn.")
+    return notes
 
 
 def _captions(city: City, feats: dict, generated: bool, log) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ def create_model(name: str, vocab: Vocab | None = None, open_clip_name: str = ""
         **overrides: config fields; ``pretrained`` is opt-in: an open_clip tag (coca variant,
             downloads) or a local ``.safetensors`` state dict (any variant).
     """
+    # deferred: both import open_clip, which configs and vocabularies do not need
     from .coca import OpenClipCoCa
     from .urbanclip import UrbanCLIP
 
@@ -54,7 +55,7 @@ def load_trained(checkpoint_dir: str | Path) -> torch.nn.Module:
     The config comes from ``state.json``, a restricted vocabulary from the ``kept_ids`` buffer and the
     weights from ``model.safetensors``.
     """
-    from .coca import OpenClipCoCa
+    from .coca import OpenClipCoCa  # deferred, as in create_model
     from .urbanclip import UrbanCLIP
 
     path = Path(checkpoint_dir)

@@ -29,8 +29,9 @@ from urbanlib.models import towers
 from urbanlib.models.blocks import convert
 from urbanlib.models.ipsi import stretch_clip, stretched_length
 from urbanlib.models.msd import MomentumSelfDistillation, effective_queue_size, msd_loss
+from urbanlib.models.parameters import count_parameters
 
-__all__ = ["Tokenized", "UrbanLN", "UrbanLNConfig", "count_parameters", "tokenize_captions"]
+__all__ = ["Tokenized", "UrbanLN", "UrbanLNConfig", "tokenize_captions"]
 
 
 @dataclass
@@ -83,13 +84,6 @@ def tokenize_captions(texts: list[str], context_length: int = 248, tokenizer=Non
             ids = ids[: context_length - 1] + [tokenizer.eot_token_id]
         out[i, : len(ids)] = torch.tensor(ids)
     return Tokenized(out, lengths, sum(n > context_length for n in lengths))
-
-
-def count_parameters(module: nn.Module) -> dict[str, int]:
-    """Total and trainable (``requires_grad``) parameter counts of ``module``."""
-    total = sum(p.numel() for p in module.parameters())
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable, "frozen": total - trainable}
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from urbanlib.cache import cache_dir, file_lock, stable_hash
+from urbanlib.cache import atomic_write, cache_dir, file_lock, stable_hash
 from urbanlib.captions.backends import _generator_params
 from urbanlib.captions.capture import Capture, consensus_select
 from urbanlib.captions.parser import RuleParser
@@ -33,10 +33,9 @@ def _cached_table(kind: str, raw: pd.DataFrame, settings: dict, compute) -> pd.D
         if path.exists():
             return pd.DataFrame(json.loads(path.read_text()))
         table = compute()
-        tmp = path.with_suffix(".tmp")
         cols = [c for c in ("region_id", "image", "source", "style", "text") if c in table]
-        tmp.write_text(json.dumps(table[cols].to_dict(orient="list")))
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(table[cols].to_dict(orient="list")))
         return table[cols]
 
 

@@ -120,7 +120,7 @@ def open_city(city: str = "synth-ring", scale: str | Scale = "default", seed: in
         protocol: ``"all-tiles"`` (the papers': label-free pretraining on every tile) or ``"train-only"``.
     """
     set_threads()
-    sc = get_scale(scale) if isinstance(scale, str) else scale
+    sc = get_scale(scale)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if data_dir:

@@ -14,13 +14,12 @@ scale with a selection plan (``full``, ``paper``) refuses to train before its ch
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from urbanlib.cache import REPO_ROOT
+from urbanlib.cache import atomic_write, results_root
 from urbanlib.data.splits import Split
 from urbanlib.scales import Scale
 
@@ -43,7 +42,7 @@ SELECTED_SCALES = ("full", "paper")  # scales whose learning rates are chosen on
 
 def selected_path() -> Path:
     """``results/selected_lr.json`` (``$URBANLIB_RESULTS`` moves the results folder)."""
-    return Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results")) / "selected_lr.json"
+    return results_root() / "selected_lr.json"
 
 
 def selected() -> dict:
@@ -102,9 +101,8 @@ def write_selected(scores, scale_name: str) -> dict:
     all_scales = selected()
     all_scales[scale_name] = choose(scores, scale_name)
     path = selected_path()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(all_scales, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(all_scales, indent=1, sort_keys=True) + "\n")
     return all_scales[scale_name]
 
 

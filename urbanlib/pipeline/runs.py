@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,8 +26,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from urbanlib.cache import cache_dir, file_lock, stable_hash
-from urbanlib.provenance import PACKAGE_ROOT, REPO_ROOT, cpu_seconds, files_hash
+from urbanlib.cache import atomic_write, cache_dir, file_lock, results_root, stable_hash
+from urbanlib.provenance import PACKAGE_ROOT, cpu_seconds, files_hash
 from urbanlib.train.checkpoint import CheckpointError, file_sha256, latest_checkpoint, load_checkpoint
 from urbanlib.train.trainer import TrainConfig, Trainer
 
@@ -83,7 +82,7 @@ def run_dir_for(name: str, key_obj: dict[str, Any]) -> Path:
 
 def archive_dir() -> Path:
     """``results/runs/``: finished runs kept with the results (``$URBANLIB_RESULTS`` moves the results folder)."""
-    return Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results")) / "runs"
+    return results_root() / "runs"
 
 
 ARCHIVED_FILES = ("model.safetensors", "losses.csv", "val.csv")  # + done.json (written last) and sha256.json
@@ -92,18 +91,16 @@ ARCHIVED_FILES = ("model.safetensors", "losses.csv", "val.csv")  # + done.json (
 def _archive(run_dir: Path, model: torch.nn.Module) -> Path:
     """Write the finished run's final weights, logs and ``done.json`` to :func:`archive_dir` (atomically)."""
     dest = archive_dir() / run_dir.name
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    for name in ARCHIVED_FILES[1:]:
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, tmp / name)
-    sums = {n: file_sha256(tmp / n) for n in ARCHIVED_FILES if (tmp / n).exists()}
-    (tmp / "sha256.json").write_text(json.dumps(sums, indent=1))
-    shutil.copy2(run_dir / "done.json", tmp / "done.json")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    with atomic_write(dest) as tmp:  # a folder: assembled beside ``dest``, then swapped in
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        for name in ARCHIVED_FILES[1:]:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, tmp / name)
+        sums = {n: file_sha256(tmp / n) for n in ARCHIVED_FILES if (tmp / n).exists()}
+        (tmp / "sha256.json").write_text(json.dumps(sums, indent=1))
+        shutil.copy2(run_dir / "done.json", tmp / "done.json")
     return dest
 
 
@@ -174,9 +171,8 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
         return RunResult(name, run_dir, model, _history(run_dir), meta["wall_s"], True, meta["info"])
     kwargs = {"collate": collate} if collate is not None else {}
     if not (run_dir / "init.safetensors").exists():  # the weights at initialisation: the random-init twin
-        tmp = run_dir / f".init.tmp{os.getpid()}"
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-        tmp.replace(run_dir / "init.safetensors")
+        with atomic_write(run_dir / "init.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     trainer = Trainer(model, dataset, config, run_dir, val_dataset=val_dataset, **kwargs)
     start = time.perf_counter()
     cpu0 = cpu_seconds()
@@ -187,9 +183,8 @@ def _train_or_load(name, run_dir, model, dataset, config, key_obj, info, collate
             "val_pairs": len(val_dataset) if val_dataset is not None else 0, "lr": config.lr,
             "best_step": st.best_step, "best_val_loss": st.best_val, "stopped_by": st.stopped_by,
             "epochs_run": trainer.step / trainer.steps_per_epoch, "cpu_s": cpu}
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"wall_s": wall, "info": info, "key": key_obj}, indent=1, default=str))
-    tmp.replace(done)
+    with atomic_write(done) as tmp:
+        tmp.write_text(json.dumps({"wall_s": wall, "info": info, "key": key_obj}, indent=1, default=str))
     model.eval()
     if archive:
         _archive(run_dir, model)
@@ -219,7 +214,6 @@ def cached_array(run: RunResult, name: str, compute) -> Any:
     if path.exists():
         return load_file(str(path))["value"].numpy()
     value = compute()
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}")
-    save_file({"value": torch.as_tensor(value).contiguous()}, str(tmp))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        save_file({"value": torch.as_tensor(value).contiguous()}, str(tmp))
     return value

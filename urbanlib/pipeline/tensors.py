@@ -7,7 +7,6 @@ uint8 and normalised on access with CLIP's mean and std, the statistics open_cli
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from urbanlib.cache import cache_dir, stable_hash
+from urbanlib.cache import atomic_write, cache_dir, stable_hash
 from urbanlib.data.dataset import UrbanDataset
 from urbanlib.data.images import open_rgb
 from urbanlib.data.report import DataError
@@ -128,8 +127,7 @@ def load_tensors(ds: UrbanDataset, tile_px: int, street_px: int | None = None, m
             raise DataError(f"region {ids[i]}: {e}") from None
     out = RegionTensors(np.asarray(ids, dtype=object), sat, sat_mask, street, street_mask, key)
     if path is not None:
-        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, region_ids=np.asarray(ids, dtype=str), satellite=sat, satellite_mask=sat_mask,
-                 street=street, street_mask=street_mask)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            np.savez(tmp, region_ids=np.asarray(ids, dtype=str), satellite=sat, satellite_mask=sat_mask,
+                     street=street, street_mask=street_mask)
     return out

@@ -17,6 +17,7 @@ import torch
 from urbanlib.eval.retrieval import recall_at_k
 from urbanlib.models import Vocab, create_model, get_config
 from urbanlib.models.generate import generate
+from urbanlib.models.parameters import count_parameters
 from urbanlib.models.text import tokenize
 from urbanlib.models.urbanclip import UrbanCLIP
 from urbanlib.scales import Scale
@@ -111,7 +112,7 @@ def pretrain_urbanclip(city: City, text_mode: str = "sample", caption_style: str
            "texts": stable_hash(train_texts), "text_mode": text_mode, "seed": seed,
            "val_regions": vidx.tolist(), "val_texts": stable_hash([texts[i] for i in vidx])}
     info = {"model": model_name, "vocab_size": len(vocab), "train_regions": len(idx), "text_mode": text_mode,
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": count_parameters(model)["total"]}
     city = "+".join(map(str, ds.cities))
     return train_or_load(f"urbanclip-{city}", model, data, cfg, key, info, val_dataset=val)
 

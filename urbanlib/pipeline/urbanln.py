@@ -59,34 +59,51 @@ IMAGERY = ("satellite", "street")
 ARCHIVED_SCALES = ("full",)  # scales whose shared stage 0 is kept with the results (paper's ViT-B/16: too large)
 
 
-def _scale(scale) -> Scale:
-    return get_scale(scale) if isinstance(scale, str) else scale
-
-
 def stage0_profiles(target_city: str | None, protocol: str = "all-tiles") -> list[str]:
     """The SynthCity profiles stage 0 trains on: all of them ("all-tiles"), or all but the target ("train-only")."""
     return list(PROFILES) if protocol == "all-tiles" else [p for p in PROFILES if p != target_city]
 
 
-def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, progress: bool = True,
-                    epochs: int | None = None, protocol: str = "all-tiles", lr: float | None = None) -> RunResult:
+def _target(city: City) -> str | None:
+    """The city a recipe fine-tunes on, by name (it names the run): the dataset's only city, None for several."""
+    cities = city.ds.cities
+    return cities[0] if len(cities) == 1 else None
+
+
+def pretrain_stage0(city: City | None = None, *, scale: str | Scale | None = None, seed: int | None = None,
+                    progress: bool = True, epochs: int | None = None, lr: float | None = None) -> RunResult:
     """A 77-token CLIP trained on profiles' tiles and short captions until its validation loss plateaus (cached).
 
+    With a ``city``, the stage 0 that :func:`pretrain_urbanln` starts from on it: the city's scale, seed and
+    protocol (under "train-only" its own SynthCity profile is left out). Without one, the tier's shared stage 0:
+    every profile ("all-tiles") at ``scale`` and ``seed``, the very run any "all-tiles" city of that scale and
+    seed starts from.
+
     Args:
-        target_city: the city UrbanLN will be fine-tuned on (excluded under "train-only").
-        scale: size preset (``clip-<model_size>``; the cities are built at this scale, data seed 0).
-        seed: initialisation, data-order and validation-holdout seed.
+        city: the city UrbanLN will be fine-tuned on; None for the shared stage 0.
+        scale: size preset without a city (``clip-<model_size>``; the cities are built at this scale, data seed 0).
+        seed: initialisation, data-order and validation-holdout seed without a city (default 0).
         progress: progress bars.
         epochs: step cap in epochs over the pooled pairs (default ``scale.pretrain_epochs``).
-        protocol: ``"all-tiles"`` (one stage 0 per seed for every city) or ``"train-only"``.
         lr: peak learning rate (default: the family's validation choice, :mod:`~urbanlib.pipeline.hparams`).
+
+    Raises:
+        TypeError: ``scale`` or ``seed`` given with a ``city`` (they come from it), or no ``scale`` without one.
     """
-    scale = _scale(scale)
+    if city is not None:
+        if scale is not None or seed is not None:
+            raise TypeError("pretrain_stage0(city): the scale and seed are the city's; pass scale= and seed= "
+                            "only for the shared stage 0 (city=None)")
+        target, scale, seed, protocol = _target(city), city.scale, city.seed, city.protocol
+    else:
+        if scale is None:
+            raise TypeError("pretrain_stage0() without a city needs scale=")
+        target, scale, seed, protocol = None, get_scale(scale), 0 if seed is None else seed, "all-tiles"
     # the tier's shared stage 0 (every profile) is consumed over many sessions: kept in results/runs (the
     # selection's other candidates land there too; only the chosen learning rate's runs are committed)
     archive = scale.name in ARCHIVED_SCALES and protocol == "all-tiles"
     lr = lr if lr is not None else chosen_lr("UrbanLN stage 0", scale)
-    profiles = stage0_profiles(target_city, protocol)
+    profiles = stage0_profiles(target, protocol)
     images, texts, val_images, val_texts = [], [], [], []
     for p in profiles:
         ds = load_city(p, scale=scale, seed=0, progress=False)
@@ -112,7 +129,7 @@ def pretrain_stage0(target_city: str | None, scale: str | Scale, seed: int = 0, 
            "clip": f"clip-{scale.model_size}", "texts": stable_hash(texts), "val_texts": stable_hash(val_texts),
            "seed": seed}
     info = {"profiles": profiles, "clip": f"clip-{scale.model_size}", "protocol": protocol}
-    name = "stage0-all" if protocol == "all-tiles" else f"stage0-{target_city or 'all'}"
+    name = "stage0-all" if protocol == "all-tiles" else f"stage0-{target or 'all'}"
     return train_or_load(name, model, data, cfg, key, info, val_dataset=val, archive=archive)
 
 
@@ -200,7 +217,7 @@ def pretrain_urbanln(city: City, imagery: str = "satellite", config: UrbanLNConf
         stage0_lr: stage 0's learning rate (default: its validation choice).
     """
     ds, tensors, train_idx, scale, seed = city.ds, city.tensors, city.pretrain_idx, city.scale, city.seed
-    val_idx, protocol = (city.pretrain_val_idx if validate else None), city.protocol
+    val_idx = city.pretrain_val_idx if validate else None
     lr = lr if lr is not None else chosen_lr("UrbanLN", scale)
     if imagery not in IMAGERY:
         raise ValueError(f"imagery must be one of {IMAGERY}, got {imagery!r}")
@@ -212,7 +229,7 @@ def pretrain_urbanln(city: City, imagery: str = "satellite", config: UrbanLNConf
         raise ValueError(f"{ds.cities}: no {imagery} training pair (image with a long caption) in the train regions")
     v_images, v_caps, v_region = (_pairs(ds, tensors, val_idx, imagery, texts) if val_idx is not None
                                   else (None, [], np.zeros(0, int)))
-    target = ds.cities[0] if len(ds.cities) == 1 else None
+    target = _target(city)
     n_regions = len(np.unique(region))
     batch = train_config(scale, seed, lr=lr).batch_size
     momentum = ema_momentum(scale, max(1, n_regions // batch), ema_half_life_epochs,
@@ -223,7 +240,7 @@ def pretrain_urbanln(city: City, imagery: str = "satellite", config: UrbanLNConf
     clip = create_clip(f"clip-{scale.model_size}")
     base = None
     if stage0:
-        base = pretrain_stage0(target, scale, seed, progress, protocol=protocol, lr=stage0_lr)
+        base = pretrain_stage0(city, progress=progress, lr=stage0_lr)
         clip.load_state_dict(base.model.clip.state_dict())
     model = UrbanLN(clip, config)
     ctx = model.context_length
@@ -316,7 +333,7 @@ def teacher_student_curve(run: RunResult, tensors: RegionTensors, split, targets
         for who, clip in (("student", model.clip), ("teacher", model.msd.teacher)):
             tower = SimpleNamespace(clip=clip)  # encode_image_features reads only .clip
             feats = fn(lambda x, t=tower: UrbanLN.encode_image_features(t, x), tensors)
-            res = fit_probes(feats, targets, split, list(probe_seeds), ProbeConfig.for_scale(_scale(scale)),
+            res = fit_probes(feats, targets, split, list(probe_seeds), ProbeConfig.for_scale(get_scale(scale)),
                              indicators=indicators)
             r2 = res.metrics.loc[res.metrics["metric"] == "R2", "value"].mean()
             rows.append({"step": step, "model": who, "R2": float(r2)})

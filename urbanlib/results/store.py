@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from urbanlib.cache import file_lock
-from urbanlib.provenance import REPO_ROOT, code_at_start, machine
+from urbanlib.cache import atomic_write, file_lock, results_root  # results_root: re-exported for callers
+from urbanlib.provenance import code_at_start, machine
 from urbanlib.scales import get_scale
 
 ROW_COLUMNS = ["experiment", "unit", "city", "model", "task", "metric", "value"]
@@ -31,15 +30,6 @@ code_at_start()  # at import: a long worker's rows name the code it started with
 
 
 SIDE_TABLES = {"pretraining": PRETRAINING_COLUMNS, "not_available": NOT_AVAILABLE_COLUMNS}  # "table" of a row -> columns
-
-
-def results_root() -> Path:
-    """The results folder: ``$URBANLIB_RESULTS`` if set, else the repository's ``results/``.
-
-    Read at each call, not at import, so a test (or a worker) that points ``URBANLIB_RESULTS``
-    elsewhere after importing the store is obeyed.
-    """
-    return Path(os.environ.get("URBANLIB_RESULTS", REPO_ROOT / "results"))
 
 
 def config_hash(config: dict, scale: str | None = None) -> str:
@@ -131,9 +121,8 @@ def _replace_unit(table: str, experiment: str, unit: str, new: pd.DataFrame, res
         old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=new.columns)
         old = old[~((old["experiment"] == experiment) & (old["unit"].astype(str) == unit))]
         out = pd.concat([old, new], ignore_index=True) if len(old) else new
-        tmp = path.with_name(path.name + ".tmp")
-        out.to_csv(tmp, index=False)
-        os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
+        with atomic_write(path) as tmp:  # a kill never leaves half a CSV
+            out.to_csv(tmp, index=False)
     return out
 
 

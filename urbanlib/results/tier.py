@@ -23,7 +23,7 @@ from urbanlib.experiments.ablations import run_ablations
 from urbanlib.experiments.benchmark import SUPERVISED, run_benchmark
 from urbanlib.experiments.caption_probes import caption_probe_rows
 from urbanlib.experiments.transfer import transfer_scores
-from urbanlib.pipeline.city import open_city
+from urbanlib.pipeline.city import SPLITS, open_city  # every probe-based unit scores both splits
 from urbanlib.pipeline.features import pretraining_record, run_features
 from urbanlib.pipeline.hparams import DEV_CITY, DEV_SEED, GRIDS, candidate_scores, choose, selection_split
 from urbanlib.pipeline.urbanclip import pretrain_urbanclip
@@ -34,7 +34,6 @@ from urbanlib.scales import get_scale
 from .registry import EXPERIMENTS, Experiment, NotReady, register
 
 BOOK_CITY = "synth-ring"  # the city whose pages make book runs live (notebooks/runs.yml)
-SPLITS = ("random", "blocked")  # every probe-based unit scores both
 
 
 def _synthcity_stats(config: dict, seed: int, scale: str) -> list[dict]:
@@ -99,7 +98,7 @@ def _selection(config: dict, seed: int, scale: str) -> list[dict]:
         run = pretrain_urbanclip(city, progress=False, train_overrides={"lr": lr})
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN stage 0":
-        run = pretrain_stage0(None, city.scale, seed, progress=False, lr=lr)
+        run = pretrain_stage0(scale=city.scale, seed=seed, progress=False, lr=lr)
         feats, info = run_features(run, city.tensors), run.info
     elif family == "UrbanLN":
         scores = candidate_scores(read_results("selection"))
@@ -206,7 +205,7 @@ def _benchmark(config: dict, seed: int, scale: str) -> list[dict]:
     probe seeds. ``group == "stage0"`` trains the seed's shared stage-0 CLIP (city ``all``).
     """
     if config["group"] == "stage0":
-        run = pretrain_stage0(None, scale, seed, progress=False)
+        run = pretrain_stage0(scale=scale, seed=seed, progress=False)
         i = run.info
         return [{"city": "all", "model": "UrbanLN stage 0", "task": "pretraining", "metric": k, "value": float(i[k])}
                 for k in ("best_val_loss", "steps", "best_step", "cpu_s")] + [

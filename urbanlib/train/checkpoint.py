@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from urbanlib.cache import atomic_write
+
 LATEST = "latest.json"
 CHECKSUMS = "sha256.json"
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
@@ -113,6 +115,8 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
     _recover_aside(directory)
     for stale in directory.glob(".tmp-step-*"):  # left by a run killed mid-write (one writer per run dir)
         shutil.rmtree(stale, ignore_errors=True)
+    # not cache.atomic_write: that removes a folder already at ``final`` before the swap, and ``latest.json`` may
+    # point at it meanwhile; here the old copy is moved aside, where latest_checkpoint finds it (module docstring)
     tmp = directory / f".tmp-step-{step:08d}-{os.getpid()}"
     tmp.mkdir()
     model_sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -128,9 +132,8 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(final, aside)
     os.replace(tmp, final)
-    pointer = directory / f".{LATEST}.tmp-{os.getpid()}"
-    pointer.write_text(json.dumps({"checkpoint": final.name, "step": step, "sha256": sums}))
-    os.replace(pointer, directory / LATEST)
+    with atomic_write(directory / LATEST) as pointer:
+        pointer.write_text(json.dumps({"checkpoint": final.name, "step": step, "sha256": sums}))
     shutil.rmtree(aside, ignore_errors=True)
     return final
 

@@ -38,6 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from urbanlib.cache import atomic_write
+
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -189,6 +191,12 @@ class Trainer:
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.dataset), generator=g)
 
+    def _start_epoch(self, epoch: int) -> torch.Tensor:
+        """Tell the dataset the epoch (``set_epoch``, if it has one); returns the epoch's order (:meth:`_epoch_order`)."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self._epoch_order(epoch)
+
     def _batch(self, order: torch.Tensor, index_in_epoch: int) -> dict[str, torch.Tensor]:
         per_rank = self.config.batch_size // self.world
         start = index_in_epoch * self.config.batch_size + self.rank * per_rank
@@ -316,10 +324,7 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
         self.model.train()
-        epoch = min(self.step, self.total_steps - 1) // self.steps_per_epoch
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        order = self._epoch_order(epoch)
+        order = self._start_epoch(min(self.step, self.total_steps - 1) // self.steps_per_epoch)
         for i in range(k):
             with self._autocast():
                 self.model(self._batch(order, i))
@@ -338,9 +343,8 @@ class Trainer:
         if cfg.snapshots and self.rank == 0:
             snap = self.out_dir / "snapshots"
             snap.mkdir(exist_ok=True)
-            tmp = snap / f".tmp{os.getpid()}"
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, str(tmp))
-            tmp.replace(snap / f"step-{self.step:08d}.safetensors")
+            with atomic_write(snap / f"step-{self.step:08d}.safetensors") as tmp:
+                save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, str(tmp))
         if improved:
             st.best_val, st.best_step, st.bad_evals, st.bad_since_cut = val, self.step, 0, 0
             if cfg.restore_best and self.rank == 0:
@@ -365,9 +369,8 @@ class Trainer:
     def _save_best(self) -> None:
         best = self.out_dir / "best"
         best.mkdir(parents=True, exist_ok=True)
-        tmp = best / f".model.tmp{os.getpid()}"
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, str(tmp))
-        tmp.replace(best / "model.safetensors")
+        with atomic_write(best / "model.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, str(tmp))
         (best / "step.json").write_text(json.dumps({"step": self.step, "val_loss": self.stop.best_val}))
 
     def _trim_log(self, name: str) -> None:
@@ -395,10 +398,8 @@ class Trainer:
             if step <= self.step and (last is None or step > last):
                 keep.append(r)
                 last = step
-        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        with tmp.open("w", newline="") as f:
+        with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
             csv.writer(f).writerows(keep)
-        os.replace(tmp, path)
 
     def _lr(self) -> float:
         cfg = self.config
@@ -447,22 +448,8 @@ class Trainer:
             One dict per step of this call: ``step`` (1-based), ``epoch``, ``lr`` and the loss terms.
         """
         cfg = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if not (resume and self.resume()):
-            torch.manual_seed(cfg.seed)
-            if self.rank == 0:
-                for stale in ("losses.csv", "val.csv", "best", "snapshots"):
-                    p = self.out_dir / stale
-                    if p.is_dir():
-                        shutil.rmtree(p)
-                    elif p.exists():
-                        p.unlink()
-        if self.stop.finished and (self.stop.stopped_by == "patience" or self.step >= self.total_steps):
+        if self._begin(resume):
             return self.history  # finished: never trained further or rewritten (logs included)
-        if self.step and self.rank == 0:
-            self._trim_log("losses.csv")
-            self._trim_log("val.csv")
-        self.stop.finished, self.stop.stopped_by = False, None  # a larger cap than the finished run's
         net = self.ddp or self.model
         net.train()
         log_file = writer = None
@@ -475,34 +462,9 @@ class Trainer:
             while self.step < self.total_steps and self.stop.stopped_by is None:
                 e, i = divmod(self.step, self.steps_per_epoch)
                 if e != epoch:
-                    epoch, order = e, self._epoch_order(e)
-                    if hasattr(self.dataset, "set_epoch"):
-                        self.dataset.set_epoch(epoch)
-                lr = self._lr()
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                batch = self._batch(order, i)
-                with self._autocast():
-                    out = net(batch)
-                if "loss" not in out:
-                    raise KeyError(f"{type(self.model).__name__}.forward must return a dict with 'loss'")
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler:
-                    self.scaler.scale(out["loss"]).backward()
-                    self.scaler.unscale_(self.optimizer)
-                else:
-                    out["loss"].backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                if self.scaler:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                hook = getattr(self.model, "after_optimizer_step", None)
-                if hook is not None:
-                    hook(self.step)  # 0-based index of the step just taken
-                self.step += 1
+                    epoch, order = e, self._start_epoch(e)
+                lr = self._set_lr()
+                out = self._train_step(net, self._batch(order, i))
                 row = {"step": self.step, "epoch": epoch, "lr": lr,
                        **{k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}}
                 self.history.append(row)
@@ -525,3 +487,66 @@ class Trainer:
             if log_file is not None:
                 log_file.close()
         return self.history
+
+    def _begin(self, resume: bool) -> bool:
+        """Resume the latest checkpoint (with ``resume``) or start afresh; True when the run is already finished.
+
+        A fresh start seeds torch and clears an earlier run's logs; a resumed one trims its logs to the resumed
+        step. A finished run may still go on when the step cap grew since (see :data:`RESUME_MAY_DIFFER`).
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and self.resume()):
+            torch.manual_seed(self.config.seed)
+            if self.rank == 0:
+                for stale in ("losses.csv", "val.csv", "best", "snapshots"):
+                    p = self.out_dir / stale
+                    if p.is_dir():
+                        shutil.rmtree(p)
+                    elif p.exists():
+                        p.unlink()
+        if self.stop.finished and (self.stop.stopped_by == "patience" or self.step >= self.total_steps):
+            return True
+        if self.step and self.rank == 0:
+            self._trim_log("losses.csv")
+            self._trim_log("val.csv")
+        self.stop.finished, self.stop.stopped_by = False, None  # a larger cap than the finished run's
+        return False
+
+    def _set_lr(self) -> float:
+        """Put this step's learning rate (:meth:`_lr`) on every parameter group; returns it."""
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _train_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One optimizer step on ``batch``: forward, backward, gradient clipping, update, the model's hook.
+
+        Under fp16 the loss is scaled and the gradients unscaled before clipping (``GradScaler``). Advances
+        ``self.step``.
+
+        Returns:
+            The model's output on ``batch`` (``"loss"`` and the other terms, from before the update).
+        """
+        with self._autocast():
+            out = net(batch)
+        if "loss" not in out:
+            raise KeyError(f"{type(self.model).__name__}.forward must return a dict with 'loss'")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler:
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            out["loss"].backward()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        hook = getattr(self.model, "after_optimizer_step", None)
+        if hook is not None:
+            hook(self.step)  # 0-based index of the step just taken
+        self.step += 1
+        return out
