@@ -58,7 +58,8 @@ def test_a_dead_kernel_and_a_hung_cell_are_page_failures_and_store_goes_on(tmp_p
     nb = (tmp_path / "square.ipynb").read_text().replace(
         "x * x", "x * x if x == 8 else (__import__('os')._exit(1) if x == 5 else __import__('time').sleep(600))")
     (tmp_path / "square.ipynb").write_text(nb)
-    text = manifest.read_text().replace("experiments:", "timeout_s: 8\nexperiments:")
+    # 20 s per page: room for a kernel to start on a loaded machine; the hung cell sleeps 600 s
+    text = manifest.read_text().replace("experiments:", "timeout_s: 20\nexperiments:")
     manifest.write_text(text)
     stored = [e for e in load_manifest(manifest, scale="default") if e.stored]
     assert [e.params["x"] for e in stored] == [5, 6, 8]
@@ -67,7 +68,7 @@ def test_a_dead_kernel_and_a_hung_cell_are_page_failures_and_store_goes_on(tmp_p
     msg = str(err.value)
     assert "2 of 3 stored page(s) failed" in msg
     assert "'x': 5" in msg and "kernel died" in msg
-    assert "'x': 6" in msg and "timed out" in msg and "8 s" in msg
+    assert "'x': 6" in msg and "timed out" in msg and "20 s" in msg
     pages = sorted(p.name for p in (tmp_path / "site" / "results" / "pages" / "default").glob("[!.]*.ipynb"))
     assert pages == ["square__8.ipynb"]  # the page after the two failures is stored
 

@@ -251,15 +251,17 @@ def test_openai_gives_up_after_retries_naming_the_image():
 
 
 def test_openai_timeout_is_retried_then_reported():
-    with _Server(lambda n, body: (200, ok_reply("slow"), 1.0) if n == 0 else (200, ok_reply("fast"), 0)) as srv:
-        cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=0.2, max_retries=2, backoff_s=0.01)
+    # a slow reply takes 20 s and the client's timeout is 1 s: wide margins both ways on a loaded machine
+    # (the server's handler threads are daemons, so the sleeping ones do not hold up the test's exit)
+    with _Server(lambda n, body: (200, ok_reply("slow"), 20.0) if n == 0 else (200, ok_reply("fast"), 0)) as srv:
+        cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=1.0, max_retries=2, backoff_s=0.01)
         assert cap.caption(_images(1), "p") == ["fast"]
-    with _Server(lambda n, body: (200, ok_reply("slow"), 1.0)) as srv:
-        cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=0.2, max_retries=1, backoff_s=0.01)
+    with _Server(lambda n, body: (200, ok_reply("slow"), 20.0)) as srv:
+        cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=1.0, max_retries=1, backoff_s=0.01)
         t0 = time.perf_counter()
         with pytest.raises(CaptionError, match=r"image #0: gave up after 2 attempts.*timeout"):
             cap.caption(_images(1), "p")
-        assert time.perf_counter() - t0 < 1.0  # the client did not wait for the slow replies
+        assert time.perf_counter() - t0 < 10.0  # two 1 s timeouts; waiting for a slow reply would take 20 s
     assert len(srv.requests) == 2
 
 

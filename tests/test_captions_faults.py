@@ -63,13 +63,15 @@ def _img():
 
 def test_a_dripping_server_is_cut_off_at_the_deadline():
     body = ok_reply("x" * 150)
-    with _Scripted(lambda n: (200, {}, body, 0.25)) as srv:
-        cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=1.0, deadline_s=1.5, max_retries=1, backoff_s=0.01)
+    # a byte every 0.1 s never trips the 2 s per-read timeout, even with a stalled server thread; only the
+    # 2.5 s deadline on the whole reply cuts it off
+    with _Scripted(lambda n: (200, {}, body, 0.1)) as srv:
+        cap = OpenAICompatibleCaptioner(srv.url, "m", timeout_s=2.0, deadline_s=2.5, max_retries=1, backoff_s=0.01)
         t0 = time.monotonic()
         with pytest.raises(CaptionError, match=r"gave up after 2 attempts.*timeout.*deadline"):
             cap.request(_img(), "p", "tile-1")
         took = time.monotonic() - t0
-    assert took < 5.0, took  # 2 attempts x 1.5 s deadline (+ one 0.25 s drip each); the reply alone takes 40 s
+    assert took < 12.0, took  # 2 attempts x 2.5 s deadline (+ one drip each); the reply alone takes 20 s
 
 
 @pytest.mark.parametrize(("value", "expected"), [

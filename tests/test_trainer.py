@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import socket
 
 import pytest
 import torch
@@ -144,26 +143,21 @@ def test_bad_config_errors(tmp_path):
 
 # ---- DDP (gloo, 2 CPU processes) ---------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grads(model, batch):
     model.zero_grad()
     model(batch)["loss"].backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _ddp_worker(rank, world, port, tmp):
+def _ddp_worker(rank, world, tmp):
     import os
 
     from safetensors.torch import save_file
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    # rendezvous through a file, not a port: a free port picked up front can be taken before the workers start
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     try:
         data = _data()
         model = _model(data)
@@ -191,7 +185,7 @@ def _global_batch(data):
 def test_ddp_gloo_two_processes_match_single_process(tmp_path):
     from safetensors.torch import load_file
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     data = _data()
     ref = _grads(_model(data), _global_batch(data))
     for r in range(2):
