@@ -44,7 +44,7 @@ results: $(STAMP)  # the `full` tier CSVs, then the book's stored pages (results
 	$(BIN)/python -m urbanlib.results run --scale full
 	$(BIN)/python -m urbanlib.book store --scale default
 
-pages: $(STAMP)  # only the stored pages (the first protocol's 24 took 41 min; 34 now); pages stored for the same notebook and code are kept
+pages: $(STAMP)  # only the stored pages (34: 1 h 53 min beside two tier workers on 2026-12-07); pages stored for the same notebook and code are kept
 	$(BIN)/python -m urbanlib.book store --scale default
 
 lint: $(STAMP)
